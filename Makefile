@@ -9,8 +9,9 @@ TRIALS   ?=
 SMOKE    ?=
 PYTEST_FLAGS ?=
 DEMO_FLAGS ?=
+PROFILE_FLAGS ?=
 
-.PHONY: demo test test-slow bench bench-data tensorboard table5 reproduce-table2 reproduce-table3 reproduce-table4 clean
+.PHONY: demo test test-slow bench bench-data profile-train tensorboard table5 reproduce-table2 reproduce-table3 reproduce-table4 clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,10 @@ bench: $(STAMP)
 
 bench-data: $(STAMP)
 	$(PY) -m benchmarks.bench_data
+
+# Where a training step's time goes, per block and op type (PROFILE_FLAGS, e.g. --preset=l234).
+profile-train: $(STAMP)
+	$(PY) -m benchmarks.profile_train $(PROFILE_FLAGS)
 
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir runs --bind_all
