@@ -2,6 +2,7 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import reid_tf  # noqa: E402,F401  (TensorFlow's CPU options, before any test imports TensorFlow)
 
 
 def pytest_configure(config):
