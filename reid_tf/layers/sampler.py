@@ -53,15 +53,15 @@ def affine_sample(features, theta, size: tuple[int, int]):
     y = ops.where(ops.isfinite(y), y, -2.0 * ops.ones_like(y))
     x, y = _snap(x), _snap(y)
     x0, y0 = ops.floor(x), ops.floor(y)
-    flat = ops.reshape(features, (-1, H * W, C))  # (B, HW, C)
-    out = 0.0
-    for dx in (0, 1):
-        for dy in (0, 1):
-            xi, yi = x0 + dx, y0 + dy
-            weight = (1.0 - ops.abs(x - xi)) * (1.0 - ops.abs(y - yi))  # (B, hw)
-            inside = (xi >= 0) & (xi <= W - 1) & (yi >= 0) & (yi <= H - 1)
-            weight = weight * ops.cast(inside, weight.dtype)
-            index = ops.cast(ops.clip(yi, 0, H - 1) * W + ops.clip(xi, 0, W - 1), "int32")
-            values = ops.take_along_axis(flat, ops.expand_dims(index, -1), axis=1)  # (B, hw, C)
-            out = out + values * ops.expand_dims(weight, -1)
+    # The four neighbours of every sample point at once: (B, 4, hw) rows of the flattened batch.
+    xi = ops.stack([x0, x0 + 1.0, x0, x0 + 1.0], axis=1)
+    yi = ops.stack([y0, y0, y0 + 1.0, y0 + 1.0], axis=1)
+    weight = (1.0 - ops.abs(x[:, None] - xi)) * (1.0 - ops.abs(y[:, None] - yi))  # (B, 4, hw)
+    inside = (xi >= 0) & (xi <= W - 1) & (yi >= 0) & (yi <= H - 1)
+    weight = weight * ops.cast(inside, weight.dtype)
+    local = ops.cast(ops.clip(yi, 0, H - 1) * W + ops.clip(xi, 0, W - 1), "int32")  # (B, 4, hw)
+    row = local + ops.reshape(ops.arange(ops.shape(features)[0], dtype="int32") * (H * W), (-1, 1, 1))
+    # One row gather (C values each) from (B·H·W, C); its gradient is a row-wise segment sum.
+    values = ops.take(ops.reshape(features, (-1, C)), row, axis=0)  # (B, 4, hw, C)
+    out = ops.sum(values * ops.expand_dims(weight, -1), axis=1)  # (B, hw, C)
     return ops.reshape(out, (-1, h, w, C))  # (B, hw, C) -> (B, h, w, C)
