@@ -31,10 +31,10 @@ def _pool_to_grid(x, name: str):
     return x
 
 
-def build_model(name_or_config: str | ModelConfig = "l23", correlation: str = "fft") -> keras.Model:
+def build_model(name_or_config: str | ModelConfig = "l23", correlation: str = "shift") -> keras.Model:
     """Build the network of a preset ("l23", "l234", "l2", "l3", "l4", "cls", "c1"–"c4").
 
-    `correlation` picks how the CSNs compute Eq. 2 ("fft" or "direct", see reid_tf.layers.CSN);
+    `correlation` picks how the CSNs compute Eq. 2 ("shift", "fft" or "direct", see reid_tf.layers.CSN);
     the results are the same to float32 rounding.
 
     Returns a keras.Model with inputs {"image_a", "image_b"} (B, 160, 60, 3) float32 RGB in [0, 1]

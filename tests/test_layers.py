@@ -122,20 +122,70 @@ def test_fft_cross_correlation_matches_loop(kernel):
         np.testing.assert_allclose(got[:, p], xcorr_loop(signal, kernels[:, p]), rtol=1e-4, atol=1e-4)
 
 
-def test_csn_fft_and_direct_forms_agree_in_values_and_gradients():
+@pytest.mark.parametrize("kernel", [(4, 4), (3, 3), (4, 3), (1, 2)])
+def test_shift_cross_correlation_matches_loop(kernel):
+    from reid_tf.layers.correlation import depthwise_xcorr_parts_shift
+    signal = RNG.normal(size=(2, 7, 6, 4)).astype("float32")
+    kernels = RNG.normal(size=(2, 3, *kernel, 4)).astype("float32")
+    got = np.asarray(depthwise_xcorr_parts_shift(tf.constant(signal), tf.constant(kernels)))
+    for p in range(3):
+        np.testing.assert_allclose(got[:, p], xcorr_loop(signal, kernels[:, p]), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", [(3, 2), (2, 3)])
+def test_shift_cross_correlation_gradients_match_finite_differences(kernel):
+    """The hand-written gradient (shifted sums for the signal, FFT for the kernels), in float64."""
+    from reid_tf.layers.correlation import depthwise_xcorr_parts_shift
+    signal = tf.constant(RNG.normal(size=(2, 5, 4, 2)), tf.float64)
+    kernels = tf.constant(RNG.normal(size=(2, 2, *kernel, 2)), tf.float64)
+    theoretical, numerical = tf.test.compute_gradient(depthwise_xcorr_parts_shift, [signal, kernels], delta=1e-6)
+    for t, n in zip(theoretical, numerical):
+        assert np.abs(t).max() > 0.1  # a gradient, not zeros
+        np.testing.assert_allclose(t, n, rtol=1e-6, atol=1e-7)
+
+
+def test_csn_correlation_forms_agree_in_values_and_gradients():
     from reid_tf.layers import CSN
     x_a = tf.constant(RNG.normal(size=(2, 40, 15, 8)).astype("float32"))
     x_b = tf.constant(RNG.normal(size=(2, 40, 15, 8)).astype("float32"))
-    fft, direct = CSN(10, config.STRIPES[2]), CSN(10, config.STRIPES[2], correlation="direct")
-    fft([x_a, x_b])
-    direct([x_a, x_b])
-    direct.set_weights(fft.get_weights())
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch([x_a, x_b])
-        s_fft, s_direct = fft([x_a, x_b])[0], direct([x_a, x_b])[0]
-        l_fft, l_direct = tf.reduce_sum(s_fft * s_fft), tf.reduce_sum(s_direct * s_direct)
-    np.testing.assert_allclose(s_fft, s_direct, rtol=1e-3, atol=1e-3)
-    for g_fft, g_direct in zip(tape.gradient(l_fft, [x_a, x_b]), tape.gradient(l_direct, [x_a, x_b])):
-        np.testing.assert_allclose(g_fft, g_direct, rtol=1e-3, atol=1e-2)
+    csns = {form: CSN(10, config.STRIPES[2], correlation=form) for form in ("shift", "fft", "direct")}
+    assert CSN(10).correlation == "shift"  # the default
+    for csn in csns.values():
+        csn([x_a, x_b])
+        csn.set_weights(csns["shift"].get_weights())
+    maps, grads = {}, {}
+    for form, csn in csns.items():
+        with tf.GradientTape() as tape:
+            tape.watch([x_a, x_b])
+            maps[form] = csn([x_a, x_b])[0]
+            loss = tf.reduce_sum(maps[form] * maps[form])
+        grads[form] = tape.gradient(loss, [x_a, x_b] + csn.trainable_weights)
+    assert len(grads["shift"]) > 2 and all(g is not None for g in grads["shift"])  # the loc net's too
+    for form in ("fft", "direct"):
+        np.testing.assert_allclose(maps[form], maps["shift"], rtol=1e-3, atol=1e-3)
+        for g, g_shift in zip(grads[form], grads["shift"]):
+            np.testing.assert_allclose(g, g_shift, rtol=1e-3, atol=1e-2 * max(1.0, float(np.abs(g_shift).max())))
     with pytest.raises(ValueError, match="correlation"):
         CSN(10, correlation="fast")
+
+
+def test_fused_batch_norm_equals_keras_batch_norm():
+    """Same outputs, gradients and moving statistics as keras.layers.BatchNormalization."""
+    import keras
+    from reid_tf.layers.blocks import FusedBatchNormalization
+    x = tf.constant(RNG.normal(2.0, 3.0, size=(4, 5, 6, 7)).astype("float32"))
+    fused, plain = FusedBatchNormalization(synchronized=True), keras.layers.BatchNormalization(synchronized=True)
+    for bn in (fused, plain):
+        bn.build(x.shape)
+        bn.gamma.assign(np.linspace(0.5, 2.0, 7))
+        bn.beta.assign(np.linspace(-1.0, 1.0, 7))
+    weights = tf.constant(RNG.normal(size=(7,)).astype("float32"))
+    results = []
+    for bn in (fused, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = bn(x, training=True)
+            loss = tf.reduce_sum(y * y * weights)
+        results.append([y, *tape.gradient(loss, [x, bn.gamma, bn.beta]), bn.moving_mean, bn.moving_variance, bn(x)])
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4 * max(1.0, float(np.abs(want).max())))

@@ -2,23 +2,35 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
-from reid_tf.layers.correlation import depthwise_xcorr, depthwise_xcorr_parts_fft
+from reid_tf.layers.correlation import depthwise_xcorr, depthwise_xcorr_parts_fft, depthwise_xcorr_parts_shift
+from reid_tf.layers.stn import AffineSTN
 
-CORRELATIONS = ("fft", "direct")
+CORRELATIONS = ("shift", "fft", "direct")
+
+
+def _similarity_by_parts(xcorr_parts, x_a, x_b, parts_a, parts_b):
+    """CSN.similarity from a per-sample form (signal (N,H,W,C), kernels (N,P,f,f,C) → (N,P,H,W,C)):
+    maps (B,H,W,C), parts (B,P,f,f,C) → (B, H, W, 2·P·C), channels [x_a * parts_b (part-major),
+    x_b * parts_a]; each map is read once for its P parts."""
+    P = parts_a.shape[1]
+    H, W, C = x_a.shape[1], x_a.shape[2], x_a.shape[3]
+    s = xcorr_parts(ops.concatenate([x_a, x_b], 0), ops.concatenate([parts_b, parts_a], 0))  # (2B, P, H, W, C)
+    s = ops.transpose(ops.reshape(s, (2, -1, P, H, W, C)), (1, 3, 4, 0, 2, 5))  # -> (B, H, W, 2, P, C)
+    return ops.reshape(s, (-1, H, W, 2 * P * C))  # -> (B, H, W, 2P·C)
 
 
 def similarity_fft(x_a, x_b, parts_a, parts_b):
-    """CSN.similarity by FFT: maps (B,H,W,C), parts (B,P,f,f,C) → (B, H, W, 2·P·C), channels
-    [x_a * parts_b (part-major), x_b * parts_a]; each map's spectrum is shared by its P parts."""
-    P = parts_a.shape[1]
-    H, W, C = x_a.shape[1], x_a.shape[2], x_a.shape[3]
-    s = depthwise_xcorr_parts_fft(ops.concatenate([x_a, x_b], 0),
-                                  ops.concatenate([parts_b, parts_a], 0))  # (2B, P, H, W, C)
-    s = ops.transpose(ops.reshape(s, (2, -1, P, H, W, C)), (1, 3, 4, 0, 2, 5))  # -> (B, H, W, 2, P, C)
-    return ops.reshape(s, (-1, H, W, 2 * P * C))  # -> (B, H, W, 2P·C)
-from reid_tf.layers.stn import AffineSTN
+    """CSN.similarity by FFT, each map's spectrum shared by its P parts."""
+    return _similarity_by_parts(depthwise_xcorr_parts_fft, x_a, x_b, parts_a, parts_b)
+
+
+def similarity_shift(x_a, x_b, parts_a, parts_b):
+    """CSN.similarity by XLA-fused shifted sums (gradient w.r.t. the parts by FFT)."""
+    return _similarity_by_parts(depthwise_xcorr_parts_shift, x_a, x_b, parts_a, parts_b)
+
 
 
 @keras.saving.register_keras_serializable(package="reid_tf")
@@ -30,9 +42,10 @@ class CSN(keras.layers.Layer):
       stripes: [start, stop) rows of each horizontal stripe (§4.2); None = one stripe, the whole
         map (Table 4, C1 "no dividing").
       stn: learn θ (False = Table 4, C2, the fixed central crop).
-      correlation: how Eq. 2 is computed — "fft" (default: the fastest for training on CPU) or
-        "direct" (the batch-folded depth-wise convolution: the paper's arithmetic, which
-        reid_tf.complexity counts). Both equal the per-sample loop (tests/test_layers.py).
+      correlation: how Eq. 2 is computed — "shift" (default: XLA-fused shifted multiply-adds, the
+        fastest for training on CPU), "fft", or "direct" (the batch-folded depth-wise convolution:
+        the paper's arithmetic, which reid_tf.complexity counts). All equal the per-sample loop
+        (tests/test_layers.py); benchmarks/bench_scoring.py times them.
     Call arguments:
       inputs: [x_a, x_b], the level-j feature maps of both images, (B, H, W, C) each.
     Returns:
@@ -42,7 +55,7 @@ class CSN(keras.layers.Layer):
       theta_a, theta_b (B, P, 2, 3).
     """
 
-    def __init__(self, part_size: int, stripes=None, stn: bool = True, correlation: str = "fft", **kwargs):
+    def __init__(self, part_size: int, stripes=None, stn: bool = True, correlation: str = "shift", **kwargs):
         super().__init__(**kwargs)
         if correlation not in CORRELATIONS:
             raise ValueError(f"correlation must be one of {CORRELATIONS}, got {correlation!r}")
@@ -71,17 +84,25 @@ class CSN(keras.layers.Layer):
 
     def parts(self, x, training=None):
         """x (B, H, W, C) → parts (B, P, f, f, C) and θ (B, P, 2, 3); depends on one image only."""
-        stripes = [x[:, start:stop] for start, stop in self._stripe_rows(x.shape[1])]
-        stacked = ops.concatenate(stripes, axis=0)  # P × (B, hs, W, C) -> (P·B, hs, W, C)
-        part, theta = self.stn(stacked, training=training)
+        rows = self._stripe_rows(x.shape[1])
+        # Split the map once at every stripe boundary and build each (overlapping) stripe from its
+        # segments: the backward pass then adds segment gradients instead of writing one
+        # full-size, mostly-zero gradient per stripe (measured: benchmarks/profile_train.py).
+        cuts = sorted({0, x.shape[1], *(r for stripe in rows for r in stripe)})
+        # tf.split with static sizes (its gradient is one concat); keras.ops.split makes them dynamic
+        segments = dict(zip(cuts[:-1], tf.split(x, [b - a for a, b in zip(cuts[:-1], cuts[1:])], axis=1)))
+        stripes = []
+        for start, stop in rows:
+            pieces = [segments[c] for c in cuts[:-1] if start <= c < stop]
+            stripes.append(pieces[0] if len(pieces) == 1 else ops.concatenate(pieces, axis=1))
+        stacked = ops.stack(stripes, axis=1)  # (B, P, hs, W, C): sample-major, no transposes
         P, f, C = self.num_parts, self.part_size, x.shape[-1]
-        part = ops.transpose(ops.reshape(part, (P, -1, f, f, C)), (1, 0, 2, 3, 4))  # -> (B,P,f,f,C)
-        theta = ops.transpose(ops.reshape(theta, (P, -1, 2, 3)), (1, 0, 2, 3))  # -> (B, P, 2, 3)
-        return part, theta
+        part, theta = self.stn(ops.reshape(stacked, (-1, *stacked.shape[2:])), training=training)  # B·P stripes
+        return ops.reshape(part, (-1, P, f, f, C)), ops.reshape(theta, (-1, P, 2, 3))
 
     def similarity(self, x_a, x_b, parts_a, parts_b):
         """Eq. 2 in both directions: (B, H, W, 2·P·C) from maps (B,H,W,C) and parts (B,P,f,f,C)."""
-        form = similarity_fft if self.correlation == "fft" else self.similarity_direct
+        form = {"shift": similarity_shift, "fft": similarity_fft, "direct": self.similarity_direct}[self.correlation]
         return form(x_a, x_b, parts_a, parts_b)
 
     @staticmethod
