@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from reid_tf import config
+
 TINY = ["--synthetic_identities=24", "--batch_size=6", "--checkpoint_every=2", "--log_every_seconds=0",
         "--nofigures"]
 
@@ -40,10 +42,10 @@ def checkpoint_weights(workdir, step=None):
     return path, {n: reader.get_tensor(n) for n in names}
 
 
-def assert_same_training(got, ref, lr=5e-4, steps=2):
+def assert_same_training(got, ref, lr=config.LEARNING_RATE, steps=2):
     """Two trainings that should compute the same thing, up to float nondeterminism.
 
-    The FFT correlation and multi-threaded reductions are not bit-reproducible, and Adam turns a
+    The XLA correlation and multi-threaded reductions are not bit-reproducible, and Adam turns a
     rounding-level difference in a near-zero gradient into a ±lr step; so a few elements may differ
     by up to 2·steps·lr, while a real fault (wrong data position, lost optimizer state, per-replica
     BN) moves most elements of most variables.
