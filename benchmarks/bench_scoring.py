@@ -17,15 +17,14 @@ and for training (a different signal per sample, forward and backward).
 Targets reported against, not asserted: engine ≥ 780 pairs/s for l23 (the paper's TitanX: 1,250
 pairs in 1.6 s) and a training step at ≥ 50 % of the matmul GFLOP/s.
 
-Measured (2 cores, 24 Nov, another job's training holding about one core; load average 3–4):
-full model 13–17 pairs/s; engine 64×64 475–761 pairs/s end to end (36–45×), 590–1,080 for the pair
-part alone; VIPeR-sized trial 177–182 s, CUHK03-sized 21–23 s; training 3.0–4.4 pairs/s as the
-layers are, 4.6–6.1 with similarity_fft (8–17 GFLOP/s, 13–32 % of tf.matmul's 54–65). Level-2
-correlation forms, scoring: NumPy im2col with 2 single-BLAS workers 1,800–2,900 pair-directions/s,
-im2col + tf.matmul 530–630, FFT (spectra cached) 230–300, depth-wise with multiplier 90–120,
-folded depth-wise 70–110. Training (forward+backward): similarity_fft 17–30 pairs/s, xcorr_fft
-16–24, folded depth-wise (CSN.similarity) 9–12, im2col per sample ≈ 1. Every number here moves by
-up to 2× with the other jobs on the machine: compare forms within one run, not across runs.
+Measured (2 cores, idle, 25 Nov; docs/RESULTS.md has the session-start run beside it): full model
+108 pairs/s; engine 64×64 1,046 pairs/s end to end (9.7×), 1,191 for the pair part alone; VIPeR-sized
+trial 85.5 s, CUHK03-sized 10.8 s; matmul 173–180 GFLOP/s (tf), 189–190 (NumPy); training 32.3
+pairs/s with correlation="shift" (91 GFLOP/s: 52 % of tf.matmul, 48 % of NumPy), 20.0 with "fft",
+12.8 with "direct". Level-2 forms, training (forward+backward): shift 134 pairs/s, FFT 44, folded
+depth-wise 30; scoring: NumPy im2col with 2 single-BLAS workers 3,789 pair-directions/s, im2col +
+tf.matmul 1,739, depth-wise with multiplier 1,264, FFT 725, folded depth-wise 342. Other jobs on the
+machine move every number by up to 2×: compare forms within one run, not across runs.
 """
 from __future__ import annotations
 
