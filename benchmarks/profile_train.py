@@ -1,6 +1,6 @@
 """Where a training step's time goes, op by op, grouped by the model's blocks (issue 6).
 
-    python -m benchmarks.profile_train                  # `make profile-train`; l23, batch 128, ~2 min
+    python -m benchmarks.profile_train                  # `make profile-train`; l23, batch 128, ~1 min
     python -m benchmarks.profile_train --preset=l234 --batch=64 --correlation=direct
 
 Runs the benchmark training step (benchmarks.common.train_step: forward, L_cls + L_ctr + weight
@@ -38,7 +38,7 @@ from reid_tf.model import build_model
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "l23", "Model preset (reid_tf.config.PRESETS).")
 flags.DEFINE_integer("batch", config.BATCH_SIZE["default"], "Pairs per training step (§4.2: 128).")
-flags.DEFINE_integer("steps", 2, "Profiled steps (after one warm-up step).")
+flags.DEFINE_integer("steps", 3, "Steps timed without, then with the profiler (after two warm-up steps).")
 flags.DEFINE_enum("correlation", CORRELATIONS[0], list(CORRELATIONS), "The CSN correlation form (reid_tf.layers.CSN).")
 flags.DEFINE_integer("top_ops", 15, "Also list the most expensive op types.")
 flags.DEFINE_list("detail", [], "Blocks whose op types to list too (e.g. csn_2.stn,conv1).")
@@ -94,9 +94,12 @@ def main(argv: list[str]) -> None:
     x = {k: tf.constant(rng.uniform(size=shape).astype("float32")) for k in ("image_a", "image_b")}
     y = tf.constant((np.arange(FLAGS.batch) % 3 == 0).astype("int32"))  # 1:2 (§4.2)
     step(x, y).numpy()  # tracing, optimizer slots
+    step(x, y).numpy()  # the first backward pass also sets up oneDNN primitives
     start = time.perf_counter()
-    step(x, y).numpy()
-    unprofiled = time.perf_counter() - start
+    for _ in range(FLAGS.steps):
+        loss = step(x, y)
+    loss.numpy()
+    unprofiled = (time.perf_counter() - start) / FLAGS.steps
 
     logdir = tempfile.mkdtemp(prefix="reid_profile_")
     tf.profiler.experimental.start(logdir)
