@@ -42,11 +42,11 @@ from absl import app, flags, logging
 from benchmarks.common import train_step
 from reid_tf import config
 from reid_tf.layers import CSN
-from reid_tf.layers.csn import CORRELATIONS, similarity_shift
+from reid_tf.layers.csn import CORRELATIONS, similarity_fft, similarity_shift
 from reid_tf.model import build_model
 from reid_tf.scoring import (ScoringEngine, blas_threads, correlate_and_pool, depthwise_xcorr, kernel_matrix,
-                             signal_patches_numpy, similarity_fft, xcorr_depthwise_multiplier, xcorr_fft,
-                             xcorr_im2col, xcorr_shared_kernels)
+                             signal_patches_numpy, xcorr_depthwise_multiplier, xcorr_im2col,
+                             xcorr_shared_kernels)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "l23", "Model preset (reid_tf.config.PRESETS).")
@@ -232,7 +232,6 @@ def training_forms(repeats: int, pairs: int = 16) -> dict[str, tuple[float, floa
         return similarity
 
     forms = {"folded depth-wise (CSN.similarity_direct)": CSN.similarity_direct,
-             "FFT per sample (xcorr_fft)": per_sample(xcorr_fft),
              "FFT, map spectrum shared (similarity_fft)": similarity_fft,
              "XLA shifted sums (similarity_shift, the layer's default)": similarity_shift}
     if FLAGS.xcorr_im2col_training:

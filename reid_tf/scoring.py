@@ -28,15 +28,16 @@ the engine against the full model to 1e-4):
    tf.function of fixed shape (the last batch padded), inference mode.
 
 Steps 1–3 run in NumPy, one signal image per worker thread (one per core), each with a single-threaded
-OpenBLAS. Measured on the 2-core machine (benchmarks/bench_scoring.py, level 2, one signal against
-the parts of 64 images, other jobs sharing the CPU): 2,900 pair-directions/s this way, against 630
-for the same im2col with tf.matmul, 300 for FFT with every spectrum cached, 120 for TF's depth-wise
-convolution with a channel multiplier and 110 for the model's folded depth-wise form. Two threads of
+OpenBLAS. Measured on the 2-core machine (benchmarks/bench_scoring.py (f), level 2, one signal against
+the parts of 64 images, idle, 25 Nov): 3,789 pair-directions/s this way, against 1,739 for the same
+im2col with tf.matmul, 1,264 for TF's depth-wise convolution with a channel multiplier, 725 for FFT
+with every spectrum cached and 342 for the model's folded depth-wise form. Two threads of
 single-threaded BLAS also degrade gracefully when another job holds a core, where OpenBLAS's own
-two threads stall on their barrier (measured 15–36 pairs/s instead of ~900 in such moments).
+two threads stall on their barrier (measured in session 1: 15–36 pairs/s instead of ~900 then).
 
 Correlation forms (Eq. 2), all tested against one per-sample loop: `depthwise_xcorr` (the layer's:
-batch folded into channels), `xcorr_im2col` and `xcorr_fft` (per sample: the training case), and
+batch folded into channels) and `xcorr_im2col` (per sample: the training case; the layer's own
+"shift" and "fft" forms are in reid_tf.layers.correlation), and
 `xcorr_shared_kernels`, `xcorr_shared_kernels_numpy`, `xcorr_depthwise_multiplier` (one signal
 against many kernels: the scoring case).
 """
@@ -54,12 +55,11 @@ import numpy as np
 import tensorflow as tf
 
 from reid_tf import losses
-from reid_tf.layers.correlation import depthwise_xcorr
-from reid_tf.layers.csn import similarity_fft  # the layer's training form, re-exported for the benchmarks
+from reid_tf.layers.correlation import depthwise_xcorr, same_padding
 
 __all__ = ["ImageFeatures", "ScoringEngine", "blas_threads", "correlate_and_pool", "depthwise_xcorr",
            "kernel_matrix", "patch_index", "pool_blocks", "signal_patches", "signal_patches_numpy",
-           "similarity_fft", "xcorr_depthwise_multiplier", "xcorr_fft", "xcorr_im2col", "xcorr_shared_kernels",
+           "xcorr_depthwise_multiplier", "xcorr_im2col", "xcorr_shared_kernels",
            "xcorr_shared_kernels_numpy"]
 
 # Trunk conv block of each level, in order (reid_tf.model.TRUNK): conv1 → x(1), conv2 → x(2), …
@@ -70,11 +70,6 @@ _TRUNK_LAYERS = ("conv1", "conv2", "conv3", "conv3b")
 # Correlation forms. All compute Eq. 2 with the layer's convention: per channel, no kernel flip,
 # TF "SAME" zero padding (for an even kernel the extra row/column of padding is at the bottom/right).
 
-def _same_padding(k: int) -> tuple[int, int]:
-    """(before, after) zero padding of TF "SAME" for a kernel of size k at stride 1."""
-    return (k - 1) // 2, k - 1 - (k - 1) // 2
-
-
 def signal_patches(signal, kernel_hw: tuple[int, int]):
     """im2col of the signal in TensorFlow, channel-major: (N, H, W, C) → (C, h·w, N·H·W).
 
@@ -82,7 +77,7 @@ def signal_patches(signal, kernel_hw: tuple[int, int]):
     """
     _, H, W, C = signal.shape
     h, w = kernel_hw
-    xp = tf.pad(tf.transpose(signal, (3, 0, 1, 2)), [[0, 0], [0, 0], _same_padding(h), _same_padding(w)])
+    xp = tf.pad(tf.transpose(signal, (3, 0, 1, 2)), [[0, 0], [0, 0], same_padding(h), same_padding(w)])
     # (C, N, H+h−1, W+w−1); each tap is one shifted window, stacked on axis 1 so that every slice is
     # written as one contiguous (N, H, W) block (2–4× faster than stacking the taps innermost).
     taps = tf.stack([xp[:, :, i:i + H, j:j + W] for i in range(h) for j in range(w)], axis=1)  # (C,hw,N,H,W)
@@ -123,22 +118,6 @@ def xcorr_im2col(signal, kernels):
     k = tf.reshape(tf.transpose(kernels, (0, 3, 1, 2)), (B, C, h * w, 1))  # (B,h,w,C) -> (B, C, h·w, 1)
     out = tf.matmul(patches, k)  # (B, C, H·W, 1)
     return tf.transpose(tf.reshape(out, (B, C, H, W)), (0, 2, 3, 1))  # -> (B, H, W, C)
-
-
-def xcorr_fft(signal, kernels):
-    """Per-sample Eq. 2, the layer's contract, via the correlation theorem (differentiable).
-
-    Padding the signal as "SAME" does (to H+h−1 × W+w−1) and correlating circularly at that size
-    wraps nothing into the first H × W outputs, so these equal the zero-padded correlation.
-    """
-    B, H, W, C = signal.shape
-    _, h, w, _ = kernels.shape
-    size = [H + h - 1, W + w - 1]
-    xp = tf.pad(tf.transpose(signal, (0, 3, 1, 2)), [[0, 0], [0, 0], _same_padding(h), _same_padding(w)])
-    X = tf.signal.rfft2d(xp)  # (B, C, H+h−1, (W+w−1)//2 + 1)
-    K = tf.signal.rfft2d(tf.transpose(kernels, (0, 3, 1, 2)), fft_length=size)  # kernels zero-padded
-    out = tf.signal.irfft2d(X * tf.math.conj(K), fft_length=size)[:, :, :H, :W]  # (B, C, H, W)
-    return tf.transpose(out, (0, 2, 3, 1))  # -> (B, H, W, C)
 
 
 # ---- the NumPy form the engine uses ----------------------------------------------------------
@@ -186,7 +165,7 @@ def signal_patches_numpy(x: np.ndarray, kernel_hw: tuple[int, int], pool: int = 
     """One map x (H, W, C) → its im2col patches (C, H·W, h·w), C-contiguous, rows as in `patch_index`."""
     H, W, C = x.shape
     h, w = kernel_hw
-    (top, _), (left, _) = _same_padding(h), _same_padding(w)
+    (top, _), (left, _) = same_padding(h), same_padding(w)
     xp = np.zeros((C, H + h - 1, W + w - 1), np.float32)
     xp[:, top:top + H, left:left + W] = x.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W), padded
     # np.take (not xp[:, index]): fancy indexing after a slice returns C innermost, which makes the

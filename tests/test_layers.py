@@ -112,26 +112,6 @@ def test_stn_theta_respects_constraints_after_random_training():
     assert (R_W, R_H, T_W, T_H) == (1, 3, 2, 5)  # the layout Eq. 1 fixes
 
 
-@pytest.mark.parametrize("kernel", [(4, 4), (3, 3), (4, 3)])
-def test_fft_cross_correlation_matches_loop(kernel):
-    from reid_tf.layers.correlation import depthwise_xcorr_parts_fft
-    signal = RNG.normal(size=(2, 7, 6, 4)).astype("float32")
-    kernels = RNG.normal(size=(2, 3, *kernel, 4)).astype("float32")  # 3 parts per signal
-    got = np.asarray(depthwise_xcorr_parts_fft(signal, kernels))
-    for p in range(3):
-        np.testing.assert_allclose(got[:, p], xcorr_loop(signal, kernels[:, p]), rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("kernel", [(4, 4), (3, 3), (4, 3), (1, 2)])
-def test_shift_cross_correlation_matches_loop(kernel):
-    from reid_tf.layers.correlation import depthwise_xcorr_parts_shift
-    signal = RNG.normal(size=(2, 7, 6, 4)).astype("float32")
-    kernels = RNG.normal(size=(2, 3, *kernel, 4)).astype("float32")
-    got = np.asarray(depthwise_xcorr_parts_shift(tf.constant(signal), tf.constant(kernels)))
-    for p in range(3):
-        np.testing.assert_allclose(got[:, p], xcorr_loop(signal, kernels[:, p]), rtol=1e-4, atol=1e-4)
-
-
 @pytest.mark.parametrize("kernel", [(3, 2), (2, 3)])
 def test_shift_cross_correlation_gradients_match_finite_differences(kernel):
     """The hand-written gradient (shifted sums for the signal, FFT for the kernels), in float64."""

@@ -6,16 +6,16 @@ import tensorflow as tf
 
 from reid_tf import config
 from reid_tf.layers import CSN
+from reid_tf.layers.correlation import depthwise_xcorr_parts_fft, depthwise_xcorr_parts_shift
+from reid_tf.layers.csn import similarity_fft, similarity_shift
 from reid_tf.model import build_model
-from reid_tf.scoring import (ScoringEngine, correlate_and_pool, depthwise_xcorr, kernel_matrix, similarity_fft,
-                             signal_patches_numpy, xcorr_depthwise_multiplier, xcorr_fft, xcorr_im2col,
+from reid_tf.scoring import (ScoringEngine, correlate_and_pool, depthwise_xcorr, kernel_matrix,
+                             signal_patches_numpy, xcorr_depthwise_multiplier, xcorr_im2col,
                              xcorr_shared_kernels, xcorr_shared_kernels_numpy)
 from references import xcorr_loop
 
 RNG = np.random.default_rng(6)
 ATOL = 1e-4  # the issue's bar: engine == model to 1e-4
-
-
 
 
 def all_pairs_loop(signal, kernels):
@@ -33,7 +33,16 @@ SHAPES = [((7, 6), (4, 4)), ((7, 6), (3, 3)), ((7, 6), (4, 3)), ((5, 4), (1, 1))
           ((12, 9), (10, 10))]
 
 
-@pytest.mark.parametrize("form", [depthwise_xcorr, xcorr_im2col, xcorr_fft], ids=lambda f: f.__name__)
+def one_part(parts_form):
+    """A per-part form ((B,H,W,C), (B,P,h,w,C) → (B,P,H,W,C)) with P = 1, in the per-sample contract."""
+    def form(signal, kernels):
+        return parts_form(signal, kernels[:, None])[:, 0]
+    form.__name__ = parts_form.__name__
+    return form
+
+
+@pytest.mark.parametrize("form", [depthwise_xcorr, xcorr_im2col, one_part(depthwise_xcorr_parts_fft),
+                                  one_part(depthwise_xcorr_parts_shift)], ids=lambda f: f.__name__)
 @pytest.mark.parametrize("map_hw,kernel_hw", SHAPES)
 def test_per_sample_forms_match_loop(form, map_hw, kernel_hw):
     signal, kernels = normal(3, *map_hw, 5), normal(3, *kernel_hw, 5)
@@ -66,31 +75,18 @@ def test_correlate_and_pool_is_the_correlation_then_the_models_pooling(map_hw, p
     np.testing.assert_allclose(got, ref.transpose(3, 1, 2, 0).reshape(C, gh * gw, -1), rtol=1e-4, atol=1e-4)
 
 
-def test_fft_form_has_the_gradients_of_the_layer_form():
-    """xcorr_fft is the proposed training form: same values and same gradients as depthwise_xcorr."""
-    signal, kernels = tf.constant(normal(2, 12, 9, 4)), tf.constant(normal(2, 10, 10, 4))
-    weight = tf.constant(normal(2, 12, 9, 4))
-    grads = []
-    for form in (depthwise_xcorr, xcorr_fft):
-        with tf.GradientTape() as tape:
-            tape.watch([signal, kernels])
-            loss = tf.reduce_sum(form(signal, kernels) * weight)
-        grads.append(tape.gradient(loss, [signal, kernels]))
-    for a, b in zip(*grads):
-        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-4)
-
-
+@pytest.mark.parametrize("form", [similarity_fft, similarity_shift], ids=lambda f: f.__name__)
 @pytest.mark.parametrize("map_hw,f,P", [((40, 15), 10, 3), ((20, 8), 5, 3), ((10, 4), 3, 1)])
-def test_similarity_fft_equals_the_csn_similarity_values_and_gradients(map_hw, f, P):
-    """The proposed FFT form of CSN.similarity: same maps, same channel order, same gradients."""
+def test_similarity_forms_equal_the_direct_form_in_values_and_gradients(form, map_hw, f, P):
+    """CSN's "fft" and "shift" forms against "direct": same maps, channel order and gradients."""
     x_a, x_b = tf.constant(normal(2, *map_hw, 4)), tf.constant(normal(2, *map_hw, 4))
     parts_a, parts_b = tf.constant(normal(2, P, f, f, 4)), tf.constant(normal(2, P, f, f, 4))
     weight = tf.constant(normal(2, *map_hw, 2 * P * 4))
     results = []
-    for form in (CSN.similarity_direct, similarity_fft):
+    for similarity in (CSN.similarity_direct, form):
         with tf.GradientTape() as tape:
             tape.watch([x_a, x_b, parts_a, parts_b])
-            sim = form(x_a, x_b, parts_a, parts_b)
+            sim = similarity(x_a, x_b, parts_a, parts_b)
             loss = tf.reduce_sum(sim * weight)
         results.append([sim, *tape.gradient(loss, [x_a, x_b, parts_a, parts_b])])
     for want, got in zip(*results):

@@ -26,6 +26,16 @@ def depthwise_xcorr(signal, kernels):
     return ops.transpose(ops.reshape(out, (H, W, -1, C)), (2, 0, 1, 3))  # -> (H,W,B,C) -> (B,H,W,C)
 
 
+def same_padding(size: int) -> tuple[int, int]:
+    """Zero rows (before, after) that TF "SAME" adds around a signal for a kernel of `size` (stride 1)."""
+    return (size - 1) // 2, size // 2
+
+
+def _pad_same(signal, kernel_hw: tuple[int, int]):
+    """(B, H, W, C) → (B, H + h − 1, W + w − 1, C), zero-padded as "SAME" does."""
+    return tf.pad(signal, [[0, 0], same_padding(kernel_hw[0]), same_padding(kernel_hw[1]), [0, 0]])
+
+
 def depthwise_xcorr_parts_fft(signal, kernels):
     """Eq. 2 for each sample's signal with its own P kernels, via FFT (same convention as above).
 
@@ -44,16 +54,10 @@ def depthwise_xcorr_parts_fft(signal, kernels):
     H, W = signal.shape[1], signal.shape[2]
     h, w = kernels.shape[2], kernels.shape[3]
     size = [H + h - 1, W + w - 1]
-    pad = [[0, 0], [0, 0], [(h - 1) // 2, h // 2], [(w - 1) // 2, w // 2]]
-    X = tf.signal.rfft2d(tf.pad(tf.transpose(signal, (0, 3, 1, 2)), pad))  # (B, C, H', W'')
+    X = tf.signal.rfft2d(tf.transpose(_pad_same(signal, (h, w)), (0, 3, 1, 2)))  # (B, C, H', W'')
     K = tf.signal.rfft2d(tf.transpose(kernels, (0, 1, 4, 2, 3)), fft_length=size)  # (B, P, C, H', W'')
     out = tf.signal.irfft2d(X[:, None] * tf.math.conj(K), fft_length=size)[..., :H, :W]  # (B, P, C, H, W)
     return tf.transpose(out, (0, 1, 3, 4, 2))  # -> (B, P, H, W, C)
-
-
-def _same_padding(size: int) -> tuple[int, int]:
-    """Zero rows (before, after) that TF "SAME" adds around a signal for a kernel of `size`."""
-    return (size - 1) // 2, size // 2
 
 
 def _shift_sum(padded, kernels):
@@ -79,16 +83,14 @@ def _shift_sum(padded, kernels):
 @tf.function(jit_compile=True)
 def _xcorr_shift_forward(signal, kernels):
     """(B, H, W, C), (B, P, h, w, C) → (B, P, H, W, C): Eq. 2 with "SAME" zero padding."""
-    (top, bottom), (left, right) = _same_padding(kernels.shape[2]), _same_padding(kernels.shape[3])
-    padded = tf.pad(signal, [[0, 0], [top, bottom], [left, right], [0, 0]])
-    return _shift_sum(padded[:, None], kernels)
+    return _shift_sum(_pad_same(signal, kernels.shape[2:4])[:, None], kernels)
 
 
 @tf.function(jit_compile=True)
 def _xcorr_shift_grad_signal(grad, kernels):
     """∂L/∂signal (B, H, W, C) from ∂L/∂out (B, P, H, W, C): the adjoint of the forward, i.e. the
     output gradient, padded the other way round, correlated with the flipped kernels, summed over P."""
-    (top, bottom), (left, right) = _same_padding(kernels.shape[2]), _same_padding(kernels.shape[3])
+    (top, bottom), (left, right) = same_padding(kernels.shape[2]), same_padding(kernels.shape[3])
     padded = tf.pad(grad, [[0, 0], [0, 0], [bottom, top], [right, left], [0, 0]])
     return tf.reduce_sum(_shift_sum(padded, kernels[:, :, ::-1, ::-1]), axis=1)
 
@@ -118,10 +120,8 @@ def _xcorr_grad_kernels_rows(padded, grad):
 def _xcorr_grad_kernels(grad, signal, kernel_hw):
     """∂L/∂kernels (B, P, h, w, C) = Σ_yx grad[y, x] · padded signal[y + i, x + j], summed over
     blocks of _KERNEL_GRAD_ROWS rows (one XLA call each; see there why)."""
-    h, w = kernel_hw
-    H = signal.shape[1]
-    (top, bottom), (left, right) = _same_padding(h), _same_padding(w)
-    padded = tf.pad(signal, [[0, 0], [top, bottom], [left, right], [0, 0]])[:, None]  # (B, 1, H', W', C)
+    h, H = kernel_hw[0], signal.shape[1]
+    padded = _pad_same(signal, kernel_hw)[:, None]  # (B, 1, H', W', C)
     blocks = [_xcorr_grad_kernels_rows(padded[:, :, y:min(y + _KERNEL_GRAD_ROWS, H) + h - 1],
                                        grad[:, :, y:y + _KERNEL_GRAD_ROWS])
               for y in range(0, H, _KERNEL_GRAD_ROWS)]

@@ -28,9 +28,8 @@ def similarity_fft(x_a, x_b, parts_a, parts_b):
 
 
 def similarity_shift(x_a, x_b, parts_a, parts_b):
-    """CSN.similarity by XLA-fused shifted sums (gradient w.r.t. the parts by FFT)."""
+    """CSN.similarity by XLA-fused shifted sums, with their hand-written gradient (the default)."""
     return _similarity_by_parts(depthwise_xcorr_parts_shift, x_a, x_b, parts_a, parts_b)
-
 
 
 @keras.saving.register_keras_serializable(package="reid_tf")
