@@ -70,6 +70,52 @@ def test_sampler_gradients_match_finite_differences():
         np.testing.assert_allclose(theoretical[index], numerical[index], rtol=1e-4, atol=1e-6)
 
 
+def _forward_difference_theta_gradient(x, theta, size):
+    """d(sum of the output)/dθ by hand with the floor-based bilinear derivative: a point at pixel
+    coordinate p = x0 + δ (x0 = ⌊p⌋, so δ = 0 on a pixel centre) moves by ε and its value changes by
+    ε·[(1 − δy)(f(y0, x0 + 1) − f(y0, x0)) + δy(f(y0 + 1, x0 + 1) − f(y0 + 1, x0))] — the forward
+    difference on the grid; neighbours outside the map count as 0. d(p)/dθ is the grid coordinate."""
+    B, H, W, _ = x.shape
+    h, w = size
+    gy, gx = np.meshgrid(np.linspace(-1, 1, h) if h > 1 else [0.0],
+                         np.linspace(-1, 1, w) if w > 1 else [0.0], indexing="ij")
+    padded = np.zeros((B, H + 1, W + 1, x.shape[3]))
+    padded[:, :H, :W] = x
+    grad, on_centres = np.zeros((B, 2, 3)), 0
+    for b in range(B):
+        for yo, xo in zip(gy.ravel(), gx.ravel()):
+            px = (theta[b, 0] @ [xo, yo, 1.0] + 1) * (W - 1) / 2
+            py = (theta[b, 1] @ [xo, yo, 1.0] + 1) * (H - 1) / 2
+            px, py = (round(v) if abs(v - round(v)) < 1e-4 else v for v in (px, py))  # the sampler's snap
+            ix, iy = int(np.floor(px)), int(np.floor(py))
+            fx, fy = px - ix, py - iy
+            on_centres += (fx == 0) + (fy == 0)
+            f = lambda yy, xx: padded[b, yy, xx].sum()  # noqa: E731
+            d_dx = (1 - fy) * (f(iy, ix + 1) - f(iy, ix)) + fy * (f(iy + 1, ix + 1) - f(iy + 1, ix))
+            d_dy = (1 - fx) * (f(iy + 1, ix) - f(iy, ix)) + fx * (f(iy + 1, ix + 1) - f(iy, ix + 1))
+            grad[b, 0] += d_dx * (W - 1) / 2 * np.array([xo, yo, 1.0])
+            grad[b, 1] += d_dy * (H - 1) / 2 * np.array([xo, yo, 1.0])
+    assert on_centres > 0, "the test θ must put sample coordinates on pixel centres"
+    return grad
+
+
+@pytest.mark.parametrize("case", ["identity", "c2_crop"])
+def test_sampler_theta_gradient_on_pixel_centres_is_forward_difference(case):
+    """On the grid (identity θ, the C2 crop where every STN starts) the gradient w.r.t. θ is the
+    forward difference of standard bilinear samplers, not f(x0 + 1) alone."""
+    x = RNG.normal(size=(2, 20, 15, 3)).astype("float32")
+    if case == "identity":
+        theta, size = np.tile(np.array([[1, 0, 0], [0, 1, 0]], "float32"), (2, 1, 1)), (20, 15)
+    else:
+        theta, size = np.tile(central_crop_theta((20, 15), 10), (2, 1, 1)), (10, 10)
+    t = tf.constant(theta)
+    with tf.GradientTape() as tape:
+        tape.watch(t)
+        total = tf.reduce_sum(affine_sample(tf.constant(x), t, size))
+    got = tape.gradient(total, t).numpy()
+    np.testing.assert_allclose(got, _forward_difference_theta_gradient(x, theta, size), rtol=1e-4, atol=1e-3)
+
+
 def test_theta_constraints_hold_for_any_localisation_output():
     u = np.tanh(RNG.normal(scale=3.0, size=(5000, 6))).astype("float32")
     theta = theta_from_unit(u).numpy()

@@ -56,7 +56,14 @@ def affine_sample(features, theta, size: tuple[int, int]):
     # The four neighbours of every sample point at once: (B, 4, hw) rows of the flattened batch.
     xi = ops.stack([x0, x0 + 1.0, x0, x0 + 1.0], axis=1)
     yi = ops.stack([y0, y0, y0 + 1.0, y0 + 1.0], axis=1)
-    weight = (1.0 - ops.abs(x[:, None] - xi)) * (1.0 - ops.abs(y[:, None] - yi))  # (B, 4, hw)
+    # Floor-based weights (x − x0 and x0 + 1 − x), as in standard bilinear samplers: on a pixel
+    # centre (x = x0) the gradient w.r.t. x is the forward difference f(x0 + 1) − f(x0). The form
+    # 1 − |x − x_i| would give f(x0 + 1) alone there (TF's d|t|/dt at 0 is 0), and the C2
+    # initialisation of every STN puts all sample points on pixel centres.
+    dx, dy = x - x0, y - y0  # in [0, 1); floor has no gradient, so d(dx)/dx = 1
+    wx = ops.stack([1.0 - dx, dx, 1.0 - dx, dx], axis=1)
+    wy = ops.stack([1.0 - dy, 1.0 - dy, dy, dy], axis=1)
+    weight = wx * wy  # (B, 4, hw)
     inside = (xi >= 0) & (xi <= W - 1) & (yi >= 0) & (yi <= H - 1)
     weight = weight * ops.cast(inside, weight.dtype)
     local = ops.cast(ops.clip(yi, 0, H - 1) * W + ops.clip(xi, 0, W - 1), "int32")  # (B, 4, hw)
