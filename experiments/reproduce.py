@@ -94,7 +94,7 @@ def reproduce(table: int, data_dir: str, trials: int | None, smoke: bool, out_di
                             row.method, row.dataset, command)
             skipped.append({**dataclasses.asdict(row), "command": command})
             continue
-        n = 1 if smoke else (trials or config.per_dataset(config.TRIALS, row.dataset))
+        n = 1 if smoke else (trials or datasets.get_spec(row.dataset).trials)
         logging.info("Table %d, %s on %s: %d trial(s)", table, row.method, row.dataset, n)
         measured = run_row(row, n, data_dir, os.path.join(runs_dir, f"table{table}"), smoke, max_minutes)
         results.append({**dataclasses.asdict(row), **measured})

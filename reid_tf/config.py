@@ -86,19 +86,10 @@ CROPS_PER_IMAGE = {"cuhk03": 2, "default": 5,  # "randomly sample 2 images for C
 # uniformly in [−0.05 H, 0.05 H] × [−0.05 W, 0.05 W] around the image centre, plus horizontal flips.
 CROP_SHIFT_FRACTION = 0.05
 
-# Protocols (§4.1; DESIGN "Protocols").
+# Protocols (§4.1; DESIGN "Protocols"). These per-family paper values are picked up by the dataset
+# modules (reid_tf.datasets.*), which hold each dataset's recipe.
 TRIALS = {"cuhk03": 20, "default": 10}  # 20 CUHK03 testsets; 10 random trials otherwise
 RANKS = (1, 5, 10)  # Tables 2–4 report top-1/5/10
-
-
-def dataset_family(name: str) -> str:
-    """'cuhk03_detected' -> 'cuhk03'; the per-dataset recipe tables above are keyed by family."""
-    return "cuhk03" if name.startswith("cuhk03") else name
-
-
-def per_dataset(table: dict, name: str):
-    """Look a per-dataset constant up (batch size, crops, trials) by dataset name."""
-    return table.get(dataset_family(name), table["default"])
 
 
 # ---------------------------------------------------------------------------------------------

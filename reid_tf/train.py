@@ -22,6 +22,7 @@ import time
 from absl import app, flags, logging
 
 from reid_tf import config, datasets
+from reid_tf.datasets import synthetic
 
 FLAGS = flags.FLAGS
 
@@ -36,7 +37,7 @@ class TrainOptions:
     trial: int = 0
     seed: int = 0
     epochs: float = config.EPOCHS
-    batch_size: int | None = None  # None: the paper's per-dataset size (config.BATCH_SIZE)
+    batch_size: int | None = None  # None: the dataset's (reid_tf.datasets, the paper's where it has one)
     learning_rate: float = config.LEARNING_RATE
     workdir: str = "runs/default"
     resume: bool = False
@@ -65,8 +66,7 @@ def resolve_dataset(opts: TrainOptions) -> datasets.Dataset:
         name = opts.dataset = "synthetic"
     root = datasets.dataset_dir(name, opts.data_dir)
     if name == "synthetic":
-        from data_tools.make_synthetic import make_synthetic
-        make_synthetic(root, opts.synthetic_identities, opts.seed)
+        synthetic.make_synthetic(root, opts.synthetic_identities, opts.seed)
     return datasets.load_dataset(name, root)
 
 
@@ -112,8 +112,8 @@ def run(opts: TrainOptions) -> dict:
                      "--max_minutes or --max_steps to change)", opts.max_minutes)
     split = dataset.split(opts.trial, opts.seed, opts.val_identities, opts.test_identities)
     train_records = datasets.records_of(dataset, split.train)
-    batch = opts.batch_size or config.per_dataset(config.BATCH_SIZE, dataset.name)
-    crops = config.per_dataset(config.CROPS_PER_IMAGE, dataset.name)
+    batch = opts.batch_size or dataset.spec.batch_size
+    crops = dataset.spec.crops_per_image
     per_epoch = pairs.steps_per_epoch(train_records, batch, crops)
     total = opts.max_steps or max(1, math.ceil(opts.epochs * per_epoch))
     logging.info("%s trial %d: %d train / %d val / %d test identities; %d steps per epoch of %d "

@@ -35,7 +35,8 @@ def write_dataset(root: str, name: str, identities: int = 8, per_camera: int = 2
 
 def test_dataset_dirs_and_commands(tmp_path):
     data = str(tmp_path)
-    assert datasets.DATASETS == ("viper", "cuhk01", "cuhk03_detected", "cuhk03_labeled", "synthetic")
+    assert datasets.DATASETS == ("viper", "cuhk01", "cuhk03_detected", "cuhk03_labeled", "synthetic",
+                                 "market1501", "dukemtmcreid", "cuhk03_np_detected", "cuhk03_np_labeled")
     assert datasets.dataset_dir("cuhk03_labeled", data) == os.path.join(data, "cuhk03", "labeled")
     assert datasets.dataset_dir("viper", data) == os.path.join(data, "viper")
     assert datasets.prepare_command("cuhk03_detected", data) == (

@@ -1,21 +1,20 @@
-"""Prepared datasets: records (path, identity, camera), splits and single-shot protocols.
+"""The pieces every dataset shares: records, the manifest, the spec a dataset module fills in,
+the loaded Dataset with its split protocols, and the single-shot pick.
 
 A prepared dataset is a folder holding `manifest.json` (format below), written by one of the
-`data_tools.prepare_*` commands or by `data_tools.make_synthetic`. The manifest is written last
+`data_tools.prepare_*` commands or by `reid_tf.datasets.synthetic`. The manifest is written last
 and atomically (temporary file + os.replace), so a folder whose manifest exists is complete and an
 interrupted preparation never leaves a folder that loads.
 
 manifest.json:
   {"format": "reid_tf-prepared-v1", "dataset": "viper",
-   "records": [{"path": "...", "identity": 17, "camera": 0}, ...],   # camera 0 = A, 1 = B
-   ...dataset-specific extras (e.g. "testsets" for CUHK03)}
-Relative paths are relative to the folder holding manifest.json (VIPeR / CUHK01 manifests hold
-absolute paths of the original images, which are not copied).
-
-API: DATASETS; dataset_dir / is_prepared / prepare_command (where a dataset lives under a data root
-and how to make it); load_dataset -> Dataset (records, testsets, identities, split(trial, seed) ->
-Split(train, val, test) per §4.1 and DESIGN "Protocols"); single_shot (the CMC query / gallery
-pick); records_of.
+   "records": [{"path": "...", "identity": 17, "camera": 0}, ...],   # the images to train on
+   ...dataset-specific extras: "testsets" (CUHK03); "query" and "gallery" (standard protocol:
+   lists like "records"; identity -1 = junk, 0 = distractor, as in Market-1501)}
+Cameras are 0-based: 0 = A (queries), 1 = B (gallery) for the two-camera datasets of the paper,
+0 .. cameras-1 for the multi-camera ones. Relative paths are relative to the folder holding
+manifest.json (VIPeR / CUHK01 / Market-style manifests hold absolute paths of the original
+images, which are not copied).
 """
 from __future__ import annotations
 
@@ -25,12 +24,10 @@ import json
 import os
 import shlex
 import tempfile
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 from absl import logging
-
-from reid_tf.config import dataset_family
 
 MANIFEST = "manifest.json"
 FORMAT = "reid_tf-prepared-v1"
@@ -39,7 +36,7 @@ FORMAT = "reid_tf-prepared-v1"
 class Record(NamedTuple):
     path: str  # absolute path of the image file
     identity: int
-    camera: int  # 0 = camera A (queries), 1 = camera B (gallery)
+    camera: int  # 0-based; two-camera datasets: 0 = camera A (queries), 1 = camera B (gallery)
 
 
 def write_manifest(out_dir: str, dataset: str, records: list[dict], **extra) -> str:
@@ -82,63 +79,47 @@ def manifest_records(root: str, body: dict) -> list[Record]:
     ]
 
 
-# ---------------------------------------------------------------------------------------------
-# Named datasets, their folders under a data root, and the protocols of §4.1 (DESIGN "Protocols").
-DATASETS = ("viper", "cuhk01", "cuhk03_detected", "cuhk03_labeled", "synthetic")
-_SUBDIR = {
-    "viper": "viper",
-    "cuhk01": "cuhk01",
-    "cuhk03_detected": os.path.join("cuhk03", "detected"),
-    "cuhk03_labeled": os.path.join("cuhk03", "labeled"),
-    "synthetic": "synthetic",
-}
+# Protocols: how a dataset is split and evaluated.
+SINGLE_SHOT = "single_shot"  # §4.1: per test identity one camera-A query and one camera-B gallery image
+STANDARD = "standard"  # Market-1501 style: fixed query / gallery sets, junk and same-camera excluded
 
 
-def _check_name(name: str) -> str:
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
-    return name
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """Everything reid_tf knows about one named dataset; each module of reid_tf.datasets defines one.
 
+    Attributes:
+      name: the name used on the command line (--dataset) and in manifests.
+      subdir: its folder under the data root.
+      prepare: the command that prepares it; "{root}" is replaced by its folder, "{parent}" by
+        the folder above (CUHK03's one command writes detected/ and labeled/ side by side).
+      protocol: SINGLE_SHOT or STANDARD.
+      split_sizes: n identities -> default (test, validation) identity counts of a trial
+        (SINGLE_SHOT: test identities drawn at random; STANDARD: validation identities held
+        out of training, the test set being the fixed query / gallery).
+      batch_size, crops_per_image: the training recipe (the paper's §4.2 values where it has
+        them, else ours: the module says which).
+      trials: how many trials the protocol averages over.
+      cameras: how many cameras the records may name (0 .. cameras-1).
+      fixed_testsets: test identities of trial t = the manifest's testsets[t] (CUHK03).
+      epochs: training length in the dataset's epochs (paper §4.2: 5).
+    """
 
-def _protocol_sizes(family: str, n: int) -> tuple[int, int]:
-    """Default (test, validation) identity counts for n identities (§4.1, DESIGN "Protocols")."""
-    if family == "viper":
-        return n // 2, 0  # 316 test / 316 train; the paper has no validation set
-    if family == "cuhk01":
-        return 100, 0  # 100 test / 871 train
-    if family == "cuhk03":
-        return 100, 100  # 100 validation, 1,160 train; the test set is a testset of cuhk-03.mat
-    return max(1, round(n / 4)), max(1, round(n / 8))  # synthetic (ours)
+    name: str
+    subdir: str
+    prepare: str
+    protocol: str
+    split_sizes: Callable[[int], tuple[int, int]]
+    batch_size: int
+    crops_per_image: int
+    trials: int
+    cameras: int = 2
+    fixed_testsets: bool = False
+    epochs: float = 5.0
 
-
-def dataset_dir(name: str, data_dir: str) -> str:
-    """Folder of a prepared dataset under the data root, e.g. data_dir/cuhk03/detected."""
-    return os.path.join(data_dir, _SUBDIR[_check_name(name)])
-
-
-def _command_for(name: str, root: str) -> str:
-    q = shlex.quote
-    if name == "viper":
-        return f"python -m data_tools.prepare_viper --src /path/to/VIPeR --out {q(root)}"
-    if name == "cuhk01":
-        return f"python -m data_tools.prepare_cuhk01 --src /path/to/CUHK01 --out {q(root)}"
-    if name == "synthetic":
-        return f"python -m data_tools.make_synthetic --out {q(root)}"
-    # Both CUHK03 variants come from one run, into the parent of detected/ and labeled/.
-    return f"python -m data_tools.prepare_cuhk03 --mat /path/to/cuhk-03.mat --out {q(os.path.dirname(root))}"
-
-
-def prepare_command(name: str, data_dir: str) -> str:
-    """The shell command that prepares `name` under `data_dir` (for messages)."""
-    return _command_for(name, dataset_dir(name, data_dir))
-
-
-def is_prepared(name: str, data_dir: str) -> bool:
-    """True when dataset_dir(name, data_dir) holds a complete manifest of dataset `name`."""
-    try:
-        return read_manifest(dataset_dir(name, data_dir)).get("dataset") == name
-    except (OSError, ValueError):
-        return False
+    def prepare_command(self, root: str) -> str:
+        """The shell command that prepares this dataset into `root` (= its dataset_dir)."""
+        return self.prepare.format(root=shlex.quote(root), parent=shlex.quote(os.path.dirname(root)))
 
 
 class Split(NamedTuple):
@@ -151,12 +132,21 @@ class Split(NamedTuple):
 
 @dataclasses.dataclass
 class Dataset:
-    """A prepared dataset: its records and, for CUHK03, the 20 testsets of cuhk-03.mat."""
+    """A prepared dataset: its training records; for CUHK03 the 20 testsets of cuhk-03.mat; for
+    the standard protocol the fixed query and gallery records."""
 
     name: str
     root: str
     records: list[Record]
     testsets: list[list[int]] | None = None
+    query: list[Record] | None = None
+    gallery: list[Record] | None = None
+
+    @property
+    def spec(self) -> DatasetSpec:
+        # The table in reid_tf.datasets imports every dataset module, and they import this one.
+        from reid_tf.datasets import get_spec
+        return get_spec(self.name)
 
     @functools.cached_property
     def identities(self) -> list[int]:
@@ -177,15 +167,23 @@ class Dataset:
         CUHK03: test = testsets[trial] (100 identities), validation = 100 other identities drawn
         with (seed, trial), train = the rest (1,160). CUHK01: 100 test / 871 train; VIPeR: 316 / 316;
         synthetic: a quarter test, an eighth validation; all random with (seed, trial).
+        Standard protocol (Market-1501, DukeMTMC-reID, CUHK03-NP): train = every training identity
+        but the validation ones (none by default), test = the identities of the fixed queries.
         `val_identities` overrides the validation size (taken from the non-test identities);
-        `test_identities` (not for CUHK03) overrides the test size, e.g. for quick runs.
+        `test_identities` (not for CUHK03 or the standard protocol) overrides the test size.
         """
-        family, n = dataset_family(self.name), len(self.identities)
-        default_test, default_val = _protocol_sizes(family, n)
+        spec, n = self.spec, len(self.identities)
+        default_test, default_val = spec.split_sizes(n)
         if trial < 0:
             raise ValueError(f"trial must be >= 0, got {trial}")
         rng = np.random.default_rng([seed, trial])
-        if family == "cuhk03":
+        if spec.protocol == STANDARD:
+            if test_identities is not None:
+                raise ValueError(f"{self.name}: the test set is the fixed query / gallery of the standard "
+                                 "protocol; test_identities is not allowed")
+            test = sorted({r.identity for r in self.query or []})
+            rest = self.identities
+        elif spec.fixed_testsets:
             if test_identities is not None:
                 raise ValueError("CUHK03 test sets are the fixed testsets of cuhk-03.mat; "
                                  "test_identities is not allowed")
@@ -214,28 +212,35 @@ class Dataset:
         return Split(train, val, test)
 
 
-def load_dataset(name: str, root: str) -> Dataset:
-    """Load the prepared dataset in `root` (= dataset_dir(name, data_dir)), checking that it is
-    dataset `name`, and that every image it lists exists."""
-    _check_name(name)
+def load_manifest(spec: DatasetSpec, root: str) -> Dataset:
+    """Load the prepared dataset in `root`, checking that it is dataset `spec.name`, that its
+    cameras are in range and that every image it lists exists."""
+    manifest = os.path.join(root, MANIFEST)
     try:
         body = read_manifest(root)
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"{e} To prepare {name}: {_command_for(name, root)}") from None
-    if body.get("dataset") != name:
-        raise ValueError(f"{os.path.join(root, MANIFEST)} holds dataset {body.get('dataset')!r}, "
-                         f"not {name!r}")
-    records = manifest_records(root, body)
-    bad = [r for r in records if r.camera not in (0, 1)]
+        raise FileNotFoundError(f"{e} To prepare {spec.name}: {spec.prepare_command(root)}") from None
+    if body.get("dataset") != spec.name:
+        raise ValueError(f"{manifest} holds dataset {body.get('dataset')!r}, not {spec.name!r}")
+    parts = {"records": manifest_records(root, body)}
+    if spec.protocol == STANDARD:
+        for key in ("query", "gallery"):
+            if not body.get(key):
+                raise ValueError(f"{manifest}: no {key} images; re-prepare: {spec.prepare_command(root)}")
+            parts[key] = manifest_records(root, {"records": body[key]})
+    every = [r for records in parts.values() for r in records]
+    bad = [r for r in every if not 0 <= r.camera < spec.cameras]
     if bad:
-        raise ValueError(f"{os.path.join(root, MANIFEST)}: camera must be 0 or 1, got {bad[0]}")
-    missing = next((r.path for r in records if not os.path.isfile(r.path)), None)
+        valid = "0 or 1" if spec.cameras == 2 else f"in 0..{spec.cameras - 1}"
+        raise ValueError(f"{manifest}: camera must be {valid}, got {bad[0]}")
+    missing = next((r.path for r in every if not os.path.isfile(r.path)), None)
     if missing:
-        raise FileNotFoundError(f"{missing} (listed in {os.path.join(root, MANIFEST)}) not found; "
-                                f"re-prepare: {_command_for(name, root)}")
-    if dataset_family(name) == "cuhk03" and not body.get("testsets"):
-        raise ValueError(f"{os.path.join(root, MANIFEST)}: CUHK03 manifest without testsets; re-prepare it")
-    return Dataset(name, root, records, body.get("testsets"))
+        raise FileNotFoundError(f"{missing} (listed in {manifest}) not found; "
+                                f"re-prepare: {spec.prepare_command(root)}")
+    if spec.fixed_testsets and not body.get("testsets"):
+        raise ValueError(f"{manifest}: CUHK03 manifest without testsets; re-prepare it")
+    return Dataset(spec.name, root, parts["records"], body.get("testsets"), parts.get("query"),
+                   parts.get("gallery"))
 
 
 def records_of(dataset: Dataset, identities: Iterable[int]) -> list[Record]:

@@ -1,0 +1,43 @@
+"""CUHK03-NP: CUHK03 in the "new protocol", detected and labeled boxes.
+
+Zhong, Zheng, Cao, Li, "Re-ranking person re-identification with k-reciprocal encoding", CVPR 2017.
+https://github.com/zhunzhong07/person-re-ranking/tree/master/CUHK03-NP
+Images of CUHK03 (Li et al., CVPR 2014; reid_tf.datasets.cuhk03) re-split: 767 training / 700 test
+identities, every test identity with one query per camera. Layout
+`cuhk03-np/{detected,labeled}/{bounding_box_train,bounding_box_test,query}/`, PNG names beginning
+`PPPP_cC_` (identity, camera 1–2). Statistics: labeled 7,368 train / 1,400 query / 5,328 gallery
+images; detected 7,365 / 1,400 / 5,332.
+
+Same reader and standard protocol as Market-1501 (reid_tf.datasets.market1501); recipe constants
+ours, as there. Prepared by `data_tools.prepare_cuhk03_np`, one variant per run.
+"""
+import os
+import re
+
+from reid_tf.datasets import market1501
+from reid_tf.datasets.base import DatasetSpec
+
+NAME = re.compile(r"^(\d{4})_c([12])_\w+\.png$")
+EXPECTED = {
+    "detected": {"bounding_box_train": (767, 7365), "query": (700, 1400), "bounding_box_test": (700, 5332)},
+    "labeled": {"bounding_box_train": (767, 7368), "query": (700, 1400), "bounding_box_test": (700, 5328)},
+}
+
+
+def _spec(kind: str) -> DatasetSpec:
+    return DatasetSpec(
+        name=f"cuhk03_np_{kind}",
+        subdir=os.path.join("cuhk03_np", kind),
+        prepare=("python -m data_tools.prepare_cuhk03_np --src /path/to/cuhk03-np/" + kind
+                 + " --kind " + kind + " --out {root}"),
+        protocol=market1501.SPEC.protocol,
+        split_sizes=market1501.SPEC.split_sizes,
+        batch_size=market1501.SPEC.batch_size,
+        crops_per_image=market1501.SPEC.crops_per_image,
+        trials=1,
+        cameras=2,
+    )
+
+
+DETECTED = _spec("detected")
+LABELED = _spec("labeled")
