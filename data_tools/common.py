@@ -86,6 +86,24 @@ def summarize(dataset: str, records: list[dict]) -> dict:
     return summary
 
 
+def finish(out_dir: str, dataset: str, records: list[dict], **extra) -> dict:
+    """The shared ending of every preparation: log what was found, write the manifest (last, so a
+    folder that loads is complete), say where; returns the summary. `extra` goes into the manifest."""
+    summary = summarize(dataset, records)
+    datasets.write_manifest(out_dir, dataset, records, **extra)
+    logging.info("wrote %s", os.path.join(out_dir, datasets.MANIFEST))
+    return summary
+
+
+def finish_referenced(out_dir: str, dataset: str, records: list[dict], **extra) -> dict:
+    """`finish` for preparations whose manifest references the original images: clear the old
+    output, decode every image (listed in `records` and in any list of records in `extra`), finish."""
+    start_output(out_dir)
+    lists = [records, *(v for v in extra.values() if isinstance(v, list) and v and isinstance(v[0], dict))]
+    verify_images(r["path"] for rs in lists for r in rs)
+    return finish(out_dir, dataset, records, **extra)
+
+
 def run_cli(prepare: Callable[[], object]) -> None:
     """Run a preparation; a DatasetError becomes a one-line message and exit status 1."""
     try:

@@ -16,11 +16,10 @@ import collections
 import os
 import re
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from data_tools import common
 from data_tools.common import DatasetError
-from reid_tf import datasets
 
 IDENTITIES = 971  # CUHK01: 971 identities (§4.1)
 IMAGE_CAMERA = {1: 0, 2: 0, 3: 1, 4: 1}  # NNN -> camera: 001–002 camera A, 003–004 camera B
@@ -61,12 +60,7 @@ def prepare(src: str, out: str, expect_identities: int = IDENTITIES) -> dict:
             f"{folder}: {identities} identities ({len(records)} images), expected "
             f"{expect_identities} ({4 * expect_identities} images)"
         )
-    common.start_output(out)
-    common.verify_images(r["path"] for r in records)
-    summary = common.summarize("cuhk01", records)
-    datasets.write_manifest(out, "cuhk01", records, source=os.path.abspath(src))
-    logging.info("wrote %s", os.path.join(out, datasets.MANIFEST))
-    return summary
+    return common.finish_referenced(out, "cuhk01", records, source=os.path.abspath(src))
 
 
 def main(argv: list[str]) -> None:

@@ -30,7 +30,6 @@ from absl import app, flags, logging
 
 from data_tools import common
 from data_tools.common import DatasetError
-from reid_tf import datasets
 
 KEYS = ("detected", "labeled", "testsets")
 KEEP_PAIRS = (1, 2, 3)  # §4.1 / DESIGN "Protocols": camera pairs 1–3 hold the paper's 1,360 identities
@@ -170,10 +169,9 @@ def prepare(mat: str, out: str) -> dict:
             logging.info("%s: kept camera pairs %s: %d identities, %d images; dropped the other pairs: "
                          "%d identities, %d images", dataset, KEEP_PAIRS, counts["kept_identities"],
                          counts["kept_images"], counts["dropped_identities"], counts["dropped_images"])
-            summary[kind] = {**common.summarize(dataset, records), **counts}
-            datasets.write_manifest(out_dir, dataset, records, testsets=testsets,
-                                    source=os.path.abspath(mat), camera_pairs=list(KEEP_PAIRS))
-            logging.info("wrote %s", os.path.join(out_dir, datasets.MANIFEST))
+            summary[kind] = {**common.finish(out_dir, dataset, records, testsets=testsets,
+                                             source=os.path.abspath(mat), camera_pairs=list(KEEP_PAIRS)),
+                             **counts}
     return summary
 
 

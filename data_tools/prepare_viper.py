@@ -15,11 +15,10 @@ from __future__ import annotations
 import os
 import re
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from data_tools import common
 from data_tools.common import DatasetError
-from reid_tf import datasets
 
 IMAGES_PER_CAMERA = 632  # VIPeR: 632 identities, one image in each camera
 CAMERAS = {"cam_a": 0, "cam_b": 1}
@@ -59,12 +58,7 @@ def prepare(src: str, out: str) -> dict:
         {"path": path, "identity": identity, "camera": camera}
         for camera, paths in sorted(cameras.items()) for identity, path in sorted(paths.items())
     ]
-    common.start_output(out)
-    common.verify_images(r["path"] for r in records)
-    summary = common.summarize("viper", records)
-    datasets.write_manifest(out, "viper", records, source=os.path.abspath(src))
-    logging.info("wrote %s", os.path.join(out, datasets.MANIFEST))
-    return summary
+    return common.finish_referenced(out, "viper", records, source=os.path.abspath(src))
 
 
 def main(argv: list[str]) -> None:

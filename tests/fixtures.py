@@ -128,3 +128,61 @@ def write_cuhk03_mat(path: str, identities: tuple[int, ...] = (6, 5, 4, 3, 2), t
     with open(path, "r+b") as fh:
         fh.write(header.ljust(116) + b"\x00" * 8 + b"\x00\x02IM")
     return path
+
+
+# Market-1501 ---------------------------------------------------------------------------------------
+MARKET_FOLDERS = ("bounding_box_train", "query", "bounding_box_test")
+
+
+def market1501_names(folder: str) -> list[str]:
+    """The real Market-1501 file names of one folder (shared filelists); a small list in the same
+    format (with junk, distractors and a `.jpg.jpg` name) if the filelists are absent."""
+    path = os.path.join(SHARED_DATA, "filelists", f"Market1501_{folder}.txt")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return [os.path.basename(line) for line in f.read().split()]
+    ids = {"bounding_box_train": range(2, 40, 2), "query": range(1, 41, 2), "bounding_box_test": range(1, 41, 2)}[folder]
+    names = [f"{i:04d}_c{c}s1_{100 * i + k:06d}_0{k}.jpg" for i in ids for c in (1, 2, 3) for k in (1, 2)
+             if folder != "query" or k == 1]
+    if folder == "bounding_box_test":
+        names += [f"-1_c{c}s1_00000{c}_01.jpg" for c in (1, 2)] + ["0000_c4s2_000100_01.jpg", "0000_c5s1_000200_02.jpg.jpg"]
+    return names
+
+
+def market1501_identity(name: str) -> int:
+    return int(name.split("_")[0])
+
+
+def write_market1501(root: str, identities: int | None = None, size: tuple[int, int] = (16, 8),
+                     distinct: bool = True) -> str:
+    """Write root/Market-1501-v15.09.15/{bounding_box_train,query,bounding_box_test} (+ an ignored
+    gt_bbox/) with the real file names: all of them, or those of the first `identities` training
+    and test identities (with every junk and distractor image of their cameras' first sequence,
+    capped at 20 each). distinct=False writes one shared tiny JPEG everywhere (fast: 36,036 files)."""
+    src = os.path.join(root, "Market-1501-v15.09.15")
+    shared = None
+    for folder in MARKET_FOLDERS:
+        names = market1501_names(folder)
+        if identities is not None:
+            ids = sorted({market1501_identity(n) for n in market1501_names(folder if folder != "bounding_box_test" else "query")})
+            keep = set(ids[:identities])
+            real = [n for n in names if market1501_identity(n) in keep]
+            others = [n for n in names if market1501_identity(n) in (-1, 0)]
+            names = real + [n for n in others if market1501_identity(n) == -1][:20] + [
+                n for n in others if market1501_identity(n) == 0][:20]
+        out = os.path.join(src, folder)
+        os.makedirs(out, exist_ok=True)
+        for k, name in enumerate(names):
+            path = os.path.join(out, name)
+            if distinct:
+                Image.fromarray(_image(*size, market1501_identity(name) + 1, k, MARKET_FOLDERS.index(folder))).save(
+                    path, format="JPEG", quality=90)
+            else:
+                if shared is None:
+                    Image.fromarray(_image(*size, 0)).save(path, format="JPEG")
+                    with open(path, "rb") as f:
+                        shared = f.read()
+                with open(path, "wb") as f:
+                    f.write(shared)
+    os.makedirs(os.path.join(src, "gt_bbox"), exist_ok=True)  # ignored by the reader
+    return src

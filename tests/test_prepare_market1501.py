@@ -1,0 +1,108 @@
+"""data_tools.prepare_market1501 (and the same reader for DukeMTMC-reID / CUHK03-NP) on fixtures with
+the real Market-1501 file names (tests/fixtures.py)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from data_tools import bounding_boxes
+from data_tools.common import DatasetError
+from reid_tf import datasets
+from reid_tf.datasets import cuhk03_np, dukemtmcreid, market1501
+from tests import fixtures
+
+REAL_NAMES = os.path.isfile(os.path.join(fixtures.SHARED_DATA, "filelists", "Market1501_query.txt"))
+
+
+def prepare(src, out):
+    return bounding_boxes.prepare("market1501", market1501.NAME, src, out, market1501.EXPECTED)
+
+
+@pytest.mark.skipif(not REAL_NAMES, reason="the Market-1501 file lists are not available")
+def test_full_release_counts(tmp_path):
+    """All 36,036 real names (one shared tiny JPEG): the counts of the release, cameras 0-based."""
+    src = fixtures.write_market1501(str(tmp_path), distinct=False)
+    summary = prepare(src, str(tmp_path / "market1501"))
+    train, query, gallery = (summary[f] for f in fixtures.MARKET_FOLDERS)
+    assert (train["identities"], train["images"], train["junk"]) == (751, 12936, 0)
+    assert (query["identities"], query["images"]) == (750, 3368)
+    assert (gallery["identities"], gallery["images"]) == (752, 19732)  # 750 + distractors (0) + junk (-1)
+    assert (gallery["junk"], gallery["distractors"]) == (3819, 2798)
+    assert gallery["images"] - gallery["junk"] == 15913  # the gallery every query is ranked against
+    assert sorted(train["images_per_camera"]) == [1, 2, 3, 4, 5, 6]
+    ds = datasets.load_dataset("market1501", str(tmp_path / "market1501"))
+    assert len(ds.records) == 12936 and len(ds.query) == 3368 and len(ds.gallery) == 19732
+    assert {r.camera for r in ds.gallery} == set(range(6))
+    assert sum(r.path.endswith(".jpg.jpg") for r in ds.gallery + ds.query) == 24  # as in the release
+    split = ds.split(trial=0, seed=0)
+    assert (len(split.train), len(split.val), len(split.test)) == (751, 0, 750)
+    assert len(ds.split(0, 0, val_identities=50).train) == 701
+
+
+def test_names_identities_and_cameras(tmp_path):
+    src = fixtures.write_market1501(str(tmp_path), identities=3)
+    prepare(src, str(tmp_path / "out"))
+    ds = datasets.load_dataset("market1501", str(tmp_path / "out"))
+    for records, folder in ((ds.records, "bounding_box_train"), (ds.query, "query"), (ds.gallery, "bounding_box_test")):
+        for r in records:
+            name = os.path.basename(r.path)
+            assert os.path.basename(os.path.dirname(r.path)) == folder and os.path.isabs(r.path)
+            assert r.identity == int(name.split("_")[0]) and r.camera == int(name.split("_")[1][1]) - 1
+    assert {r.identity for r in ds.gallery} >= {-1, 0}  # junk and distractors kept in the gallery
+    assert len(ds.identities) == 3 and len({r.identity for r in ds.query}) == 3
+    with pytest.raises(ValueError, match="test_identities is not allowed"):
+        ds.split(0, 0, test_identities=2)
+
+
+def test_errors_name_the_file(tmp_path):
+    src = fixtures.write_market1501(str(tmp_path), identities=2)
+    first = sorted(os.listdir(os.path.join(src, "query")))[0]
+    os.rename(os.path.join(src, "query", first), os.path.join(src, "query", "person.jpg"))
+    with pytest.raises(DatasetError, match=r"query/person\.jpg: unparseable name"):
+        prepare(src, str(tmp_path / "out"))
+    os.remove(os.path.join(src, "query", "person.jpg"))
+    victim = os.path.join(src, "bounding_box_test", sorted(os.listdir(os.path.join(src, "bounding_box_test")))[3])
+    with open(victim, "r+b") as f:
+        f.truncate(10)
+    with pytest.raises(DatasetError, match=rf"{os.path.basename(victim)}: unreadable or truncated"):
+        prepare(src, str(tmp_path / "out"))
+    assert not os.path.exists(tmp_path / "out" / datasets.MANIFEST)
+    with pytest.raises(DatasetError, match=r"nowhere: folder not found"):
+        prepare(str(tmp_path / "nowhere"), str(tmp_path / "out"))
+
+
+def test_command_line_logs_per_folder_and_fails_in_one_line(tmp_path):
+    src = fixtures.write_market1501(str(tmp_path), identities=2)
+    cmd = [sys.executable, "-m", "data_tools.prepare_market1501", f"--src={src}", f"--out={tmp_path}/out"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=fixtures.REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "market1501 query: 2 identities" in done.stderr and "bounding_box_test:" in done.stderr
+    assert datasets.is_prepared("market1501", str(tmp_path)) is False  # out is not under data_dir/market1501
+    assert datasets.load_dataset("market1501", str(tmp_path / "out")).query
+    cmd[3] = f"--src={tmp_path}/missing"
+    failed = subprocess.run(cmd, capture_output=True, text=True, cwd=fixtures.REPO, timeout=120)
+    assert failed.returncode != 0
+    assert failed.stderr.strip().splitlines() == [f"error: {tmp_path}/missing: folder not found (expected the "
+                                                  "dataset folder holding bounding_box_train/, query/, bounding_box_test/)"]
+
+
+@pytest.mark.parametrize("module, spec, names, suffix", [
+    (dukemtmcreid, dukemtmcreid.SPEC, ["0001_c2_f0046182.jpg", "0001_c8_f0000001.jpg", "0005_c5_f0111111.jpg"], ".jpg"),
+    (cuhk03_np, cuhk03_np.DETECTED, ["0001_c1_1.png", "0001_c2_7.png", "0003_c1_2.png"], ".png"),
+])
+def test_same_reader_for_duke_and_cuhk03_np(tmp_path, module, spec, names, suffix):
+    src = tmp_path / "src"
+    for folder in fixtures.MARKET_FOLDERS:
+        os.makedirs(src / folder)
+        for k, name in enumerate(names):
+            Image.fromarray(fixtures._image(8, 4, k)).save(src / folder / name)
+    out = str(tmp_path / spec.name)
+    bounding_boxes.prepare(spec.name, module.NAME, str(src), out, suffix=suffix)
+    ds = datasets.load_dataset(spec.name, out)
+    assert sorted({r.camera for r in ds.gallery}) == sorted({int(n.split("_")[1][1:]) - 1 for n in names})
+    assert ds.spec.protocol == datasets.STANDARD and ds.identities == sorted({int(n[:4]) for n in names})
+    assert datasets.prepare_command(spec.name, "/d").startswith(f"python -m data_tools.prepare_{module.__name__.split('.')[-1]}")
