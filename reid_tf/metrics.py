@@ -161,3 +161,69 @@ def summarize_trials(curves: Sequence[np.ndarray], ks: Sequence[int] = config.RA
     std = stacked.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(length)
     return {"trials": len(curves), "mean_curve": mean, "std_curve": std,
             "mean": rank_k(mean, ks), "std": rank_k(std, ks)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The standard protocol of Market-1501 (Zheng et al., ICCV 2015), DukeMTMC-reID and CUHK03-NP.
+JUNK = -1  # Market-1501's identity of junk boxes: never counted, neither as match nor as non-match
+
+
+def standard_protocol(scores, query_ids, query_cameras, gallery_ids, gallery_cameras,
+                      max_rank: int | None = None, chunk: int = 256) -> dict:
+    """CMC and mAP with every query ranked against the whole gallery (multi-shot, multi-camera).
+
+    For each query, the gallery images of its identity taken by its camera and every junk image
+    (identity −1) are removed from its ranking, as in the Market-1501 paper's code and every toolkit
+    since; distractors (identity 0) stay, as non-matches. A true match is then an image of the
+    query's identity from another camera. Ties are pessimistic, as in the rest of this module: among
+    equal scores the non-matches rank first. A query with no true match left (its identity seen only
+    by its own camera in the gallery) is skipped, counted in "skipped", as those toolkits do.
+    AP is the uninterpolated average precision (the mean of the precision at each true match), as
+    in torchreid and open-reid; the original MATLAB code averages adjacent precisions instead.
+
+    Args:
+      scores: (Q, G), higher = more similar.
+      query_ids, query_cameras: (Q,); gallery_ids, gallery_cameras: (G,).
+      max_rank: length of the curve (default G).
+      chunk: queries sorted at once (memory ~ chunk × G × 25 bytes).
+    Returns:
+      {"curve": (max_rank,) CMC over the valid queries, "map": mAP, "ap": (Q,) AP (NaN if skipped),
+       "first_match": (Q,) 1-based rank of the first true match (0 if skipped),
+       "valid": (Q,) bool, "skipped": number of skipped queries}.
+    Raises:
+      ValueError: shape mismatch, NaN scores, or no query with a true match.
+    """
+    scores = np.asarray(scores)
+    q_ids, q_cams = np.asarray(query_ids), np.asarray(query_cameras)
+    g_ids, g_cams = np.asarray(gallery_ids), np.asarray(gallery_cameras)
+    if scores.ndim != 2 or scores.shape != (len(q_ids), len(g_ids)) or len(q_cams) != len(q_ids) \
+            or len(g_cams) != len(g_ids) or scores.size == 0:
+        raise ValueError(f"need scores (Q, G) with Q = {len(q_ids)} query ids / {len(q_cams)} cameras and "
+                         f"G = {len(g_ids)} gallery ids / {len(g_cams)} cameras; got scores {scores.shape}")
+    G = scores.shape[1]
+    max_rank = G if max_rank is None else int(max_rank)
+    first = np.zeros(len(q_ids), np.int64)
+    ap = np.full(len(q_ids), np.nan)
+    positions = np.arange(1, G + 1)
+    for s in range(0, len(q_ids), chunk):
+        block = np.asarray(scores[s:s + chunk], np.float64)  # (c, G)
+        if np.isnan(block).any():
+            raise ValueError(f"scores contain NaN values (queries {s}–{s + len(block) - 1})")
+        same_id = q_ids[s:s + chunk, None] == g_ids[None, :]  # (c, G)
+        keep = ~(same_id & (q_cams[s:s + chunk, None] == g_cams[None, :])) & (g_ids != JUNK)[None, :]
+        matches = same_id & keep
+        # Kept items first, then by score descending, and inside a tie non-matches first (np.lexsort
+        # sorts by its last key first).
+        order = np.lexsort((matches, -block, ~keep), axis=1)  # (c, G)
+        hits = np.take_along_axis(matches, order, axis=1)  # (c, G) true match at each rank
+        n = hits.sum(axis=1)
+        valid = n > 0
+        first[s:s + chunk] = np.where(valid, hits.argmax(axis=1) + 1, 0)
+        precision = np.cumsum(hits, axis=1) / positions  # (c, G)
+        ap[s:s + chunk] = np.where(valid, (precision * hits).sum(axis=1) / np.maximum(n, 1), np.nan)
+    valid = first > 0
+    if not valid.any():
+        raise ValueError(f"none of the {len(q_ids)} queries has a true match in the gallery from another camera")
+    counts = np.bincount(np.minimum(first[valid], max_rank + 1), minlength=max_rank + 2)
+    return {"curve": np.cumsum(counts[1:max_rank + 1]) / valid.sum(), "map": float(np.mean(ap[valid])),
+            "ap": ap, "first_match": first, "valid": valid, "skipped": int((~valid).sum())}
