@@ -1,0 +1,93 @@
+"""reid_tf.shortlist: two-stage scoring in blocks equals the engine's own shortlist scoring; the
+ranking it gives the standard protocol; progress lines."""
+import logging
+
+import numpy as np
+import pytest
+
+from reid_tf import shortlist
+from reid_tf.datasets import Record
+from reid_tf.model import build_model
+from reid_tf.scoring import ScoringEngine
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return ScoringEngine(build_model("l23"), pair_batch=32, kernel_block=16, image_batch=8)
+
+
+def images(n, seed):
+    """Random images with a per-image brightness and colour, so the embeddings spread out."""
+    rng = np.random.default_rng(seed)
+    base = rng.random((n, 1, 1, 3)) * rng.random((n, 1, 1, 1))
+    return np.clip(base + 0.2 * rng.random((n, 160, 60, 3)), 0, 1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data(engine):
+    q, g = images(5, 1), images(26, 2)
+    return q, g, engine.score_matrix(q, g, shortlist=6), engine.score_matrix(q, g)
+
+
+def test_blocks_and_pieces_equal_the_engine(engine, data, caplog):
+    q, g, reference, _ = data
+    with caplog.at_level(logging.INFO):
+        got = shortlist.score_shortlists(engine, q, g, k=6, image_chunk=4, block_size=7, max_pairs=9)
+    assert got.shortlist.shape == (5, 6) and got.pairs == 30
+    for i in range(5):  # the same K nearest gallery images as the engine's stage 1
+        assert set(got.shortlist[i]) == set(np.flatnonzero(reference["evaluated"][i]))
+        assert np.all(np.diff(got.distance[i]) >= 0)
+    rows = np.arange(5)[:, None]
+    np.testing.assert_allclose(got.p_match, reference["p_match"][rows, got.shortlist], atol=1e-5)
+    np.testing.assert_allclose(got.score, reference["score"][rows, got.shortlist], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got.distance, reference["distance"][rows, got.shortlist], atol=1e-6)
+    np.testing.assert_allclose(got.all_distance, reference["distance"], atol=1e-5)
+    assert "Eq. 7 on 5 × 6 shortlisted pairs: 30/30 pairs (100%)" in caplog.text and "ETA" in caplog.text
+
+
+def test_k_at_least_g_is_exhaustive(engine, data):
+    q, g, _, full = data
+    got = shortlist.score_shortlists(engine, q, g, k=100, block_size=10, max_pairs=40)
+    rows = np.arange(5)[:, None]
+    assert got.shortlist.shape == (5, 26)
+    np.testing.assert_allclose(got.score, full["score"][rows, got.shortlist], rtol=1e-5, atol=1e-4)
+    ranking = got.ranking()
+    np.testing.assert_allclose(ranking, full["score"], rtol=1e-5, atol=1e-4)
+
+
+def test_ranking_puts_the_shortlist_first_then_the_rest_by_d():
+    result = shortlist.Shortlisted(
+        shortlist=np.array([[2, 0]]), distance=np.array([[0.1, 0.3]]), p_match=np.array([[0.2, 0.9]]),
+        score=np.array([[2.2, 1.6]]), all_distance=np.array([[0.3, 1.5, 0.1, 0.7]]), seconds={}, pairs=2)
+    assert np.argsort(-result.ranking("score")[0]).tolist() == [2, 0, 3, 1]
+    assert np.argsort(-result.ranking("p_match")[0]).tolist() == [0, 2, 3, 1]
+    assert np.argsort(-result.ranking("distance")[0]).tolist() == [2, 0, 3, 1]
+
+
+def test_cut_keeps_an_images_pairs_together():
+    owner = np.array([0, 0, 0, 1, 1, 2, 3, 3, 3, 3])
+    pieces = shortlist._cut(np.arange(10), owner, 4)
+    assert [p.tolist() for p in pieces] == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
+    assert [p.tolist() for p in shortlist._cut(np.arange(3), owner[:3], 2)] == [[0, 1], [2]]
+
+
+def test_gallery_blocks_partition():
+    emb = np.random.default_rng(0).normal(size=(100, 8)).astype(np.float32)
+    blocks = shortlist.gallery_blocks(emb, 30)
+    assert sorted(np.concatenate(blocks).tolist()) == list(range(100)) and max(map(len, blocks)) <= 30
+
+
+def test_evaluate_standard_on_records(engine, tmp_path):
+    from PIL import Image
+    q, g = images(3, 3), images(9, 4)
+    recs = []
+    for name, imgs, ids, cams in (("q", q, [1, 2, 3], [0, 0, 1]), ("g", g, [1, 1, 2, 2, 3, -1, 0, 0, 3], [0, 1, 1, 2, 0, 1, 2, 0, 1])):
+        rs = []
+        for k, (img, i, c) in enumerate(zip(imgs, ids, cams)):
+            path = str(tmp_path / f"{name}{k}.png")
+            Image.fromarray((img * 255).round().astype(np.uint8)).save(path)
+            rs.append(Record(path, i, c))
+        recs.append(rs)
+    out = shortlist.evaluate_standard(engine, recs[0], recs[1], k=4)
+    assert set(out) >= {"eq7", "p_match", "distance", "seconds", "pairs"} and out["pairs"] == 12
+    assert out["eq7"]["skipped"] == 0 and 0 < out["eq7"]["map"] <= 1
