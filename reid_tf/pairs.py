@@ -27,6 +27,12 @@ steps: `steps_per_epoch = epoch_size // batch_size`; the last partial batch of e
 (fewer than one batch of pairs per epoch), so an epoch is a whole number of steps and batches never
 straddle two epochs.
 
+Multi-camera datasets (Market-1501: 6 cameras, DukeMTMC-reID: 8). A positive is two images of one
+identity from two different cameras, its negatives as above with partners from any camera other
+than their anchor's. All such pairs would weight an identity by its image count squared (Market-1501
+identities have 2–72 training images), so an epoch draws `config.POSITIVES_PER_IDENTITY` positives per
+identity instead, uniformly from its cross-camera pairs, afresh each epoch (DESIGN "Multi-camera pairs").
+
 Batch composition. The epoch is a sequence of triples (positive, negative, negative); a batch is the
 next `batch_size` pairs of it. A batch whose size is a multiple of 3 holds exactly 1 : 2; the paper's
 128 and 256 are not multiples of 3, so a batch of 128 holds 42 or 43 positives (⌊B/3⌋ or ⌈B/3⌉, the
@@ -89,9 +95,47 @@ def positive_pairs(records: Sequence[Record]) -> np.ndarray:
     return np.stack([first[order], second[order]], axis=1).astype(np.int64)  # (P, 2)
 
 
+def is_multi_camera(records: Sequence[Record]) -> bool:
+    """More than the paper's two cameras (Market-1501: 6, DukeMTMC-reID: 8)."""
+    return any(r.camera > 1 for r in records)
+
+
+def _cross_camera_identities(records: Sequence[Record]) -> dict[int, np.ndarray]:
+    """identity -> its record indices, for the identities seen by at least two cameras."""
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(r.identity, []).append(i)
+    return {ident: np.array(idx) for ident, idx in sorted(groups.items())
+            if len({records[i].camera for i in idx}) > 1}
+
+
+def multi_camera_positives(records: Sequence[Record], rng: np.random.Generator,
+                           per_identity: int = config.POSITIVES_PER_IDENTITY) -> np.ndarray:
+    """An epoch's positives for a multi-camera dataset: per identity seen by ≥ 2 cameras,
+    `per_identity` pairs of its images from two different cameras, drawn uniformly from all such
+    pairs (with replacement only when it has fewer), in identity order: (n · per_identity, 2).
+    DESIGN "Multi-camera pairs" says why a fixed number per identity."""
+    cameras = np.array([r.camera for r in records])
+    out = []
+    for idx in _cross_camera_identities(records).values():
+        a, b = np.triu_indices(len(idx), k=1)
+        cross = cameras[idx[a]] != cameras[idx[b]]
+        a, b = idx[a[cross]], idx[b[cross]]  # every cross-camera pair of this identity
+        pick = rng.choice(len(a), size=per_identity, replace=len(a) < per_identity)
+        out.append(np.stack([a[pick], b[pick]], axis=1))
+    return np.concatenate(out).astype(np.int64)
+
+
+def _positive_count(records: Sequence[Record]) -> int:
+    if is_multi_camera(records):
+        return config.POSITIVES_PER_IDENTITY * len(_cross_camera_identities(records))
+    return len(positive_pairs(records))
+
+
 def epoch_size(records: Sequence[Record], crops_per_image: int) -> int:
-    """Pairs in one epoch: every positive × crops_per_image, each with its 2 negatives."""
-    return PAIRS_PER_POSITIVE * len(positive_pairs(records)) * crops_per_image
+    """Pairs in one epoch: every positive (multi-camera: POSITIVES_PER_IDENTITY per identity) ×
+    crops_per_image, each with its 2 negatives."""
+    return PAIRS_PER_POSITIVE * _positive_count(records) * crops_per_image
 
 
 def steps_per_epoch(records: Sequence[Record], batch_size: int, crops_per_image: int) -> int:
@@ -100,13 +144,14 @@ def steps_per_epoch(records: Sequence[Record], batch_size: int, crops_per_image:
 
 
 def _other_identity(pool: np.ndarray, identities: np.ndarray, avoid: np.ndarray,
-                    rng: np.random.Generator) -> np.ndarray:
-    """For each entry of avoid (T,), a uniform pick from pool (record indices) of another identity."""
+                    rng: np.random.Generator, cameras: np.ndarray, avoid_camera: np.ndarray) -> np.ndarray:
+    """For each entry of avoid (T,), a uniform pick from pool (record indices) of another identity
+    and another camera than avoid_camera (T,) (with two cameras the pool is the other camera's)."""
     picks = rng.choice(pool, size=len(avoid))
-    clash = identities[picks] == avoid
+    clash = (identities[picks] == avoid) | (cameras[picks] == avoid_camera)
     while clash.any():  # rejection: terminates because _check demands ≥ 2 identities
         picks[clash] = rng.choice(pool, size=int(clash.sum()))
-        clash = identities[picks] == avoid
+        clash = (identities[picks] == avoid) | (cameras[picks] == avoid_camera)
     return picks
 
 
@@ -114,10 +159,13 @@ def _triples(records: Sequence[Record], positives: np.ndarray, rng: np.random.Ge
              swap: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """positives (T, 2) -> flat pairs (3T,) index_a, index_b, label: each positive then its 2 negatives."""
     cam_a, cam_b, identities = _camera_index(records)
+    cameras = np.array([r.camera for r in records])
+    if is_multi_camera(records):  # negatives from any camera but the anchor's, like the positives
+        cam_a = cam_b = np.arange(len(records))
     anchor_a, anchor_b = positives[:, 0], positives[:, 1]
     ident = identities[anchor_a]
-    neg_b = _other_identity(cam_b, identities, ident, rng)
-    neg_a = _other_identity(cam_a, identities, ident, rng)
+    neg_b = _other_identity(cam_b, identities, ident, rng, cameras, cameras[anchor_a])
+    neg_a = _other_identity(cam_a, identities, ident, rng, cameras, cameras[anchor_b])
     first = np.stack([anchor_a, anchor_a, neg_a], axis=1)  # (T, 3): positive, negative, negative
     second = np.stack([anchor_b, neg_b, anchor_b], axis=1)  # (T, 3)
     if swap:
@@ -135,7 +183,8 @@ def plan_epoch(records: Sequence[Record], seed: int, epoch: int, crops_per_image
     (steps_per_epoch × batch_size,).
     """
     rng = np.random.default_rng([seed, _TAG_TRAIN, epoch])
-    positives = np.repeat(positive_pairs(records), crops_per_image, axis=0)  # (P·crops, 2)
+    positives = multi_camera_positives(records, rng) if is_multi_camera(records) else positive_pairs(records)
+    positives = np.repeat(positives, crops_per_image, axis=0)  # (P·crops, 2)
     positives = positives[rng.permutation(len(positives))]
     index_a, index_b, labels = _triples(records, positives, rng, swap=True)
     n = steps_per_epoch(records, batch_size, crops_per_image) * batch_size
@@ -147,7 +196,8 @@ def plan_eval(records: Sequence[Record], seed: int, batch_size: int
     """Fixed evaluation pairs: every positive once, in sorted order, with its 2 negatives drawn from
     (seed); camera A always image_a. Truncated to whole batches; returns as plan_epoch."""
     rng = np.random.default_rng([seed, _TAG_EVAL])
-    index_a, index_b, labels = _triples(records, positive_pairs(records), rng, swap=False)
+    positives = multi_camera_positives(records, rng) if is_multi_camera(records) else positive_pairs(records)
+    index_a, index_b, labels = _triples(records, positives, rng, swap=False)
     n = len(labels) // batch_size * batch_size
     return index_a[:n], index_b[:n], labels[:n]
 
@@ -221,12 +271,16 @@ def _check(records: Sequence[Record], batch_size: int, seed: int, crops_per_imag
                          f"got {batch_size}")
     if crops_per_image < 1 or seed < 0:
         raise ValueError(f"need crops_per_image >= 1 and seed >= 0, got {crops_per_image}, {seed}")
-    positives = positive_pairs(records)
-    if len(np.unique([records[a].identity for a in positives[:, 0]])) < 2:
-        raise ValueError("need at least 2 identities with images in both cameras to form pairs; "
+    if is_multi_camera(records):
+        paired = len(_cross_camera_identities(records))
+    else:
+        positives = positive_pairs(records)
+        paired = len(np.unique([records[a].identity for a in positives[:, 0]]))
+    if paired < 2:
+        raise ValueError("need at least 2 identities with images in two cameras to form pairs; "
                          f"got {len(records)} records")
-    if PAIRS_PER_POSITIVE * len(positives) * crops_per_image < batch_size:
-        raise ValueError(f"an epoch of {PAIRS_PER_POSITIVE * len(positives) * crops_per_image} "
+    if epoch_size(records, crops_per_image) < batch_size:
+        raise ValueError(f"an epoch of {epoch_size(records, crops_per_image)} "
                          f"pairs is smaller than one batch of {batch_size}")
 
 

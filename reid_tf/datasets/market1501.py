@@ -25,7 +25,6 @@ NAME = re.compile(r"^(-1|\d{4})_c([1-6])s\d_\d{6}_\d{2}\.jpg(\.jpg)?$")
 # Counts of the release, checked by the preparation (folder -> (identities, images)); the gallery
 # counts include identities 0 and -1.
 EXPECTED = {"bounding_box_train": (751, 12936), "query": (750, 3368), "bounding_box_test": (752, 19732)}
-POSITIVES_PER_IDENTITY = 32  # ours: training positives per identity and epoch (DESIGN "Multi-camera pairs")
 
 SPEC = DatasetSpec(
     name="market1501",
@@ -34,7 +33,7 @@ SPEC = DatasetSpec(
     protocol=STANDARD,
     split_sizes=lambda n: (0, 0),  # all 751 training identities train; the test set is fixed
     batch_size=config.BATCH_SIZE["default"],  # ours: the paper's value for its non-CUHK03 datasets
-    crops_per_image=1,  # ours: augmentation is fresh per positive; the epoch is per identity
+    crops_per_image=1,  # ours: an epoch is config.POSITIVES_PER_IDENTITY fresh positives per identity
     trials=1,  # one fixed query / gallery split
     cameras=6,
 )
