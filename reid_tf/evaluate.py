@@ -46,6 +46,24 @@ def evaluate_network(network, dataset: datasets.Dataset, identities: list[int], 
     return out
 
 
+def evaluate_standard(network, dataset: datasets.Dataset, k: int = config.STANDARD_SHORTLIST) -> dict:
+    """The standard protocol (Market-1501 and since) on the dataset's fixed query and gallery, scored
+    in two stages (reid_tf.shortlist: Eq. 7 on each query's K nearest gallery images by d).
+
+    Returns the shape evaluate_network returns (one "repeat"), plus "standard": skipped queries,
+    K, pairs scored and the wall time per stage.
+    """
+    from reid_tf.scoring import ScoringEngine
+    from reid_tf.shortlist import evaluate_standard as two_stage
+
+    result = two_stage(ScoringEngine(network), dataset.query, dataset.gallery, k)
+    out = {name: {"curves": [result[name]["curve"].tolist()], "map": [result[name]["map"]]}
+           for name in RANKINGS}
+    out["standard"] = {"skipped_queries": result["eq7"]["skipped"], "k": result["k"], "pairs": result["pairs"],
+                       "queries": len(dataset.query), "gallery": len(dataset.gallery), "seconds": result["seconds"]}
+    return out
+
+
 def summarize(per_trial: list[dict]) -> dict:
     """Mean ± std over every (trial, repeat) of rank-1/5/10, mAP and the mean curve, per ranking."""
     result = {}
@@ -87,8 +105,11 @@ def _load_run(workdir: str) -> dict:
         return json.load(f)
 
 
-def evaluate_workdir(workdir: str, network=None, repeats: int = 1) -> dict:
-    """Evaluate a training run on its trial's test split; writes workdir/eval.json and eval.md."""
+def evaluate_workdir(workdir: str, network=None, repeats: int = 1, shortlist: int | None = None) -> dict:
+    """Evaluate a training run on its trial's test split; writes workdir/eval.json and eval.md.
+
+    Standard-protocol datasets are evaluated on their query / gallery with two-stage scoring,
+    K = `shortlist` (default config.STANDARD_SHORTLIST)."""
     from reid_tf.model import load_network
 
     run = _load_run(workdir)
@@ -99,7 +120,10 @@ def evaluate_workdir(workdir: str, network=None, repeats: int = 1) -> dict:
         network = load_network(path)
     dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))
     split = dataset.split(run["trial"], run["seed"], run["val_identities"], run["test_identities"])
-    per_trial = evaluate_network(network, dataset, split.test, run["trial"], run["seed"], repeats)
+    if dataset.spec.protocol == datasets.STANDARD:
+        per_trial = evaluate_standard(network, dataset, shortlist or config.STANDARD_SHORTLIST)
+    else:
+        per_trial = evaluate_network(network, dataset, split.test, run["trial"], run["seed"], repeats)
     summary = summarize([per_trial])
     chance = {str(k): 100 * min(1.0, k / len(split.test)) for k in config.RANKS}
     body = {"dataset": run["dataset"], "model": run["model"], "trial": run["trial"],

@@ -160,13 +160,16 @@ def run(opts: TrainOptions) -> dict:
     checkpoint = trainer.StepCheckpoint(manager, every, total)
     budget = trainer.TimeBudget(opts.max_minutes)
     monitor_ids = split.val or split.test  # VIPeR/CUHK01 have no validation split (see Validation)
+    if dataset.spec.protocol == datasets.STANDARD:  # its test set is the query / gallery, not records
+        monitor_ids = split.val
     callbacks = [
         checkpoint, budget,
         trainer.ProgressLogger(total, pairs_per_step, opts.log_every_seconds),
         keras.callbacks.TensorBoard(os.path.join(opts.workdir, "tb"), update_freq=every),
-        Validation(dataset, monitor_ids, "val" if split.val else "test_monitor", opts,
-                   every=opts.eval_every, network=network),
     ]
+    if monitor_ids:
+        callbacks.append(Validation(dataset, monitor_ids, "val" if split.val else "test_monitor", opts,
+                                    every=opts.eval_every, network=network))
     t0 = time.monotonic()
     if start < total:
         model.fit(data, epochs=math.ceil(total / every), initial_epoch=start // every,
