@@ -147,12 +147,14 @@ def _evaluated(workdir: str, repeats: int) -> dict | None:
     return body if len(body["per_trial"]["eq7"]["curves"]) == repeats else None
 
 
-def evaluate_workdirs(workdirs: list[str], out_prefix: str, repeats: int = 1, reuse: bool = True) -> dict:
+def evaluate_workdirs(workdirs: list[str], out_prefix: str, repeats: int = 1, reuse: bool = True,
+                      shortlist: int | None = None) -> dict:
     """Evaluate the runs of several trials and write the mean ± std over them to out_prefix.{json,md}.
 
     reuse: take a run's eval.json when it is newer than its model.keras (the trainer writes it).
     """
-    bodies = [(reuse and _evaluated(w, repeats)) or evaluate_workdir(w, repeats=repeats) for w in workdirs]
+    bodies = [(reuse and _evaluated(w, repeats)) or evaluate_workdir(w, repeats=repeats, shortlist=shortlist)
+              for w in workdirs]
     summary = summarize([b["per_trial"] for b in bodies])
     title = f"{bodies[0]['dataset']} / {bodies[0]['model']} / {len(bodies)} trial(s)"
     body = {"dataset": bodies[0]["dataset"], "model": bodies[0]["model"],
@@ -212,8 +214,12 @@ def main(argv):
         from reid_tf.model import load_network
         network = load_network(f.checkpoint)
         dataset = datasets.load_dataset(f.dataset, datasets.dataset_dir(f.dataset, f.data_dir))
-        split = dataset.split(f.trial, f.seed)
-        summary = summarize([evaluate_network(network, dataset, split.test, f.trial, f.seed, f.repeats)])
+        if dataset.spec.protocol == datasets.STANDARD:
+            per_trial = evaluate_standard(network, dataset, f.top_k)
+        else:
+            per_trial = evaluate_network(network, dataset, dataset.split(f.trial, f.seed).test, f.trial, f.seed,
+                                         f.repeats)
+        summary = summarize([per_trial])
         table = markdown(summary, f"{f.dataset} / {f.checkpoint} / trial {f.trial}")
         _write(f.out or os.path.splitext(f.checkpoint)[0] + "_eval", {"summary": summary}, table)
     elif f.workdir and f.shortlist:
@@ -228,7 +234,8 @@ def main(argv):
         _write(os.path.join(f.workdir, "shortlist"), study, table)
     elif f.workdir:
         workdirs = f.workdir.split(",")
-        body = evaluate_workdirs(workdirs, f.out or os.path.join(workdirs[0], "eval_trials"), f.repeats)
+        body = evaluate_workdirs(workdirs, f.out or os.path.join(workdirs[0], "eval_trials"), f.repeats,
+                                 shortlist=f.top_k)
         table = markdown(body["summary"], f"{body['dataset']} / {body['model']}")
     else:
         raise app.UsageError("pass --workdir=DIR[,DIR...] or --checkpoint=PATH.keras")
@@ -244,6 +251,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("seed", 0, "seed for --checkpoint")
     flags.DEFINE_integer("repeats", 1, "single-shot draws per trial (repeat r uses seed + r)")
     flags.DEFINE_string("out", None, "output prefix for .json / .md")
+    flags.DEFINE_integer("top_k", config.STANDARD_SHORTLIST, "standard-protocol datasets (Market-1501, ...): "
+                         "Eq. 7 on each query's K nearest gallery images by d (reid_tf.shortlist)")
     flags.DEFINE_string("shortlist", None, "e.g. 10,20,50: compare two-stage scoring (top-K by d, then "
                         "Eq. 7) with exhaustive scoring on --workdir's test split")
     app.run(main)

@@ -37,6 +37,7 @@ import tensorflow as tf
 from absl import logging
 
 from reid_tf import losses, metrics
+from reid_tf.pairs import load_images
 from reid_tf.scoring import ImageFeatures, ScoringEngine
 
 Images = Callable[[np.ndarray], np.ndarray]  # indices -> images (n, 160, 60, 3) float32 in [0, 1]
@@ -46,7 +47,6 @@ def image_source(images_or_paths) -> tuple[int, Images]:
     """(count, loader) for an array of images or a list of image paths (decoded on demand)."""
     if isinstance(images_or_paths, np.ndarray):
         return len(images_or_paths), lambda idx: images_or_paths[idx]
-    from reid_tf.pairs import load_images  # TensorFlow image decoding; only needed for paths
     paths = list(images_or_paths)
     return len(paths), lambda idx: load_images([paths[i] for i in idx])
 
