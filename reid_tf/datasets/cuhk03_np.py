@@ -11,6 +11,7 @@ images; detected 7,365 / 1,400 / 5,332.
 Same reader and standard protocol as Market-1501 (reid_tf.datasets.market1501); recipe constants
 ours, as there. Prepared by `data_tools.prepare_cuhk03_np`, one variant per run.
 """
+import dataclasses
 import os
 import re
 
@@ -25,16 +26,12 @@ EXPECTED = {
 
 
 def _spec(kind: str) -> DatasetSpec:
-    return DatasetSpec(
+    """Market-1501's protocol and recipe; the name, folder, command and two cameras are CUHK03-NP's."""
+    return dataclasses.replace(
+        market1501.SPEC,
         name=f"cuhk03_np_{kind}",
         subdir=os.path.join("cuhk03_np", kind),
-        prepare=("python -m data_tools.prepare_cuhk03_np --src /path/to/cuhk03-np/" + kind
-                 + " --kind " + kind + " --out {root}"),
-        protocol=market1501.SPEC.protocol,
-        split_sizes=market1501.SPEC.split_sizes,
-        batch_size=market1501.SPEC.batch_size,
-        crops_per_image=market1501.SPEC.crops_per_image,
-        trials=1,
+        prepare=f"python -m data_tools.prepare_cuhk03_np --src /path/to/cuhk03-np/{kind} --kind {kind} --out {{root}}",
         cameras=2,
     )
 

@@ -11,22 +11,19 @@ distractor identities); no junk images. Names `PPPP_cC_fFFFFFFF.jpg`.
 Same layout, reader and standard protocol as Market-1501 (reid_tf.datasets.market1501); recipe
 constants ours, as there. The dataset's owners withdrew it in 2019: use a copy you are entitled to.
 """
+import dataclasses
 import re
 
 from reid_tf.datasets import market1501
-from reid_tf.datasets.base import DatasetSpec
 
 NAME = re.compile(r"^(\d{4})_c([1-8])_f\d{7}\.jpg$")
 EXPECTED = {"bounding_box_train": (702, 16522), "query": (702, 2228), "bounding_box_test": (1110, 17661)}
 
-SPEC = DatasetSpec(
+# Market-1501's protocol and recipe; only the name, folder, command and camera count differ.
+SPEC = dataclasses.replace(
+    market1501.SPEC,
     name="dukemtmcreid",
     subdir="dukemtmcreid",
     prepare="python -m data_tools.prepare_dukemtmcreid --src /path/to/DukeMTMC-reID --out {root}",
-    protocol=market1501.SPEC.protocol,
-    split_sizes=market1501.SPEC.split_sizes,
-    batch_size=market1501.SPEC.batch_size,
-    crops_per_image=market1501.SPEC.crops_per_image,
-    trials=1,
     cameras=8,
 )
