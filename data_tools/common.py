@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from reid_tf import datasets
+from reid_tf import datasets, fileio
 
 
 class DatasetError(ValueError):
@@ -65,10 +65,8 @@ def start_output(out_dir: str) -> None:
 
 def write_png(image: np.ndarray, path: str) -> None:
     """Write an H×W×3 uint8 image as PNG atomically (temporary name, then rename)."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with fileio.atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 def summarize(dataset: str, records: list[dict]) -> dict:

@@ -16,7 +16,7 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
-from reid_tf import config, datasets, metrics
+from reid_tf import config, datasets, fileio, metrics
 
 RANKINGS = {"eq7": "score", "p_match": "p_match", "distance": "distance"}
 
@@ -72,11 +72,8 @@ def markdown(summary: dict, title: str) -> str:
 
 
 def _write(prefix: str, body: dict, table: str) -> None:
-    for suffix, text in ((".json", json.dumps(body, indent=1)), (".md", table)):
-        tmp = prefix + suffix + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, prefix + suffix)
+    fileio.write_json(prefix + ".json", body)
+    fileio.write_text(prefix + ".md", table)
 
 
 def _load_run(workdir: str) -> dict:

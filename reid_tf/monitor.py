@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from reid_tf import config, datasets, metrics
+from reid_tf import config, datasets, fileio, metrics
 
 
 class Validation(keras.callbacks.Callback):
@@ -69,10 +69,7 @@ class Validation(keras.callbacks.Callback):
         point = {"step": step, "train_seconds": train_seconds, "map": 100 * m_ap,
                  **{f"rank{k}": 100 * v for k, v in ranks.items()}}
         self.history.append(point)
-        tmp = self.history_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.history, f, indent=1)
-        os.replace(tmp, self.history_path)
+        fileio.write_json(self.history_path, self.history)
         with self.writer.as_default(step=step):
             for k, v in ranks.items():
                 tf.summary.scalar(f"cmc/rank{k}", 100 * v)

@@ -21,7 +21,7 @@ import time
 
 from absl import app, flags, logging
 
-from reid_tf import config, datasets
+from reid_tf import config, datasets, fileio
 
 FLAGS = flags.FLAGS
 
@@ -81,18 +81,11 @@ def _strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def _atomic_json(path: str, body) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(body, f, indent=1)
-    os.replace(tmp, path)
-
-
 def save_network(network, workdir: str) -> str:
     """workdir/model.keras, written atomically (Keras needs the .keras suffix on the temp file)."""
-    final, tmp = os.path.join(workdir, "model.keras"), os.path.join(workdir, "model.tmp.keras")
-    network.save(tmp)
-    os.replace(tmp, final)
+    final = os.path.join(workdir, "model.keras")
+    with fileio.atomic_path(final, suffix=".keras") as tmp:
+        network.save(tmp)
     return final
 
 
@@ -133,7 +126,7 @@ def run(opts: TrainOptions) -> dict:
                 f"{opts.workdir} already holds checkpoints ({manager.latest_checkpoint}); pass "
                 "--resume to continue that run, or choose a new --workdir")
         start = trainer.restore(model, manager) if opts.resume else 0
-    _atomic_json(os.path.join(opts.workdir, "run.json"),
+    fileio.write_json(os.path.join(opts.workdir, "run.json"),
                  {**dataclasses.asdict(opts), "batch_size": batch, "total_steps": total,
                   "steps_per_epoch": per_epoch, "split_sizes": [len(s) for s in split]})
     if start >= total:
