@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from reid_tf import datasets, fileio
+from reid_tf import datasets, fileio, images
 
 
 class DatasetError(ValueError):
@@ -39,12 +39,12 @@ def list_files(folder: str, suffix: str) -> list[str]:
 
 
 def verify_image(path: str) -> None:
-    """Decode `path` completely (PIL open + load() also catches truncated files)."""
+    """Decode `path` completely, with the decoder training and evaluation use (reid_tf.images), so
+    an image that passes preparation is read the same way later."""
     try:
-        with Image.open(path) as image:
-            image.load()
-    except (OSError, SyntaxError, ValueError) as e:  # PIL reports bad data as any of these
-        raise DatasetError(f"{path}: unreadable or truncated image ({e})") from None
+        images.decode(path)
+    except images.ImageError as e:
+        raise DatasetError(str(e)) from None
 
 
 def verify_images(paths: Iterable[str]) -> None:
