@@ -14,9 +14,10 @@ import json
 import os
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from reid_tf import config, datasets, fileio, metrics
+from reid_tf import cli, config, datasets, fileio, metrics
+from reid_tf.cli import UsageError
 
 RANKINGS = {"eq7": "score", "p_match": "p_match", "distance": "distance"}
 
@@ -81,28 +82,62 @@ def _load_run(workdir: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: {workdir!r} is not a reid_tf.train workdir")
     with open(path) as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except ValueError as e:
+            raise ValueError(f"{path} is damaged ({e})") from None
+
+
+def load_saved_network(path: str):
+    """A network saved as .keras; a file that exists but does not load is reported as damaged."""
+    from reid_tf.model import load_network
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found")
+    try:
+        return load_network(path)
+    except Exception as e:  # noqa: BLE001  (BadZipFile, ValueError, OSError, KeyError, ...)
+        raise ValueError(f"{path} is damaged and cannot be loaded ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def workdir_network(workdir: str, run: dict) -> tuple[object, str, int | None]:
+    """The network of a training run: its final model.keras, or, for a run that was stopped before
+    writing it, its newest checkpoint that restores. Returns (network, source, step or None)."""
+    path = os.path.join(workdir, "model.keras")
+    if os.path.exists(path):
+        return load_saved_network(path), path, None
+    from reid_tf import trainer
+    from reid_tf.model import build_model
+
+    directory = trainer.checkpoint_dir(workdir)
+    if not os.path.isfile(os.path.join(directory, "checkpoint")):
+        raise FileNotFoundError(f"{path} not found and {directory} holds no checkpoint: the run in "
+                                f"{workdir} has not saved a network yet")
+    network = build_model(config.get_model_config(run["model"]))
+    checkpoint, step = trainer.restore_network(network, directory)
+    logging.info("%s has no model.keras (the run was stopped before the end): evaluating its newest "
+                 "good checkpoint, %s, at step %d", workdir, checkpoint, step)
+    return network, checkpoint, step
 
 
 def evaluate_workdir(workdir: str, network=None, repeats: int = 1) -> dict:
     """Evaluate a training run on its trial's test split; writes workdir/eval.json and eval.md."""
-    from reid_tf.model import load_network
-
     run = _load_run(workdir)
+    source, step = "model", None
     if network is None:
-        path = os.path.join(workdir, "model.keras")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} not found: the run in {workdir} has not finished")
-        network = load_network(path)
+        network, source, step = workdir_network(workdir, run)
     dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))
     split = dataset.split(run["trial"], run["seed"], run["val_identities"], run["test_identities"])
     per_trial = evaluate_network(network, dataset, split.test, run["trial"], run["seed"], repeats)
     summary = summarize([per_trial])
     chance = {str(k): 100 * min(1.0, k / len(split.test)) for k in config.RANKS}
     body = {"dataset": run["dataset"], "model": run["model"], "trial": run["trial"],
-            "test_identities": len(split.test), "chance": chance, "summary": summary,
+            "network": source, "step": step, "test_identities": len(split.test), "chance": chance, "summary": summary,
             "per_trial": per_trial}
     title = f"{run['dataset']} / {run['model']} / trial {run['trial']} ({len(split.test)} test identities)"
+    if step is not None:
+        title += f", checkpoint at step {step}"
     _write(os.path.join(workdir, "eval"), body, markdown(summary, title))
     eq7 = summary["eq7"]["rank"]
     logging.info("test CMC (%s, Eq. 7): rank-1 %.2f%%  rank-5 %.2f%%  rank-10 %.2f%%  (chance %.2f%%)",
@@ -182,17 +217,15 @@ def main(argv):
     del argv
     f = flags.FLAGS
     if f.checkpoint:
-        from reid_tf.model import load_network
-        network = load_network(f.checkpoint)
+        network = load_saved_network(f.checkpoint)
         dataset = datasets.load_dataset(f.dataset, datasets.dataset_dir(f.dataset, f.data_dir))
         split = dataset.split(f.trial, f.seed)
         summary = summarize([evaluate_network(network, dataset, split.test, f.trial, f.seed, f.repeats)])
         table = markdown(summary, f"{f.dataset} / {f.checkpoint} / trial {f.trial}")
         _write(f.out or os.path.splitext(f.checkpoint)[0] + "_eval", {"summary": summary}, table)
     elif f.workdir and f.shortlist:
-        from reid_tf.model import load_network
         run = _load_run(f.workdir)
-        network = load_network(os.path.join(f.workdir, "model.keras"))
+        network = workdir_network(f.workdir, run)[0]
         dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))
         split = dataset.split(run["trial"], run["seed"], run["val_identities"], run["test_identities"])
         study = shortlist_study(network, dataset, split.test, run["trial"], run["seed"],
@@ -204,7 +237,7 @@ def main(argv):
         body = evaluate_workdirs(workdirs, f.out or os.path.join(workdirs[0], "eval_trials"), f.repeats)
         table = markdown(body["summary"], f"{body['dataset']} / {body['model']}")
     else:
-        raise app.UsageError("pass --workdir=DIR[,DIR...] or --checkpoint=PATH.keras")
+        raise UsageError("pass --workdir=DIR[,DIR...] or --checkpoint=PATH.keras")
     print(table)
 
 
@@ -219,4 +252,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", None, "output prefix for .json / .md")
     flags.DEFINE_string("shortlist", None, "e.g. 10,20,50: compare two-stage scoring (top-K by d, then "
                         "Eq. 7) with exhaustive scoring on --workdir's test split")
-    app.run(main)
+    cli.run(main)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Callable
 
 import keras
 import numpy as np
@@ -31,6 +32,7 @@ class Validation(keras.callbacks.Callback):
         self.history_path = os.path.join(opts.workdir, "history.json")
         self.writer = tf.summary.create_file_writer(os.path.join(opts.workdir, "tb", tag))
         self._images = None
+        self.skip_final: Callable[[], bool] = lambda: False  # e.g. on Ctrl-C: exit promptly
 
     def on_train_begin(self, logs=None):
         self.t0 = time.monotonic()
@@ -55,6 +57,8 @@ class Validation(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
+        if self.skip_final():
+            return
         if not self.history or self.history[-1]["step"] != step:
             self.validate(step)
 
