@@ -38,6 +38,17 @@ def list_files(folder: str, suffix: str) -> list[str]:
     )
 
 
+def require_some(names: list[str], folder: str, suffix: str, expected: str) -> list[str]:
+    """`names` (the `suffix` files of `folder`) if there are any; else DatasetError saying what the
+    folder holds instead, so that a preparation never writes a manifest without images."""
+    if names:
+        return names
+    found = collections.Counter(os.path.splitext(n)[1].lower() or "(no extension)"
+                                for n in os.listdir(folder) if not n.startswith("."))
+    holds = ", ".join(f"{n} {ext}" for ext, n in found.most_common()) or "nothing"
+    raise DatasetError(f"{folder}: no {suffix} images (expected {expected}); it holds {holds}")
+
+
 def verify_image(path: str) -> None:
     """Decode `path` completely, with the decoder training and evaluation use (reid_tf.images), so
     an image that passes preparation is read the same way later."""
@@ -85,8 +96,9 @@ def summarize(dataset: str, records: list[dict]) -> dict:
 
 
 def run_cli(prepare: Callable[[], object]) -> None:
-    """Run a preparation; a DatasetError becomes a one-line message and exit status 1."""
+    """Run a preparation; a DatasetError or OSError (e.g. an --out that cannot be written) becomes a
+    one-line message and exit status 1."""
     try:
         prepare()
-    except DatasetError as e:
+    except (DatasetError, OSError) as e:
         raise SystemExit(f"error: {e}") from None

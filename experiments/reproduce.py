@@ -17,10 +17,10 @@ import os
 import platform
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from experiments.common import Row, rows
-from reid_tf import config, datasets, fileio
+from reid_tf import cli, config, datasets, fileio
 
 SMOKE = dict(synthetic_identities=24, batch_size=6, max_steps=2, checkpoint_every=2, figures=False,
              log_every_seconds=60.0)
@@ -123,4 +123,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("out_dir", "results", "where table{N}.md/.json go")
     flags.DEFINE_string("runs_dir", "runs", "where each trial's workdir goes")
     flags.DEFINE_float("max_minutes", None, "training budget per trial (default: the paper's 5 epochs)")
-    app.run(main)
+    cli.run(main)

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from reid_tf import config, losses
+from reid_tf import config, fileio, losses
 
 
 class NonFiniteLossError(RuntimeError):
@@ -238,6 +238,21 @@ def _set_aside(directory: str, path: str) -> str:
     return target
 
 
+def _forget(directory: str, paths: list[str]) -> None:
+    """Drop `paths` from the directory's checkpoint state file (the text-format CheckpointState
+    proto that CheckpointManager reads), keeping the other entries and their timestamps."""
+    state = tf.train.get_checkpoint_state(directory)
+    stamps = list(state.all_model_checkpoint_timestamps) or [time.time()] * len(
+        state.all_model_checkpoint_paths)
+    gone = {os.path.basename(p) for p in paths}
+    entries = [(os.path.basename(p), t) for p, t in zip(state.all_model_checkpoint_paths, stamps)
+               if os.path.basename(p) not in gone]
+    lines = [f'model_checkpoint_path: "{entries[-1][0]}"']
+    lines += [f'all_model_checkpoint_paths: "{name}"' for name, _ in entries]
+    lines += [f"all_model_checkpoint_timestamps: {t!r}" for _, t in entries]
+    fileio.write_text(os.path.join(directory, "checkpoint"), "\n".join(lines) + "\n")
+
+
 def restore(trainer: keras.Model, manager: tf.train.CheckpointManager
             ) -> tuple[int, tf.train.CheckpointManager]:
     """Restore the newest checkpoint that restores into `trainer` (model, optimizer).
@@ -260,8 +275,7 @@ def restore(trainer: keras.Model, manager: tf.train.CheckpointManager
         for path, error in failed:
             logging.warning("checkpoint %s is damaged (%s); moved to %s", path, error,
                             _set_aside(manager.directory, path))
-        kept = [p for p in manager.checkpoints if p not in dict(failed)]
-        tf.compat.v1.train.update_checkpoint_state(manager.directory, kept[-1], kept)
+        _forget(manager.directory, [p for p, _ in failed])
         manager = tf.train.CheckpointManager(manager.checkpoint, manager.directory,
                                              max_to_keep=MAX_TO_KEEP)
     step = int(trainer.optimizer.iterations.numpy())
