@@ -45,6 +45,7 @@ class TrainOptions:
     workdir: str = "runs/default"
     resume: bool = False
     strategy: str = "default"  # "default" (one device) or "mirrored" (tf.distribute.MirroredStrategy)
+    pairing: str = "per_pair"  # "per_pair" or "shared" (reid_tf.pairs; DESIGN "Training on shared images")
     checkpoint_every: int = 50  # steps
     eval_every: int = 0  # steps between validation CMC runs (0: only at the end)
     max_steps: int | None = None
@@ -78,19 +79,27 @@ class TrainOptions:
         if os.path.exists(self.workdir) and not os.path.isdir(self.workdir):
             raise UsageError(f"--workdir={self.workdir} is a file, not a folder")
         config.get_model_config(self.model)  # unknown preset: ValueError listing the valid ones
+        if self.pairing not in config.PAIRINGS:
+            raise UsageError(f"unknown pairing {self.pairing!r}; valid: {', '.join(config.PAIRINGS)}")
+        if self.pairing == "shared" and self.strategy == "mirrored":
+            raise UsageError("--pairing=shared forms each batch's pairs among its own images, which "
+                             "--strategy=mirrored would split across replicas; use --pairing=per_pair "
+                             "with it")
 
 
 # What a checkpoint depends on: a resumed run must have the same (batch_size as resolved). The other
 # options (epochs, max_steps, max_minutes, checkpoint_every, eval_every, log_every_seconds,
 # strategy, evaluate, figures, data_dir) may change on --resume (README, "Using it").
-RESUME_FIXED = ("dataset", "model", "trial", "seed", "batch_size", "learning_rate",
+RESUME_FIXED = ("dataset", "model", "trial", "seed", "batch_size", "learning_rate", "pairing",
                 "val_identities", "test_identities", "synthetic_identities")
 
 
 def resume_mismatches(recorded: dict, current: dict) -> list[str]:
     """The RESUME_FIXED settings whose values differ, as "--name=old (now new)" strings."""
     names = [n for n in RESUME_FIXED if n != "synthetic_identities" or current["dataset"] == "synthetic"]
-    return [f"--{n}={recorded.get(n)} (now {current[n]})" for n in names if recorded.get(n) != current[n]]
+    # A setting a run.json predates (e.g. pairing) had its default then.
+    old = {n: recorded.get(n, getattr(TrainOptions, n, None)) for n in names}
+    return [f"--{n}={old[n]} (now {current[n]})" for n in names if old[n] != current[n]]
 
 
 def check_dataset(opts: TrainOptions) -> None:
@@ -198,14 +207,21 @@ def _run_locked(opts: TrainOptions) -> dict:
     split = dataset.split(opts.trial, opts.seed, opts.val_identities, opts.test_identities)
     train_records = datasets.records_of(dataset, split.train)
     crops = config.per_dataset(config.CROPS_PER_IMAGE, dataset.name)
-    per_epoch = pairs.steps_per_epoch(train_records, batch, crops)
+    shared = opts.pairing == "shared"  # TrainOptions.check has refused shared + mirrored
+    if shared:
+        per_epoch = pairs.shared_steps_per_epoch(train_records, batch, crops)
+        pairs_per_step = pairs.shared_batch_shape(train_records, batch)[1]
+    else:
+        per_epoch, pairs_per_step = pairs.steps_per_epoch(train_records, batch, crops), batch
     if per_epoch < 1:
         raise UsageError(f"--batch_size={batch} is larger than one epoch of {dataset.name} trial "
-                         f"{opts.trial} ({pairs.epoch_size(train_records, crops)} pairs)")
+                         f"{opts.trial}")
     total = opts.max_steps or max(1, math.ceil(opts.epochs * per_epoch))
     logging.info("%s trial %d: %d train / %d val / %d test identities; %d steps per epoch of %d "
-                 "pairs; training %d steps (%.2f epochs)", dataset.name, opts.trial, len(split.train),
-                 len(split.val), len(split.test), per_epoch, batch, total, total / per_epoch)
+                 "pairs (%s); training %d steps (%.2f epochs)", dataset.name, opts.trial, len(split.train),
+                 len(split.val), len(split.test), per_epoch, pairs_per_step,
+                 "shared images: %d images a batch" % pairs.shared_batch_shape(train_records, batch)[0]
+                 if shared else "per pair", total, total / per_epoch)
 
     keras.utils.set_random_seed(opts.seed)  # initial weights (Python, NumPy and TF seeds) per run
     strategy = _strategy(opts.strategy)
@@ -221,7 +237,10 @@ def _run_locked(opts: TrainOptions) -> dict:
     if start >= total:
         logging.info("checkpoint step %d already reaches the %d steps asked for", start, total)
 
-    data = pairs.make_pair_dataset(train_records, batch, opts.seed, crops, start_step=start)
+    if shared:
+        data = pairs.make_shared_dataset(train_records, batch, opts.seed, crops, start_step=start)
+    else:
+        data = pairs.make_pair_dataset(train_records, batch, opts.seed, crops, start_step=start)
     every = max(1, min(opts.checkpoint_every, total))
     checkpoint = trainer.StepCheckpoint(manager, every, total)
     budget = trainer.TimeBudget(opts.max_minutes)
@@ -231,7 +250,7 @@ def _run_locked(opts: TrainOptions) -> dict:
                             every=opts.eval_every, network=network)
     callbacks = [
         stop, checkpoint, budget,
-        trainer.ProgressLogger(total, batch, opts.log_every_seconds),
+        trainer.ProgressLogger(total, pairs_per_step, opts.log_every_seconds),
         keras.callbacks.TensorBoard(os.path.join(opts.workdir, "tb"), update_freq=every),
         validation,
     ]
@@ -272,6 +291,9 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", d.workdir, "checkpoints, TensorBoard logs, results")
     flags.DEFINE_boolean("resume", d.resume, "continue from the workdir's last checkpoint")
     flags.DEFINE_enum("strategy", d.strategy, ["default", "mirrored"], "tf.distribute strategy")
+    flags.DEFINE_enum("pairing", d.pairing, list(config.PAIRINGS), "per_pair: every pair's two images "
+                      "encoded for it; shared: a batch of identity visits, each image encoded once and "
+                      "paired within the batch (faster; docs/DESIGN.md)")
     flags.DEFINE_integer("checkpoint_every", d.checkpoint_every, "steps between checkpoints")
     flags.DEFINE_integer("eval_every", d.eval_every, "steps between validation CMC runs (0: at end)")
     flags.DEFINE_integer("max_steps", None, "stop after this many steps (overrides --epochs)")
