@@ -208,8 +208,11 @@ def test_first_signal_stops_at_the_step_boundary_second_acts_at_once():
     stop = trainer.StopOnSignal()
     stop.set_model(Model())
     with stop:
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.1)  # the handler runs between bytecodes
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # the handler runs between bytecodes
+        except KeyboardInterrupt:
+            pytest.fail("the first SIGINT was not deferred to the end of the step")
         assert stop.signum == signal.SIGINT and not stop.model.stop_training
         stop.on_train_batch_end(0)
         assert stop.model.stop_training
