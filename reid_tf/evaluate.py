@@ -170,7 +170,7 @@ def evaluate_workdir(workdir: str, network=None, repeats: int = 1, protocol: str
     (eval_<protocol>.* for another protocol). A run stopped before writing model.keras is evaluated
     from its newest good checkpoint (workdir_network)."""
     run = _load_run(workdir)
-    source, step = "model", None
+    source, step = os.path.join(workdir, "model.keras"), None  # a network passed in: the final one
     if network is None:
         network, source, step = workdir_network(workdir, run)
     dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))

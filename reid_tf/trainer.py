@@ -10,6 +10,11 @@ Pieces, and why each is not a stock Keras one:
   does the atomic part (the state file is replaced only after the checkpoint is complete), and the
   pair pipeline is a pure function of (seed, step), so restoring the step restores the data.
   It also refuses to save non-finite weights and stops the run on a NaN/Inf loss.
+- `restore` continues from the newest checkpoint that restores, moving damaged newer ones to
+  checkpoints/damaged/ (kept); `remove_partial_checkpoints` deletes the `ckpt-N_temp/` staging
+  folders of killed saves; `restore_network` is the read-only form for evaluation.
+- `StopOnSignal`: SIGINT/SIGTERM set a flag read at the end of a step, so training stops on a step
+  boundary, StepCheckpoint saves there, and the CLI exits with one line (reid_tf.cli.Interrupted).
 - A Keras "epoch" here is one checkpoint interval (`checkpoint_every` steps) so that fit's
   initial_epoch can express a resume point; the paper's epochs are converted to steps
   (reid_tf.pairs.steps_per_epoch).
