@@ -35,11 +35,9 @@ with every spectrum cached and 342 for the model's folded depth-wise form. Two t
 single-threaded BLAS also degrade gracefully when another job holds a core, where OpenBLAS's own
 two threads stall on their barrier (measured in session 1: 15–36 pairs/s instead of ~900 then).
 
-Correlation forms (Eq. 2), all tested against one per-sample loop: `depthwise_xcorr` (the layer's:
-batch folded into channels) and `xcorr_im2col` (per sample: the training case; the layer's own
-"shift" and "fft" forms are in reid_tf.layers.correlation), and
-`xcorr_shared_kernels`, `xcorr_shared_kernels_numpy`, `xcorr_depthwise_multiplier` (one signal
-against many kernels: the scoring case).
+`xcorr_shared_kernels_numpy` is the engine's correlation in the contract of one signal against many
+kernels, tested against the per-sample loop like the layer's forms (reid_tf.layers.correlation) and
+the forms only the benchmarks time (benchmarks/correlation_forms.py).
 """
 from __future__ import annotations
 
@@ -55,68 +53,11 @@ import numpy as np
 import tensorflow as tf
 
 from reid_tf import losses
-from reid_tf.layers.correlation import depthwise_xcorr, same_padding
+from reid_tf.layers.correlation import same_padding
 from reid_tf.model import encoder_of, structure
 
-__all__ = ["ImageFeatures", "ScoringEngine", "blas_threads", "correlate_and_pool", "depthwise_xcorr",
-           "kernel_matrix", "patch_index", "pool_blocks", "signal_patches", "signal_patches_numpy",
-           "xcorr_depthwise_multiplier", "xcorr_im2col", "xcorr_shared_kernels",
-           "xcorr_shared_kernels_numpy"]
-
-
-
-# ---------------------------------------------------------------------------------------------
-# Correlation forms. All compute Eq. 2 with the layer's convention: per channel, no kernel flip,
-# TF "SAME" zero padding (for an even kernel the extra row/column of padding is at the bottom/right).
-
-def signal_patches(signal, kernel_hw: tuple[int, int]):
-    """im2col of the signal in TensorFlow, channel-major: (N, H, W, C) → (C, h·w, N·H·W).
-
-    patches[c, i·w + j, (n·H + y)·W + x] = SAME-padded signal[n, y + i, x + j, c].
-    """
-    _, H, W, C = signal.shape
-    h, w = kernel_hw
-    xp = tf.pad(tf.transpose(signal, (3, 0, 1, 2)), [[0, 0], [0, 0], same_padding(h), same_padding(w)])
-    # (C, N, H+h−1, W+w−1); each tap is one shifted window, stacked on axis 1 so that every slice is
-    # written as one contiguous (N, H, W) block (2–4× faster than stacking the taps innermost).
-    taps = tf.stack([xp[:, :, i:i + H, j:j + W] for i in range(h) for j in range(w)], axis=1)  # (C,hw,N,H,W)
-    return tf.reshape(taps, (C, h * w, -1))  # -> (C, h·w, N·H·W)
-
-
-def xcorr_shared_kernels(signal, kernels):
-    """Every signal against every kernel, TF im2col + one batched matmul.
-
-    Args:
-      signal: (N, H, W, C).
-      kernels: (M, h, w, C).
-    Returns:
-      (N, M, H, W, C): out[n, m] = Eq. 2 of signal[n] with kernels[m].
-    """
-    N, H, W, C = signal.shape
-    M, h, w, _ = kernels.shape
-    k = tf.reshape(tf.transpose(kernels, (3, 1, 2, 0)), (C, h * w, M))  # (M,h,w,C) -> (C, h·w, M)
-    out = tf.matmul(signal_patches(signal, (h, w)), k, transpose_a=True)  # (C, N·H·W, M)
-    return tf.transpose(tf.reshape(out, (C, N, H, W, M)), (1, 4, 2, 3, 0))  # -> (N, M, H, W, C)
-
-
-def xcorr_depthwise_multiplier(signal, kernels):
-    """Same contract as `xcorr_shared_kernels`, as one TF depth-wise convolution with multiplier M."""
-    N, H, W, C = signal.shape
-    M = kernels.shape[0]
-    k = tf.transpose(kernels, (1, 2, 3, 0))  # (M, h, w, C) -> (h, w, C, M)
-    out = tf.nn.depthwise_conv2d(signal, k, [1, 1, 1, 1], "SAME")  # (N, H, W, C·M), channel c·M + m
-    return tf.transpose(tf.reshape(out, (N, H, W, C, M)), (0, 4, 1, 2, 3))  # -> (N, M, H, W, C)
-
-
-def xcorr_im2col(signal, kernels):
-    """Per-sample Eq. 2, the layer's contract ((B,H,W,C), (B,h,w,C) → (B,H,W,C)), via im2col + matmul."""
-    B, H, W, C = signal.shape
-    _, h, w, _ = kernels.shape
-    patches = tf.reshape(signal_patches(signal, (h, w)), (C, h * w, B, H * W))
-    patches = tf.transpose(patches, (2, 0, 3, 1))  # -> (B, C, H·W, h·w)
-    k = tf.reshape(tf.transpose(kernels, (0, 3, 1, 2)), (B, C, h * w, 1))  # (B,h,w,C) -> (B, C, h·w, 1)
-    out = tf.matmul(patches, k)  # (B, C, H·W, 1)
-    return tf.transpose(tf.reshape(out, (B, C, H, W)), (0, 2, 3, 1))  # -> (B, H, W, C)
+__all__ = ["ImageFeatures", "ScoringEngine", "blas_threads", "correlate_and_pool", "kernel_matrix",
+           "patch_index", "pool_blocks", "signal_patches_numpy", "xcorr_shared_kernels_numpy"]
 
 
 # ---- the NumPy form the engine uses ----------------------------------------------------------
