@@ -42,10 +42,11 @@ from absl import app, flags, logging
 from benchmarks.common import per_pair_batch, random_images, shared_batch, train_step, training_model
 from benchmarks.correlation_forms import xcorr_depthwise_multiplier, xcorr_im2col, xcorr_shared_kernels
 from reid_tf import config
+from reid_tf.im2col import correlate_and_pool, kernel_matrix, signal_patches_numpy
 from reid_tf.layers import CSN, depthwise_xcorr
 from reid_tf.layers.csn import CORRELATIONS, similarity_fft, similarity_shift
 from reid_tf.model import build_model
-from reid_tf.scoring import ScoringEngine, blas_threads, correlate_and_pool, kernel_matrix, signal_patches_numpy
+from reid_tf.scoring import ScoringEngine, blas_threads
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "l23", "Model preset (reid_tf.config.PRESETS).")
