@@ -28,7 +28,6 @@ machine move every number by up to 2×: compare forms within one run, not across
 """
 from __future__ import annotations
 
-import concurrent.futures
 import math
 import os
 import time
@@ -46,7 +45,8 @@ from reid_tf.im2col import correlate_and_pool, kernel_matrix, signal_patches_num
 from reid_tf.layers import CSN, depthwise_xcorr
 from reid_tf.layers.csn import CORRELATIONS, similarity_fft, similarity_shift
 from reid_tf.model import build_model
-from reid_tf.scoring import ScoringEngine, blas_threads
+from reid_tf.parallel import parallel_map
+from reid_tf.scoring import ScoringEngine
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "l23", "Model preset (reid_tf.config.PRESETS).")
@@ -191,8 +191,7 @@ def scoring_forms(repeats: int, partners: int = 64) -> dict[str, float]:
     workers = os.cpu_count() or 1
 
     def engine_form():  # as the engine runs it: one signal per worker, single-threaded BLAS each
-        with blas_threads(1), concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda _: correlate_and_pool(patches, kmat, (H, W), 4), range(workers)))
+        parallel_map(lambda _: correlate_and_pool(patches, kmat, (H, W), 4), range(workers), workers)
 
     times = {
         "folded depth-wise (model's form)": best_time(lambda: folded(xs, kt), repeats),

@@ -40,11 +40,7 @@ reid_tf.im2col.
 """
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
-import ctypes
 import dataclasses
-import functools
 import os
 
 import keras
@@ -54,46 +50,9 @@ import tensorflow as tf
 from reid_tf import losses
 from reid_tf.im2col import correlate_and_pool, kernel_matrix, signal_patches_numpy
 from reid_tf.model import encoder_of, structure
+from reid_tf.parallel import parallel_map
 
-__all__ = ["ImageFeatures", "ScoringEngine", "blas_threads"]
-
-
-# ---- NumPy's BLAS threads ----------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _openblas_threads_api():
-    """(get, set) of the number of threads of the OpenBLAS NumPy loaded, or None (as threadpoolctl finds it)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line})
-    except OSError:
-        return None
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_", "64_"), ("", "64_"), ("", "")):
-            get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
-            set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
-            if get is not None and set_ is not None:
-                return get, set_
-    return None
-
-
-@contextlib.contextmanager
-def blas_threads(n: int):
-    """Run the block with NumPy's OpenBLAS limited to n threads; yields whether that was possible."""
-    api = _openblas_threads_api()
-    if api is None:
-        yield False
-        return
-    get, set_ = api
-    before = get()
-    set_(n)
-    try:
-        yield True
-    finally:
-        set_(before)
+__all__ = ["ImageFeatures", "ScoringEngine"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,17 +226,8 @@ class ScoringEngine:
                                                  axes=([0, 3], [1, 0]))
                 pre[rows[k0:k0 + len(ks)]] += share.transpose(1, 0, 2).reshape(len(ks), gh, gw, -1)
 
-        groups = _groups(signal_idx, kernel_idx)
-        # Parallel over signal images, each worker with a single-threaded BLAS: the max-pooling, the
-        # projection and the patches (single-threaded NumPy) then run in parallel too, and a core
-        # taken by another job slows one worker instead of stalling OpenBLAS's thread barrier.
-        with blas_threads(1) as limited:
-            if self.workers > 1 and limited and len(groups) > 1:
-                with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
-                    list(pool.map(one_signal, groups))
-                return
-        for group in groups:
-            one_signal(group)
+        # Parallel over signal images, each worker with a single-threaded BLAS (reid_tf.parallel says why).
+        parallel_map(one_signal, _groups(signal_idx, kernel_idx), self.workers)
 
     def _head(self, pre):
         """conv4 pre-activation (B, 10, 4, O) → BN, ReLU, conv5, conv6, GAP, logits; → p_match (B,)."""
