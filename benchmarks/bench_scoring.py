@@ -17,14 +17,8 @@ and for training (a different signal per sample, forward and backward).
 Targets reported against, not asserted: engine ≥ 780 pairs/s for l23 (the paper's TitanX: 1,250
 pairs in 1.6 s) and a training step at ≥ 50 % of the matmul GFLOP/s.
 
-Measured (2 cores, idle, 25 Nov; docs/RESULTS.md has the session-start run beside it): full model
-108 pairs/s; engine 64×64 1,046 pairs/s end to end (9.7×), 1,191 for the pair part alone; VIPeR-sized
-trial 85.5 s, CUHK03-sized 10.8 s; matmul 173–180 GFLOP/s (tf), 189–190 (NumPy); training 32.3
-pairs/s with correlation="shift" (91 GFLOP/s: 52 % of tf.matmul, 48 % of NumPy), 20.0 with "fft",
-12.8 with "direct". Level-2 forms, training (forward+backward): shift 134 pairs/s, FFT 44, folded
-depth-wise 30; scoring: NumPy im2col with 2 single-BLAS workers 3,789 pair-directions/s, im2col +
-tf.matmul 1,739, depth-wise with multiplier 1,264, FFT 725, folded depth-wise 342. Other jobs on the
-machine move every number by up to 2×: compare forms within one run, not across runs.
+What it measured on the development machine, run by run, is in docs/RESULTS.md ("Speed"). Other
+jobs on the machine move every number by up to 2×: compare forms within one run, not across runs.
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ def signal_patches(signal, kernel_hw: tuple[int, int]):
     h, w = kernel_hw
     xp = tf.pad(tf.transpose(signal, (3, 0, 1, 2)), [[0, 0], [0, 0], same_padding(h), same_padding(w)])
     # (C, N, H+h−1, W+w−1); each tap is one shifted window, stacked on axis 1 so that every slice is
-    # written as one contiguous (N, H, W) block (2–4× faster than stacking the taps innermost).
+    # written as one contiguous (N, H, W) block (faster than stacking the taps innermost: docs/RESULTS.md).
     taps = tf.stack([xp[:, :, i:i + H, j:j + W] for i in range(h) for j in range(w)], axis=1)  # (C,hw,N,H,W)
     return tf.reshape(taps, (C, h * w, -1))  # -> (C, h·w, N·H·W)
 

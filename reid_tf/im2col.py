@@ -72,7 +72,7 @@ def signal_patches_numpy(x: np.ndarray, kernel_hw: tuple[int, int], pool: int = 
     xp = np.zeros((C, H + h - 1, W + w - 1), np.float32)
     xp[:, top:top + H, left:left + W] = x.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W), padded
     # np.take (not xp[:, index]): fancy indexing after a slice returns C innermost, which makes the
-    # matmul 3–4× slower.
+    # matmul several times slower (docs/RESULTS.md).
     return np.take(xp.reshape(C, -1), patch_index((H, W), (h, w), pool), axis=1)  # (C, R, h·w)
 
 
@@ -92,7 +92,7 @@ def correlate_and_pool(patches: np.ndarray, kernels: np.ndarray, map_hw: tuple[i
       map_hw: (H, W) of the signal.
       pool: pooling window, 2^(number of 2 × 2 poolings); 1 = none.
       channel_block: channels per matmul: a block's (channel_block, H·W, K) product stays in cache
-        for the max that follows (measured 1.3× faster than one matmul over all channels).
+        for the max that follows (faster than one matmul over all channels: docs/RESULTS.md).
     Returns:
       (C, gh·gw, K), cells row-major: out[c, cell, k] = max over the cell's window of Eq. 2 of
       channel c with kernel k.

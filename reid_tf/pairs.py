@@ -42,11 +42,9 @@ dataset — the trainer's exact resume after a crash.
 Images are decoded (PNG, BMP, JPEG), resized to 160 × 60 when they are not already (bilinear with
 antialiasing, rounded to uint8, so every path sees identical pixels) and scaled to float32 in [0, 1].
 By default the decoded uint8 images are cached in memory once (at most 112 MB for CUHK01's 3,884
-images, 380 MB for CUHK03's 13,164). Measured with benchmarks/bench_data.py on the 2-core machine
-(batch 128, 1,600 synthetic images): cached ≈ 6,400 pairs/s, decoding both PNGs of every pair
-≈ 1,900 pairs/s (2,500 / 800 while other jobs shared the CPU) — so the cache is kept. Either is
-hundreds of times the training step's rate (2.8 pairs/s measured for "l23" under that load; ≈ 9
-unloaded per DESIGN), so the cache mostly spares CPU time that training needs.
+images, 380 MB for CUHK03's 13,164): decoding both images of every pair is several times slower
+than reading the cache, and either is far faster than the training step, so the cache mostly spares
+CPU time that training needs (`make bench-data`; the figures: docs/RESULTS.md, "Speed").
 """
 from __future__ import annotations
 

@@ -27,16 +27,13 @@ the engine against the full model to 1e-4):
 4. BN(conv4) → ReLU → conv5 → conv6 → GAP → logits → softmax on batches of `pair_batch` pairs, in a
    tf.function of fixed shape (the last batch padded), inference mode.
 
-Steps 1–3 run in NumPy, one signal image per worker thread (one per core), each with a single-threaded
-OpenBLAS. Measured on the 2-core machine (benchmarks/bench_scoring.py (f), level 2, one signal against
-the parts of 64 images, idle, 25 Nov): 3,789 pair-directions/s this way, against 1,739 for the same
-im2col with tf.matmul, 1,264 for TF's depth-wise convolution with a channel multiplier, 725 for FFT
-with every spectrum cached and 342 for the model's folded depth-wise form. Two threads of
-single-threaded BLAS also degrade gracefully when another job holds a core, where OpenBLAS's own
-two threads stall on their barrier (measured in session 1: 15–36 pairs/s instead of ~900 then).
-
-The arithmetic of steps 1–2 (im2col patches, kernel matrices, the matmul fused with the pooling) is
-reid_tf.im2col.
+Steps 1–3 run in NumPy (the arithmetic: reid_tf.im2col), one signal image per worker thread (one
+per core), each with a single-threaded BLAS (reid_tf.parallel). Of the forms of Eq. 2 for one signal
+against many kernels that benchmarks/bench_scoring.py (f) compares — this one; the same im2col with
+tf.matmul; TF's depth-wise convolution with a channel multiplier; FFT with every spectrum cached;
+the model's folded depth-wise form — this one was the fastest, and its workers degrade gracefully
+when another job holds a core, where OpenBLAS's own threads stall on their barrier (the figures:
+docs/RESULTS.md, "Why the scoring engine is built as it is").
 """
 from __future__ import annotations
 
