@@ -46,6 +46,7 @@ class TrainOptions:
     resume: bool = False
     strategy: str = "default"  # "default" (one device) or "mirrored" (tf.distribute.MirroredStrategy)
     init_from: str | None = None  # a trained network (model.keras or its workdir) to start from
+    recipe: str = "cross_camera"  # config.RECIPES: which reading of §4.2's pairs (DESIGN "Recipes")
     pairing: str = "per_pair"  # "per_pair" or "shared" (reid_tf.pairs; DESIGN "Training on shared images")
     checkpoint_every: int = 50  # steps
     eval_every: int = 0  # steps between validation CMC runs (0: only at the end)
@@ -82,6 +83,11 @@ class TrainOptions:
         config.get_model_config(self.model)  # unknown preset: ValueError listing the valid ones
         if self.pairing not in config.PAIRINGS:
             raise UsageError(f"unknown pairing {self.pairing!r}; valid: {', '.join(config.PAIRINGS)}")
+        if self.recipe not in config.RECIPES:
+            raise UsageError(f"unknown recipe {self.recipe!r}; valid: {', '.join(config.RECIPES)}")
+        if self.pairing == "shared" and self.recipe != "cross_camera":
+            raise UsageError(f"--pairing=shared serves --recipe=cross_camera only so far; use "
+                             f"--pairing=per_pair with --recipe={self.recipe}")
         if self.pairing == "shared" and self.strategy == "mirrored":
             raise UsageError("--pairing=shared forms each batch's pairs among its own images, which "
                              "--strategy=mirrored would split across replicas; use --pairing=per_pair "
@@ -91,7 +97,7 @@ class TrainOptions:
 # What a checkpoint depends on: a resumed run must have the same (batch_size as resolved). The other
 # options (epochs, max_steps, max_minutes, checkpoint_every, eval_every, log_every_seconds,
 # strategy, evaluate, figures, data_dir) may change on --resume (README, "Using it").
-RESUME_FIXED = ("dataset", "model", "trial", "seed", "batch_size", "learning_rate", "pairing",
+RESUME_FIXED = ("dataset", "model", "trial", "seed", "batch_size", "learning_rate", "pairing", "recipe",
                 "val_identities", "test_identities", "synthetic_identities")
 
 
@@ -228,7 +234,7 @@ def _run_locked(opts: TrainOptions) -> dict:
         per_epoch = pairs.shared_steps_per_epoch(train_records, batch, crops)
         pairs_per_step = pairs.shared_batch_shape(train_records, batch)[1]
     else:
-        per_epoch, pairs_per_step = pairs.steps_per_epoch(train_records, batch, crops), batch
+        per_epoch, pairs_per_step = pairs.steps_per_epoch(train_records, batch, crops, opts.recipe), batch
     if per_epoch < 1:
         raise UsageError(f"--batch_size={batch} is larger than one epoch of {dataset.name} trial "
                          f"{opts.trial}")
@@ -258,7 +264,8 @@ def _run_locked(opts: TrainOptions) -> dict:
     if shared:
         data = pairs.make_shared_dataset(train_records, batch, opts.seed, crops, start_step=start)
     else:
-        data = pairs.make_pair_dataset(train_records, batch, opts.seed, crops, start_step=start)
+        data = pairs.make_pair_dataset(train_records, batch, opts.seed, crops, start_step=start,
+                                       recipe=opts.recipe)
     every = max(1, min(opts.checkpoint_every, total))
     checkpoint = trainer.StepCheckpoint(manager, every, total)
     budget = trainer.TimeBudget(opts.max_minutes)
@@ -309,6 +316,8 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", d.workdir, "checkpoints, TensorBoard logs, results")
     flags.DEFINE_boolean("resume", d.resume, "continue from the workdir's last checkpoint")
     flags.DEFINE_enum("strategy", d.strategy, ["default", "mirrored"], "tf.distribute strategy")
+    flags.DEFINE_enum("recipe", d.recipe, list(config.RECIPES), "which reading of the paper's pairs: "
+                      "cross_camera (ours) or paper_xcorr ([31]'s code: copies, all pairs; docs/DESIGN.md)")
     flags.DEFINE_string("init_from", None, "start from this trained network's weights (a model.keras or "
                         "a finished run's workdir; layers matched by name and shape), e.g. a CUHK03 model")
     flags.DEFINE_enum("pairing", d.pairing, list(config.PAIRINGS), "per_pair: every pair's two images "

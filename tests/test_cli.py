@@ -13,7 +13,7 @@ from tests import fixtures
 
 COMMANDS = ("reid_tf.train", "reid_tf.evaluate", "reid_tf.complexity", "data_tools.prepare_viper",
             "data_tools.prepare_cuhk01", "data_tools.prepare_cuhk03", "data_tools.make_synthetic",
-            "experiments.reproduce")
+            "experiments.reproduce", "experiments.curve")
 
 
 def run(module, *args, timeout=300):
