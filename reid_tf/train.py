@@ -61,14 +61,13 @@ class TrainOptions:
 
     def check(self) -> None:
         """Refuse values that cannot mean anything, naming the flag (UsageError)."""
-        positive = {"epochs": self.epochs, "learning_rate": self.learning_rate,
-                    "checkpoint_every": self.checkpoint_every, "max_steps": self.max_steps,
+        positive = {"epochs": self.epochs, "checkpoint_every": self.checkpoint_every, "max_steps": self.max_steps,
                     "max_minutes": self.max_minutes, "synthetic_identities": self.synthetic_identities}
         for name, value in positive.items():
             if value is not None and not value > 0:  # also refuses NaN
                 raise UsageError(f"--{name}={value}: must be > 0")
-        for name in ("trial", "seed", "eval_every", "log_every_seconds"):
-            if getattr(self, name) < 0:
+        for name in ("trial", "seed", "eval_every", "log_every_seconds", "learning_rate"):
+            if not getattr(self, name) >= 0:  # also refuses NaN; learning rate 0 freezes the weights
                 raise UsageError(f"--{name}={getattr(self, name)}: must be >= 0")
         if self.batch_size is not None and self.batch_size < 3:
             raise UsageError(f"--batch_size={self.batch_size}: must be >= 3 (a batch is made of "

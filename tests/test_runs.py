@@ -102,14 +102,14 @@ def test_resume_refuses_settings_the_checkpoint_depends_on(finished_run):
 
 def test_resume_mismatches_name_what_differs():
     recorded = {"dataset": "synthetic", "model": "l23", "trial": 0, "seed": 0, "batch_size": 128,
-                "pairing": "per_pair",
+                "pairing": "per_pair", "recipe": "cross_camera",
                 "learning_rate": 5e-4, "val_identities": None, "test_identities": None,
                 "synthetic_identities": 400, "max_minutes": 15, "epochs": 5, "log_every_seconds": 30}
     same = dict(recorded, max_minutes=60, epochs=10, log_every_seconds=1, checkpoint_every=7)
     assert train.resume_mismatches(recorded, same) == []  # may change on resume (README)
     for name, value in [("dataset", "viper"), ("trial", 1), ("seed", 1), ("model", "l234"),
                         ("batch_size", 64), ("learning_rate", 1e-3), ("test_identities", 50),
-                        ("pairing", "shared")]:
+                        ("pairing", "shared"), ("recipe", "paper_xcorr")]:
         (message,) = train.resume_mismatches(recorded, {**recorded, name: value})
         assert message.startswith(f"--{name}=")
     # the synthetic set's size matters only for the synthetic set
