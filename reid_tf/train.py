@@ -83,6 +83,8 @@ class TrainOptions:
         config.get_model_config(self.model)  # unknown preset: ValueError listing the valid ones
         if self.pairing not in config.PAIRINGS:
             raise UsageError(f"unknown pairing {self.pairing!r}; valid: {', '.join(config.PAIRINGS)}")
+        if self.shared_images_per_camera < 1:
+            raise UsageError(f"--shared_images_per_camera={self.shared_images_per_camera}: must be >= 1")
         if self.recipe not in config.RECIPES:
             raise UsageError(f"unknown recipe {self.recipe!r}; valid: {', '.join(config.RECIPES)}")
         if self.pairing == "shared" and self.recipe != "cross_camera":
@@ -98,12 +100,14 @@ class TrainOptions:
 # options (epochs, max_steps, max_minutes, checkpoint_every, eval_every, log_every_seconds,
 # strategy, evaluate, figures, data_dir) may change on --resume (README, "Using it").
 RESUME_FIXED = ("dataset", "model", "trial", "seed", "batch_size", "learning_rate", "pairing", "recipe",
-                "val_identities", "test_identities", "synthetic_identities")
+                "val_identities", "test_identities", "synthetic_identities", "shared_images_per_camera")
 
 
 def resume_mismatches(recorded: dict, current: dict) -> list[str]:
     """The RESUME_FIXED settings whose values differ, as "--name=old (now new)" strings."""
-    names = [n for n in RESUME_FIXED if n != "synthetic_identities" or current["dataset"] == "synthetic"]
+    only_when = {"synthetic_identities": current["dataset"] == "synthetic",
+                 "shared_images_per_camera": current.get("pairing") == "shared"}
+    names = [n for n in RESUME_FIXED if only_when.get(n, True)]
     # A setting a run.json predates (e.g. pairing) had its default then.
     old = {n: recorded.get(n, getattr(TrainOptions, n, None)) for n in names}
     return [f"--{n}={old[n]} (now {current[n]})" for n in names if old[n] != current[n]]
@@ -232,8 +236,6 @@ def _run_locked(opts: TrainOptions) -> dict:
     shared = opts.pairing == "shared"  # TrainOptions.check has refused shared + mirrored
     if shared:
         k = opts.shared_images_per_camera
-        if k < 1:
-            raise ValueError(f"--shared_images_per_camera must be >= 1, got {k}")
         per_epoch = pairs.shared_steps_per_epoch(train_records, batch, crops, k)
         pairs_per_step = pairs.shared_batch_shape(train_records, batch, k)[1]
     else:

@@ -102,7 +102,7 @@ def test_resume_refuses_settings_the_checkpoint_depends_on(finished_run):
 
 def test_resume_mismatches_name_what_differs():
     recorded = {"dataset": "synthetic", "model": "l23", "trial": 0, "seed": 0, "batch_size": 128,
-                "pairing": "per_pair", "recipe": "cross_camera",
+                "pairing": "per_pair", "recipe": "cross_camera", "shared_images_per_camera": 2,
                 "learning_rate": 5e-4, "val_identities": None, "test_identities": None,
                 "synthetic_identities": 400, "max_minutes": 15, "epochs": 5, "log_every_seconds": 30}
     same = dict(recorded, max_minutes=60, epochs=10, log_every_seconds=1, checkpoint_every=7)
@@ -116,6 +116,9 @@ def test_resume_mismatches_name_what_differs():
     assert train.resume_mismatches(recorded, {**recorded, "synthetic_identities": 24})
     viper = {**recorded, "dataset": "viper"}
     assert train.resume_mismatches(viper, {**viper, "synthetic_identities": 24}) == []
+    shared = {**recorded, "pairing": "shared", "shared_images_per_camera": 2}
+    assert train.resume_mismatches(shared, {**shared, "shared_images_per_camera": 1})
+    assert train.resume_mismatches(recorded, {**recorded, "shared_images_per_camera": 1}) == []
 
 
 # ----------------------------------------------- damaged newest checkpoint, leftover ckpt-N_temp/
