@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DATA_DIR ?= data
+DATASET  ?=
 WORKDIR  ?= runs/demo
 TRIALS   ?=
 SMOKE    ?=
@@ -19,9 +20,11 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The main job: train and evaluate (on the built-in synthetic dataset when no real one is prepared).
+# The main job: train and evaluate, on the built-in synthetic dataset unless DATASET names a prepared
+# one (e.g. make demo DATASET=viper; not prepared: an error giving the command that prepares it).
 demo: $(STAMP)
-	$(PY) -m reid_tf.train --workdir=$(WORKDIR) --data_dir=$(DATA_DIR) $(DEMO_FLAGS)
+	$(PY) -m reid_tf.train --workdir=$(WORKDIR) --data_dir=$(DATA_DIR) \
+	  $(if $(DATASET),--dataset=$(DATASET)) $(DEMO_FLAGS)
 
 # The default test run (< 10 minutes on 2 CPU cores); slow tests are marked and run by test-slow.
 test: $(STAMP)
@@ -54,5 +57,9 @@ reproduce-table2 reproduce-table3 reproduce-table4: $(STAMP)
 reproduce-market1501: $(STAMP)
 	$(PY) -m experiments.market1501 --data_dir=$(DATA_DIR) $(if $(SMOKE),--smoke)
 
+# Build artefacts only. runs/ holds every trained model and is never deleted by make: remove a run
+# yourself (rm -rf runs/NAME) when you mean to.
 clean:
-	rm -rf $(VENV) runs results/*.tmp
+	rm -rf $(VENV) *.egg-info .pytest_cache
+	find reid_tf data_tools experiments benchmarks tests -name __pycache__ -type d -prune -exec rm -rf {} +
+	find results -name '.*.tmp*' -delete 2>/dev/null || true

@@ -4,8 +4,9 @@
 """
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
+from reid_tf import cli
 from reid_tf.datasets.synthetic import make_synthetic
 
 __all__ = ["make_synthetic"]
@@ -28,4 +29,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    cli.run(main)

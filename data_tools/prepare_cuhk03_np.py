@@ -5,9 +5,10 @@
 
 Same layout and reader as Market-1501 (data_tools.bounding_boxes); PNG names `PPPP_cC_...png`.
 """
-from absl import app, flags
+from absl import flags
 
 from data_tools import bounding_boxes
+from reid_tf import cli
 from reid_tf.datasets import cuhk03_np
 
 
@@ -20,4 +21,4 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     bounding_boxes.define_flags("CUHK03-NP detected/ or labeled/", "data/cuhk03_np/detected")
     flags.DEFINE_enum("kind", None, ["detected", "labeled"], "which boxes --src holds", required=True)
-    app.run(main)
+    cli.run(main)

@@ -4,9 +4,9 @@
 
 Same layout and reader as Market-1501 (data_tools.bounding_boxes); names `PPPP_cC_fFFFFFFF.jpg`.
 """
-from absl import app
 
 from data_tools import bounding_boxes
+from reid_tf import cli
 from reid_tf.datasets import dukemtmcreid
 
 
@@ -17,4 +17,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     bounding_boxes.define_flags("DukeMTMC-reID", "data/dukemtmcreid")
-    app.run(main)
+    cli.run(main)

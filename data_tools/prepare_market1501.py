@@ -8,9 +8,9 @@ every name (`PPPP_cCsS_FFFFFF_BB.jpg`) and image, logs identities, images and ca
 2,798 distractors) and writes the manifest, which references the original images. Re-running is
 idempotent.
 """
-from absl import app
 
 from data_tools import bounding_boxes
+from reid_tf import cli
 from reid_tf.datasets import market1501
 
 
@@ -21,4 +21,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     bounding_boxes.define_flags("Market-1501", "data/market1501")
-    app.run(main)
+    cli.run(main)

@@ -17,14 +17,12 @@ with the real Market-1501 file names); its numbers mean nothing and the table sa
 """
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from reid_tf import config, datasets
+from reid_tf import cli, config, datasets, fileio
 
 # Published Market-1501 results of the time (single query, no re-ranking), as printed in each paper.
 ANCHORS = (
@@ -92,10 +90,8 @@ def reproduce(dataset: str, data_dir: str, out_dir: str, runs_dir: str, smoke: b
            "anchors": [dict(zip(("method", "source", "rank1", "map"), a)) for a in ANCHORS]}
     os.makedirs(out_dir, exist_ok=True)
     prefix = os.path.join(out_dir, f"{dataset}{'_smoke' if smoke else ''}")
-    for suffix, text in ((".json", json.dumps(out, indent=1)), (".md", table(out))):
-        with open(prefix + suffix + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(prefix + suffix + ".tmp", prefix + suffix)
+    fileio.write_json(prefix + ".json", out)
+    fileio.write_text(prefix + ".md", table(out))
     logging.info("wrote %s.md and .json", prefix)
     return out
 
@@ -103,11 +99,7 @@ def reproduce(dataset: str, data_dir: str, out_dir: str, runs_dir: str, smoke: b
 def main(argv):
     del argv
     f = flags.FLAGS
-    try:
-        body = reproduce(f.dataset, f.data_dir, f.out_dir, f.runs_dir, f.smoke, f.k, f.max_minutes)
-    except (FileNotFoundError, ValueError) as e:
-        logging.error("%s", e)
-        sys.exit(1)
+    body = reproduce(f.dataset, f.data_dir, f.out_dir, f.runs_dir, f.smoke, f.k, f.max_minutes)
     print(table(body))
 
 
@@ -119,4 +111,4 @@ if __name__ == "__main__":
     flags.DEFINE_float("max_minutes", None, "training budget (default: the recipe's 5 epochs)")
     flags.DEFINE_string("out_dir", "results", "where market1501.md/.json go")
     flags.DEFINE_string("runs_dir", "runs", "where the training workdir goes")
-    app.run(main)
+    cli.run(main)
