@@ -7,9 +7,9 @@ from __future__ import annotations
 from absl import flags
 
 from reid_tf import cli
-from reid_tf.datasets.synthetic import make_synthetic
+from reid_tf.datasets.synthetic import make_synthetic, render
 
-__all__ = ["make_synthetic"]
+__all__ = ["make_synthetic", "render"]
 
 
 def _define_flags() -> None:

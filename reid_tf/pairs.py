@@ -215,14 +215,20 @@ def xcorr_version(image: tf.Tensor, version: tf.Tensor, seed: tf.Tensor, version
 
 
 def _other_identity(pool: np.ndarray, identities: np.ndarray, avoid: np.ndarray,
-                    rng: np.random.Generator, cameras: np.ndarray, avoid_camera: np.ndarray) -> np.ndarray:
-    """For each entry of avoid (T,), a uniform pick from pool (record indices) of another identity
-    and another camera than avoid_camera (T,) (with two cameras the pool is the other camera's)."""
+                    rng: np.random.Generator, cameras: np.ndarray | None = None,
+                    avoid_camera: np.ndarray | None = None) -> np.ndarray:
+    """For each entry of avoid (T,), a uniform pick from pool (record indices) of another identity,
+    and, if given, another camera than avoid_camera (T,) (with two cameras the pool is the other
+    camera's, so this never rejects there)."""
+    def clashes(picks):
+        bad = identities[picks] == avoid
+        return bad if cameras is None else bad | (cameras[picks] == avoid_camera)
+
     picks = rng.choice(pool, size=len(avoid))
-    clash = (identities[picks] == avoid) | (cameras[picks] == avoid_camera)
+    clash = clashes(picks)
     while clash.any():  # rejection: terminates because _check demands ≥ 2 identities
         picks[clash] = rng.choice(pool, size=int(clash.sum()))
-        clash = (identities[picks] == avoid) | (cameras[picks] == avoid_camera)
+        clash = clashes(picks)
     return picks
 
 
