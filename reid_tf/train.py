@@ -150,6 +150,7 @@ def run(opts: TrainOptions) -> dict:
         keras.callbacks.TensorBoard(os.path.join(opts.workdir, "tb"), update_freq=every),
         Validation(dataset, monitor_ids, "val" if split.val else "test_monitor", opts,
                    every=opts.eval_every, network=network),
+        *trainer.testing_callbacks(),  # last: a test's crash comes after this step's checkpoint, if any
     ]
     t0 = time.monotonic()
     if start < total:
