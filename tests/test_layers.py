@@ -9,6 +9,7 @@ from reid_tf import config
 from reid_tf.layers import (CSN, AffineSTN, ConvBlock, DepthwiseCrossCorrelation, RankingBranch, affine_sample,
                             central_crop_theta, theta_from_unit)
 from reid_tf.layers.blocks import FusedBatchNormalization
+from reid_tf.layers.csn import CSNParts, CSNSimilarity
 from reid_tf.layers.correlation import depthwise_xcorr_parts_shift
 from reid_tf.layers.scores import EmbeddingDistance, FinalScore, MatchProbability
 from reid_tf.layers.stn import R_H, R_W, S_H, S_W, T_H, T_W
@@ -386,3 +387,28 @@ def test_final_score_eq7_and_cls():
     cls = run_layer_test(FinalScore, {"use_distance": False}, [p, d], trainable_weights=0,
                          no_gradient=("input 1",))[0]
     np.testing.assert_array_equal(cls, p)
+
+
+@pytest.mark.parametrize("kwargs,parts", [({"stripes": STRIPES_8}, 3), ({"stripes": None}, 1),
+                                          ({"stripes": STRIPES_8, "stn": False}, 3)], ids=["divided", "c1", "c2"])
+def test_csn_parts_layer(kwargs, parts):
+    """The encoder's half of a CSN, in the three configurations the presets use; at the C2
+    initialisation (or fixed) every part is the centred crop of its plain stripe slice."""
+    x = RNG.normal(size=(2, 8, 5, 4)).astype("float32")
+    learned = kwargs.get("stn", True)
+    got, theta = run_layer_test(CSNParts, {"part_size": 3, **kwargs}, x, trainable_weights=11 if learned else 0,
+                                non_trainable_weights=6 if learned else 0, no_gradient=("loc_conv",))
+    assert got.shape == (2, parts, 3, 3, 4) and theta.shape == (2, parts, 2, 3)
+    for p, (start, stop) in enumerate(kwargs["stripes"] or [(0, 8)]):
+        np.testing.assert_allclose(got[:, p], centred_window(x[:, start:stop], 3), atol=1e-5)
+
+
+@pytest.mark.parametrize("correlation", ["shift", "fft", "direct"])
+def test_csn_similarity_layer(correlation):
+    """The pair head's half of a CSN: no weights; channel groups [x_a * parts_b, x_b * parts_a]."""
+    x_a, x_b = (RNG.normal(size=(2, 6, 5, 3)).astype("float32") for _ in range(2))
+    parts_a, parts_b = (RNG.normal(size=(2, 2, 3, 3, 3)).astype("float32") for _ in range(2))
+    sim = run_layer_test(CSNSimilarity, {"correlation": correlation}, [x_a, x_b, parts_a, parts_b],
+                         trainable_weights=0)[0]
+    want = [xcorr_loop(x, p[:, k]) for x, p in ((x_a, parts_b), (x_b, parts_a)) for k in range(2)]
+    np.testing.assert_allclose(sim, np.concatenate(want, axis=-1), rtol=1e-4, atol=1e-4)
