@@ -8,6 +8,7 @@ from reid_tf import config
 from reid_tf.layers import CSN
 from reid_tf.layers.correlation import depthwise_xcorr_parts_fft, depthwise_xcorr_parts_shift
 from reid_tf.layers.csn import similarity_fft, similarity_shift
+from reid_tf.metrics import match_ranks
 from reid_tf.model import build_model, encoder_of, head_inputs, pair_head_of, structure
 from reid_tf.scoring import (ScoringEngine, correlate_and_pool, depthwise_xcorr, kernel_matrix,
                              signal_patches_numpy, xcorr_depthwise_multiplier, xcorr_im2col,
@@ -210,13 +211,39 @@ def test_features_are_reusable_and_buffer_chunks_change_nothing(l23):
         np.testing.assert_allclose(got[key], want[key][:, 1:], rtol=0, atol=ATOL)
 
 
-def test_shortlist_of_the_whole_gallery_is_exhaustive(l23):
+# Two-stage scoring by hand: 3 queries (identity i, true match gallery i), 4 gallery images, K = 2.
+# Eq. 7 = p + 0.2 / (d + 1e-4):
+#   q0: d .30 .20 .90 .80, p .60 .70 .99 .10 → 1.266 1.700 1.212 0.350. Shortlist {g1, g0} holds the
+#       true match and everything above it: rank 2 either way (must not change).
+#   q1: d .10 .95 .20 .90, p .20 .90 .10 .30 → 2.198 1.110 1.100 0.522: exhaustive rank 2; the true
+#       match is the farthest but one, outside {g0, g2}: −inf, tied last with g3 → rank 4 (must change).
+#   q2: d .50 .40 .30 .60, p .95 .10 .50 .20 → 1.350 0.600 1.166 0.533: exhaustive rank 2 behind g0,
+#       which the shortlist {g2, g1} leaves out → rank 1 (must change, for the better).
+HAND_D = np.array([[.30, .20, .90, .80], [.10, .95, .20, .90], [.50, .40, .30, .60]], np.float32)
+HAND_P = np.array([[.60, .70, .99, .10], [.20, .90, .10, .30], [.95, .10, .50, .20]], np.float32)
+
+
+def test_shortlist_by_hand(l23, monkeypatch):
     model, engine, query, gallery, _ = l23
-    fq, fg = engine.image_features(query), engine.image_features(gallery)
+    fq, fg = engine.image_features(query[:3]), engine.image_features(gallery[:4])
+    asked = []
+
+    def pair_p_match(fq_, fg_, q_idx, g_idx):
+        asked.extend(zip(q_idx.tolist(), g_idx.tolist()))
+        return HAND_P[q_idx, g_idx]
+
+    monkeypatch.setattr(engine, "distance_matrix", lambda emb_q, emb_g: HAND_D.copy())
+    monkeypatch.setattr(engine, "pair_p_match", pair_p_match)
+    ids = np.arange(4)
     full = engine.score_matrix(fq, fg)
-    short = engine.score_matrix(fq, fg, shortlist=len(gallery))
-    for key in ("p_match", "distance", "score", "evaluated"):
-        np.testing.assert_array_equal(short[key], full[key])
+    np.testing.assert_allclose(full["score"], HAND_P + 0.2 / (HAND_D + 1e-4), rtol=1e-6)
+    np.testing.assert_array_equal(match_ranks(full["score"], ids[:3], ids), [2, 2, 2])
+    asked.clear()
+    short = engine.score_matrix(fq, fg, shortlist=2)
+    assert sorted(asked) == [(0, 0), (0, 1), (1, 0), (1, 2), (2, 1), (2, 2)]  # the 2 nearest by d only
+    np.testing.assert_array_equal(short["evaluated"], [[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 0]])
+    np.testing.assert_array_equal(match_ranks(short["score"], ids[:3], ids), [2, 4, 1])
+    np.testing.assert_array_equal(short["distance"], HAND_D)
 
 
 def test_shortlist_evaluates_only_q_times_k_pairs(l23):
