@@ -215,11 +215,12 @@ def test_features_are_reusable_and_buffer_chunks_change_nothing(l23):
 # Eq. 7 = p + 0.2 / (d + 1e-4):
 #   q0: d .30 .20 .90 .80, p .60 .70 .99 .10 → 1.266 1.700 1.212 0.350. Shortlist {g1, g0} holds the
 #       true match and everything above it: rank 2 either way (must not change).
-#   q1: d .10 .95 .20 .90, p .20 .90 .10 .30 → 2.198 1.110 1.100 0.522: exhaustive rank 2; the true
-#       match is the farthest but one, outside {g0, g2}: −inf, tied last with g3 → rank 4 (must change).
+#   q1: d .10 .95 .20 .99, p .20 .90 .10 .30 → 2.198 1.110 1.100 0.502: exhaustive rank 2; the true
+#       match is outside {g0, g2}: −inf, tied last with g3 → rank 4 (must change; by its λ/(d + ε)
+#       alone it would still beat g3's, rank 3).
 #   q2: d .50 .40 .30 .60, p .95 .10 .50 .20 → 1.350 0.600 1.166 0.533: exhaustive rank 2 behind g0,
 #       which the shortlist {g2, g1} leaves out → rank 1 (must change, for the better).
-HAND_D = np.array([[.30, .20, .90, .80], [.10, .95, .20, .90], [.50, .40, .30, .60]], np.float32)
+HAND_D = np.array([[.30, .20, .90, .80], [.10, .95, .20, .99], [.50, .40, .30, .60]], np.float32)
 HAND_P = np.array([[.60, .70, .99, .10], [.20, .90, .10, .30], [.95, .10, .50, .20]], np.float32)
 
 
@@ -244,6 +245,7 @@ def test_shortlist_by_hand(l23, monkeypatch):
     np.testing.assert_array_equal(short["evaluated"], [[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 0]])
     np.testing.assert_array_equal(match_ranks(short["score"], ids[:3], ids), [2, 4, 1])
     np.testing.assert_array_equal(short["distance"], HAND_D)
+    assert np.all(short["score"][~short["evaluated"]] == -np.inf)
 
 
 def test_shortlist_evaluates_only_q_times_k_pairs(l23):
