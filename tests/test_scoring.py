@@ -264,3 +264,12 @@ def test_shortlist_evaluates_only_q_times_k_pairs(l23):
     assert np.all(got["score"][~evaluated] == -np.inf) and np.all(got["p_match"][~evaluated] == -np.inf)
     ranked = np.argsort(-got["score"], axis=1)[:, :K]  # the shortlisted pairs rank first
     assert np.all(np.take_along_axis(evaluated, ranked, axis=1))
+
+
+def test_distance_matrix_in_chunks_equals_the_loop():
+    """More queries than one chunk (7 = 3 + 3 + 1): every row, in order, against ‖r_q − r_g‖ by loop."""
+    emb_q, emb_g = normal(7, 5), normal(4, 5)
+    got = ScoringEngine.distance_matrix(emb_q, emb_g, chunk=3)
+    want = [[np.sqrt(np.sum((emb_q[q].astype(np.float64) - emb_g[g]) ** 2)) for g in range(4)] for q in range(7)]
+    assert got.shape == (7, 4)
+    np.testing.assert_allclose(got, want, rtol=1e-6)

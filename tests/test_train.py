@@ -5,12 +5,16 @@ import os
 import signal
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from reid_tf import config, trainer
+from reid_tf import config, datasets, trainer
+from reid_tf.model import load_network
+from reid_tf.pairs import load_images
+from reid_tf.scoring import ScoringEngine
 
 TINY = ["--synthetic_identities=24", "--batch_size=6", "--checkpoint_every=2", "--log_every_seconds=0",
         "--nofigures"]
@@ -162,19 +166,118 @@ def test_mirrored_strategy_matches_single_device(data_dir, reference_run, tmp_pa
     assert_same_training(got, ref, steps=2)
 
 
+def exhaustive_scores(workdir):
+    """The run's test queries × gallery scored by every pair (the engine, tested against the model)."""
+    with open(os.path.join(workdir, "run.json")) as f:
+        run = json.load(f)
+    dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))
+    split = dataset.split(run["trial"], run["seed"], run["val_identities"], run["test_identities"])
+    queries, gallery = datasets.single_shot(dataset, split.test, run["trial"], run["seed"])
+    scores = ScoringEngine(load_network(os.path.join(workdir, "model.keras"))).score_matrix(
+        load_images([q.path for q in queries]), load_images([g.path for g in gallery]))
+    return scores, np.array([q.identity for q in queries]), np.array([g.identity for g in gallery])
+
+
+def shortlist_ranks_loop(scores, q_ids, g_ids, k):
+    """Two-stage ranks by a plain loop: the true match's place among its query's k nearest gallery
+    images by d, by Eq. 7 (ties against it); outside them it ranks last (−inf, tied with the rest)."""
+    ranks = []
+    for q in range(len(q_ids)):
+        near = list(np.argsort(scores["distance"][q], kind="stable")[:k])
+        true = int(np.nonzero(g_ids == q_ids[q])[0][0])
+        s = scores["score"][q]
+        ranks.append(1 + sum(s[g] >= s[true] for g in near if g != true) if true in near else len(g_ids))
+    return np.array(ranks)
+
+
 def test_evaluate_cli_loads_the_saved_network_and_compares_shortlists(reference_run):
-    """A fresh process (nothing registered yet) loads model.keras; K = G equals exhaustive scoring."""
+    """A fresh process (nothing registered yet) loads model.keras; two-stage scoring at K < G equals
+    a loop over the exhaustive scores."""
     workdir = reference_run[0]
-    proc = subprocess.run([sys.executable, "-m", "reid_tf.evaluate", f"--workdir={workdir}", "--shortlist=2,6"],
+    proc = subprocess.run([sys.executable, "-m", "reid_tf.evaluate", f"--workdir={workdir}", "--shortlist=2,5"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(workdir, "shortlist.json")) as f:
         rows = json.load(f)["rows"]
-    exhaustive, k2, k6 = rows
+    exhaustive, k2, k5 = rows
     assert exhaustive["exhaustive"] and exhaustive["pairs"] == 36
-    assert k2["pairs"] == 12 and k6["pairs"] == 36
-    for k in (1, 5, 10):
-        assert k6[f"rank{k}"] == exhaustive[f"rank{k}"]
+    assert k2["pairs"] == 12 and k5["pairs"] == 30
     with open(os.path.join(workdir, "eval.json")) as f:
         assert exhaustive["rank1"] == pytest.approx(json.load(f)["summary"]["eq7"]["rank"]["1"]["mean"])
+    scores, q_ids, g_ids = exhaustive_scores(workdir)
+    for row, k in ((k2, 2), (k5, 5)):
+        ranks = shortlist_ranks_loop(scores, q_ids, g_ids, k)
+        for r in (1, 5, 10):
+            assert row[f"rank{r}"] == pytest.approx(100 * np.mean(ranks <= r)), (k, r)
     assert "two-stage scoring" in proc.stdout
+
+
+def test_evaluate_cli_checkpoint_equals_the_runs_own_evaluation(reference_run, data_dir, tmp_path):
+    """--checkpoint evaluates a saved network on --dataset/--trial/--seed: the same split and draw as
+    the run that trained it, so the same numbers as its eval.json."""
+    workdir = reference_run[0]
+    out = str(tmp_path / "checkpoint_eval")
+    proc = subprocess.run([sys.executable, "-m", "reid_tf.evaluate", f"--checkpoint={workdir}/model.keras",
+                           "--dataset=synthetic", f"--data_dir={data_dir}", "--trial=0", "--seed=0", f"--out={out}"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out + ".json") as f:
+        got = json.load(f)["summary"]
+    with open(os.path.join(workdir, "eval.json")) as f:
+        want = json.load(f)["summary"]
+    assert set(got) == set(want) == {"eq7", "p_match", "distance"}
+    for name in want:
+        np.testing.assert_allclose(got[name]["curve"], want[name]["curve"], atol=1e-9, err_msg=name)
+        assert got[name]["map"]["mean"] == pytest.approx(want[name]["map"]["mean"]), name
+
+
+def test_epochs_become_steps_with_the_datasets_recipe(data_dir, tmp_path):
+    """--epochs with no --batch_size: the synthetic recipe's batch (32) and crops (1), an epoch = every
+    cross-camera positive of the train identities × crops, each with 2 negatives, in whole batches."""
+    workdir = str(tmp_path / "epochs")
+    proc = subprocess.run([sys.executable, "-m", "reid_tf.train", f"--data_dir={data_dir}", f"--workdir={workdir}",
+                           "--synthetic_identities=24", "--checkpoint_every=2", "--log_every_seconds=0",
+                           "--nofigures", "--noevaluate", "--epochs=0.5"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dataset = datasets.load_dataset("synthetic", datasets.dataset_dir("synthetic", data_dir))
+    train = set(dataset.split(0, 0).train)
+    positives = 0
+    for identity in train:
+        cameras = [r.camera for r in dataset.records if r.identity == identity]
+        positives += cameras.count(0) * cameras.count(1)
+    per_epoch = 3 * positives * 1 // 32
+    with open(os.path.join(workdir, "run.json")) as f:
+        run = json.load(f)
+    assert (run["batch_size"], run["steps_per_epoch"]) == (32, per_epoch)
+    assert run["total_steps"] == -(-per_epoch // 2) > 1  # ⌈0.5 · per_epoch⌉
+    path, _ = checkpoint_weights(workdir)
+    assert path.endswith(f"ckpt-{run['total_steps']}")
+
+
+def test_time_budget_stops_at_the_first_step_past_it(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(trainer.time, "monotonic", lambda: clock[0])
+    model = types.SimpleNamespace(stop_training=False)
+    budget = trainer.TimeBudget(0.5)  # --max_minutes=0.5: 30 s
+    budget.set_model(model)
+    budget.on_train_begin()
+    for now, stop in ((110.0, False), (129.9, False), (130.1, True)):
+        clock[0] = now
+        budget.on_train_batch_end(0)
+        assert (model.stop_training, budget.exhausted) == (stop, stop), now
+    unbounded = trainer.TimeBudget(None)
+    unbounded.set_model(model := types.SimpleNamespace(stop_training=False))
+    unbounded.on_train_begin()
+    clock[0] = 1e9
+    unbounded.on_train_batch_end(0)
+    assert not model.stop_training and not unbounded.exhausted
+
+
+@pytest.mark.parametrize("name,batch,crops,trials", [
+    ("cuhk03_detected", 256, 2, 20), ("cuhk03_labeled", 256, 2, 20),  # §4.2: 256 and 2 for CUHK03
+    ("cuhk01", 128, 5, 10), ("viper", 128, 5, 10),  # §4.2: 128 and 5 for the others; §4.1: 10 trials
+    ("synthetic", 32, 1, 10)])  # ours (config.py: the synthetic recipe)
+def test_per_dataset_recipe(name, batch, crops, trials):
+    assert config.per_dataset(config.BATCH_SIZE, name) == batch
+    assert config.per_dataset(config.CROPS_PER_IMAGE, name) == crops
+    assert config.per_dataset(config.TRIALS, name) == trials
