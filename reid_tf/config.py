@@ -87,6 +87,19 @@ CROPS_PER_IMAGE = {"cuhk03": 2, "default": 5,  # "randomly sample 2 images for C
 # identity's cross-camera positives from 4 images, 12 pairs from 4 encodings.
 SHARED_IMAGES_PER_CAMERA = 2
 PAIRINGS = ("per_pair", "shared")
+# Two readings of §4.2's pairs (issue 11; DESIGN "Recipes"), both sourced:
+# - "cross_camera" (ours): a positive is a camera-A and a camera-B image of one identity, each
+#   positive CROPS_PER_IMAGE times per epoch with fresh online crops and flips, negatives
+#   cross-camera (reid_tf.pairs); CUHK01: 52 k pairs per epoch.
+# - "paper_xcorr": the public code of [31] (InnovArul/personreid_normxcorr), whose CUHK01 setting
+#   §4.1 follows and whose recipe §4.2 matches: every training image has CROPS_PER_IMAGE translated
+#   copies and one flipped copy, made once (datasets/*/dataAugmentation.lua), positives are all
+#   pairs of an identity's images and copies, any cameras, each with two random negatives
+#   (src/trainMultiGPU.lua); CUHK01: 871 × C(28, 2) positives, 988 k pairs per epoch.
+RECIPES = ("cross_camera", "paper_xcorr")
+# [31]'s copies are translated by integers drawn from [−0.05 H, 0.05 H] on both axes (H = the
+# image height, for the width too), uncovered pixels zero (datasets/cuhk01_test486/dataAugmentation.lua).
+XCORR_SHIFT_FRACTION = 0.05
 # Crop translation range, from Ahmed et al. 2015 (§4.2 "augmentation ... as [2]"): shifts drawn
 # uniformly in [−0.05 H, 0.05 H] × [−0.05 W, 0.05 W] around the image centre, plus horizontal flips.
 CROP_SHIFT_FRACTION = 0.05
@@ -94,6 +107,9 @@ CROP_SHIFT_FRACTION = 0.05
 # Protocols (§4.1; DESIGN "Protocols").
 TRIALS = {"cuhk03": 20, "default": 10}  # 20 CUHK03 testsets; 10 random trials otherwise
 RANKS = (1, 5, 10)  # Tables 2–4 report top-1/5/10
+# [31] (Subramaniam et al., NIPS 2016), whose CUHK01 setting §4.1 follows: its test
+# (src/doallTest.lua of InnovArul/personreid_normxcorr) averages CMC over 10 random gallery draws.
+XCORR_GALLERY_DRAWS = 10
 
 
 def dataset_family(name: str) -> str:
