@@ -60,7 +60,8 @@ def assert_same_training(got, ref, lr=config.LEARNING_RATE, steps=2):
             assert float(diff.max()) <= 0.1 * float(np.abs(ref[name]).max()) + 1e-6, name
             continue
         tol = 1e-4 + 1e-2 * np.abs(ref[name])  # weights (optimizer/_trainable_variables) and BN statistics
-        assert np.mean(diff > tol) < 1e-2, (name, float(np.mean(diff > tol)))
+        # at most 1 % of the elements, or one in a small variable (a BN γ of 32 channels)
+        assert np.sum(diff > tol) <= max(1, 0.01 * diff.size), (name, int(np.sum(diff > tol)), diff.size)
         assert float(diff.max()) <= 2 * steps * lr + float(tol.max()), (name, float(diff.max()))
 
 
