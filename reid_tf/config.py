@@ -66,10 +66,9 @@ SCORE_LAMBDA = 0.2  # §3.1, Eq. 7: "λ is set to be 0.2 empirically"
 SCORE_EPS = 1e-4  # §3.1, Eq. 7: "ε is set to be a small value like 0.0001"
 
 # The built-in synthetic dataset is ours, not the paper's: its recipe is sized so that the main job
-# (`python -m reid_tf.train` with no arguments) trains and evaluates within 15 minutes on 2 CPU cores,
-# where a training step of batch 128 took ~16 s when this was set (≈ 4.3 s since the speed work of
-# issue 6, docs/RESULTS.md): smaller batches (more updates in the time) and a time budget. Real
-# datasets always get the paper's recipe below.
+# (`python -m reid_tf.train` with no arguments) trains and evaluates within 15 minutes on 2 CPU cores
+# (the step times it was sized against: docs/RESULTS.md, "The main job"): smaller batches (more
+# updates in the time) and a time budget. Real datasets always get the paper's recipe below.
 SYNTHETIC_BATCH_SIZE = 32
 SYNTHETIC_MINUTES = 12.0  # default --max_minutes when training on the synthetic dataset
 
