@@ -451,14 +451,23 @@ def load_model_file(path: str):
 # ---------------------------------------------------------------------------------------------
 # The command
 def ranking_json(ranking: Ranking, query_paths: Sequence[str], gallery_paths: Sequence[str],
-                 identity_pattern: str | None = None, pictures: Sequence[str] | None = None, **header) -> dict:
-    """The body of ranking.json; identities (and match) where the file names give them."""
+                 identity_pattern: str | None = None, pictures: Sequence[str] | None = None,
+                 identities: tuple[Sequence[int], Sequence[int]] | None = None, **header) -> dict:
+    """The body of ranking.json.
+
+    Identities (and whether each result is a match) from `identities` = (query ids, gallery ids)
+    when given (a dataset's records), else where the file names give them; None otherwise.
+    """
+    def ids(paths, given):
+        return [int(i) for i in given] if given is not None else [identity_from_name(p, identity_pattern) for p in paths]
+
+    q_ids, g_ids = ids(query_paths, identities and identities[0]), ids(gallery_paths, identities and identities[1])
     queries = []
     for q, path in enumerate(query_paths):
-        q_id = identity_from_name(path, identity_pattern)
+        q_id = q_ids[q]
         results = []
         for r, g in enumerate(ranking.index[q]):
-            g_id = identity_from_name(gallery_paths[g], identity_pattern)
+            g_id = g_ids[g]
             results.append({"rank": r + 1, "path": gallery_paths[g], "score": float(ranking.score[q, r]),
                             "p_match": float(ranking.p_match[q, r]), "distance": float(ranking.distance[q, r]),
                             "identity": g_id,
@@ -510,11 +519,50 @@ def run(model: str, query: str, gallery: str, out: str, top: int = 10, shortlist
                         seconds={"total": time.monotonic() - t0, "ranking": rank_seconds})
     if pictures:
         ranked_results.write_all(out, body, images_q)
-    tmp = os.path.join(out, "ranking.json.tmp")
+    _write_json(os.path.join(out, "ranking.json"), body)
+    return body
+
+
+def visrank_trial(network, dataset, identities: Sequence[int], trial: int, seed: int, n: int, out: str,
+                  tb_dir: str | None = None, step: int = 0, title: str = "") -> dict:
+    """`evaluate --visrank=N`: pictures of N test queries of a trial, ranked against its gallery.
+
+    The trial's single-shot draw (datasets.single_shot, as evaluation uses), every pair scored; the
+    first N queries; identities from the dataset. Writes out/ranking.json, out/ranked/*.png and
+    out/index.html, and logs each picture to TensorBoard in tb_dir as "visrank/<query>" at `step`.
+    """
+    from reid_tf import datasets, ranked_results
+    from reid_tf.pairs import load_images
+    from reid_tf.visualize import image_summary
+
+    queries, gallery = datasets.single_shot(dataset, identities, trial, seed)
+    queries = queries[:n]
+    q_paths, g_paths = [r.path for r in queries], [r.path for r in gallery]
+    q_images, g_images = load_images(q_paths), load_images(g_paths)
+    ranking = Ranker(network).rank(q_images, g_images, top=max(config.RANKS), shortlist=0)
+    body = ranking_json(ranking, q_paths, g_paths, pictures=ranked_results.picture_names(q_paths),
+                        identities=([r.identity for r in queries], [r.identity for r in gallery]),
+                        title=title or f"{dataset.name} trial {trial}: ranked test queries",
+                        model=getattr(network, "name", ""), gallery=dataset.root, gallery_images=len(gallery),
+                        top=int(ranking.index.shape[1]))
+    pictures = ranked_results.write_all(out, body, q_images, dict(zip(g_paths, g_images)))
+    _write_json(os.path.join(out, "ranking.json"), body)
+    if tb_dir:
+        import tensorflow as tf
+
+        writer = tf.summary.create_file_writer(tb_dir)
+        with writer.as_default():
+            for entry, picture in zip(body["queries"], pictures):
+                image_summary(f"visrank/{os.path.splitext(os.path.basename(entry['picture']))[0]}", picture, step)
+        writer.flush()
+    return body
+
+
+def _write_json(path: str, body: dict) -> None:
+    tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(body, f, indent=1)
-    os.replace(tmp, os.path.join(out, "ranking.json"))
-    return body
+    os.replace(tmp, path)
 
 
 def _default_cache() -> str:

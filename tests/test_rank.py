@@ -189,6 +189,37 @@ def test_ranked_picture_frames_and_layout(synthetic):
     assert np.abs(inner - zoomed).mean() < 0.02
 
 
+def test_evaluate_visrank_writes_pictures_page_and_tensorboard(model, tmp_path):
+    import glob
+
+    import tensorflow as tf
+
+    from data_tools.make_synthetic import make_synthetic
+    from reid_tf import evaluate
+
+    data = tmp_path / "data"
+    make_synthetic(str(data / "synthetic"), identities=8, seed=0, images_per_camera=1)
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    model.save(workdir / "model.keras")
+    (workdir / "run.json").write_text(json.dumps({"dataset": "synthetic", "data_dir": str(data), "trial": 0,
+                                                  "seed": 0, "val_identities": 1, "test_identities": 4}))
+    (workdir / "history.json").write_text(json.dumps([{"step": 5}, {"step": 9}]))
+    folder = evaluate.visrank(2, workdir=str(workdir))
+    body = json.loads((workdir / "visrank" / "ranking.json").read_text())
+    assert len(body["queries"]) == 2 and all(len(q["results"]) == 4 for q in body["queries"])  # whole gallery
+    for q in body["queries"]:  # identities from the dataset: exactly one true match among 4
+        assert sum(r["match"] for r in q["results"]) == 1
+        assert os.path.isfile(os.path.join(folder, q["picture"]))
+    assert (workdir / "visrank" / "index.html").is_file()
+    found = {}
+    for path in glob.glob(str(workdir / "tb" / "test" / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                found[value.tag] = event.step
+    assert len(found) == 2 and all(t.startswith("visrank/") for t in found) and set(found.values()) == {9}
+
+
 # ---- the command -------------------------------------------------------------------------------
 def test_command_ranks_writes_json_pictures_and_page(files, tmp_path, model, synthetic):
     root, model_path = files
