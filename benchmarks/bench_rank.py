@@ -1,0 +1,138 @@
+"""Ranking one query against a large gallery (issue 12): exhaustive against two-stage scoring, and
+what the shortlist costs in accuracy — the measurements behind config.RANK_SHORTLIST_ABOVE / _K.
+
+    python -m benchmarks.bench_rank --model=runs/x/model.keras --work=/tmp/bench_rank
+
+Data: the synthetic dataset (data_tools.make_synthetic, seed 0, one image per camera) with
+`offset + max(sizes)` identities; the gallery of size G is the camera-B images of identities
+offset … offset + G − 1 (a folder of symlinks), the queries are camera-A images of the first of
+them. Identities below `offset` (400) are those of the default training set (`python -m
+reid_tf.train`), so no gallery image was trained on.
+
+(a) Per gallery size, through the feature cache as `python -m reid_tf.rank` uses it: encoding the
+    gallery into an empty cache (once per gallery), opening it again (hashing the files, reading the
+    embeddings: every later query pays this), then ranking one query exhaustively and with each K
+    (the median of --repeats runs, all in this one process, so their ratio holds even on a busy machine).
+(b) Accuracy: --queries queries against the first gallery size, CMC rank-1/5/10 exhaustive and with
+    each K. One exhaustive score matrix; a K's result is that matrix restricted to each query's K
+    nearest by d (what the two-stage scoring computes, pair for pair).
+Prints a markdown table per part and writes them to --work/bench_rank.md.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "model.keras (or a training workdir)", required=True)
+flags.DEFINE_string("work", "/tmp/bench_rank", "folder for the synthetic data, galleries and feature cache")
+flags.DEFINE_list("sizes", ["1000", "10000"], "gallery sizes")
+flags.DEFINE_list("shortlists", ["20", "50", "100", "200"], "K of the two-stage scoring")
+flags.DEFINE_integer("offset", 400, "first identity used (those below are the default training set's)")
+flags.DEFINE_integer("queries", 100, "queries of the accuracy part (b); 0 skips it")
+flags.DEFINE_integer("repeats", 3, "timed runs per ranking (median)")
+
+
+def _gallery_folder(work: str, data: str, offset: int, size: int) -> str:
+    folder = os.path.join(work, f"gallery_{size}")
+    os.makedirs(folder, exist_ok=True)
+    for i in range(offset, offset + size):
+        link = os.path.join(folder, f"{i:05d}_0.png")
+        if not os.path.islink(link):
+            os.symlink(os.path.join(data, "cam_b", f"{i:04d}_0.png"), link)
+    return folder
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def timing(ranker, query, folder: str, ks: list[int], repeats: int) -> dict:
+    from reid_tf import rank
+
+    paths = rank.find_images(folder)
+    t = time.perf_counter()
+    ranker.encode_files(paths)  # into the (empty) cache
+    encode = time.perf_counter() - t
+    t = time.perf_counter()
+    gallery, _ = ranker.encode_files(paths)  # from the cache
+    open_cache = time.perf_counter() - t
+    fq = ranker.encode(query)
+    ranker.rank(fq, gallery.take(np.arange(8)), top=5, shortlist=0)  # warm-up: tracing
+    row = {"gallery": len(paths), "encode": encode, "open": open_cache,
+           "exhaustive": _median_seconds(lambda: ranker.rank(fq, gallery, top=10, shortlist=0), repeats)}
+    for k in ks:
+        row[k] = _median_seconds(lambda: ranker.rank(fq, gallery, top=10, shortlist=k), repeats)
+    logging.info("%s", row)
+    return row
+
+
+def accuracy(ranker, data: str, offset: int, size: int, queries: int, ks: list[int]) -> list[dict]:
+    from reid_tf import config, metrics
+    from reid_tf.pairs import load_images
+
+    ids = np.arange(offset, offset + size)
+    q = load_images([os.path.join(data, "cam_a", f"{i:04d}_0.png") for i in ids[:queries]])
+    g = load_images([os.path.join(data, "cam_b", f"{i:04d}_0.png") for i in ids])
+    t = time.perf_counter()
+    out = ranker.engine.score_matrix(q, g)
+    logging.info("accuracy: %d × %d pairs in %.0f s", queries, size, time.perf_counter() - t)
+    nearest = np.argsort(out["distance"], axis=1, kind="stable")
+    rows = []
+    for k in [None, *ks]:
+        score = out["score"].copy()
+        if k is not None:
+            keep = np.zeros_like(score, bool)
+            np.put_along_axis(keep, nearest[:, :k], True, axis=1)
+            score[~keep] = -np.inf
+        ranks = metrics.rank_k(metrics.cmc(score, ids[:queries], ids), config.RANKS)
+        rows.append({"k": k, **{r: 100 * v for r, v in ranks.items()}})
+    return rows
+
+
+def main(argv):
+    del argv
+    from data_tools.make_synthetic import make_synthetic
+    from reid_tf import config, rank
+    from reid_tf.pairs import load_images
+
+    f = FLAGS
+    sizes, ks = [int(s) for s in f.sizes], [int(k) for k in f.shortlists]
+    data = make_synthetic(os.path.join(f.work, "synthetic"), f.offset + max(sizes), seed=0, images_per_camera=1)
+    query = load_images([os.path.join(data, "cam_a", f"{f.offset:04d}_0.png")])
+    lines = [f"load average at start: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} cores", "",
+             "| gallery | encode gallery (once) | open cached gallery | rank: exhaustive | "
+             + " | ".join(f"rank: K = {k}" for k in ks) + " | exhaustive / K = 100 |",
+             "|---|---|---|---|" + "---|" * len(ks) + "---|"]
+    for size in sizes:
+        cache = os.path.join(f.work, f"cache_{size}_{time.time_ns()}")  # empty: the encoding is timed
+        ranker = rank.Ranker.from_model(f.model, cache_dir=cache)
+        row = timing(ranker, query, _gallery_folder(f.work, data, f.offset, size), ks, f.repeats)
+        ratio = f"{row['exhaustive'] / row[100]:.0f}×" if 100 in row else ""
+        lines.append(f"| {size:,} | {row['encode']:.1f} s ({size / row['encode']:.0f} images/s) | {row['open']:.2f} s"
+                     f" | {row['exhaustive']:.2f} s | " + " | ".join(f"{row[k]:.2f} s" for k in ks) + f" | {ratio} |")
+    if f.queries:
+        ranker = rank.Ranker.from_model(f.model)
+        rows = accuracy(ranker, data, f.offset, sizes[0], f.queries, ks)
+        lines += ["", f"{f.queries} queries × {sizes[0]:,} gallery images (chance rank-1 {100 / sizes[0]:.2f} %):", "",
+                  "| scoring | " + " | ".join(f"rank-{r}" for r in config.RANKS) + " |",
+                  "|---|" + "---|" * len(config.RANKS)]
+        for r in rows:
+            name = "exhaustive" if r["k"] is None else f"K = {r['k']}"
+            lines.append(f"| {name} | " + " | ".join(f"{r[k]:.1f}" for k in config.RANKS) + " |")
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(f.work, "bench_rank.md"), "w") as out:
+        out.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main)
