@@ -89,6 +89,11 @@ BATCH_SIZE = {"cuhk03": 256, "default": 128,  # "256 for CUHK03 and 128 for othe
 NEGATIVES_PER_POSITIVE = 2  # "we only randomly choose two negative pairs for each positive pair"
 CROPS_PER_IMAGE = {"cuhk03": 2, "default": 5,  # "randomly sample 2 images for CUHK03 and 5 for others"
                    "synthetic": 1}  # ours: synthetic images are new every generation; no repeats needed
+# Shared-image batches (ours, `--pairing=shared`, reid_tf.pairs): camera-A and camera-B images per
+# identity visit, at most. 2 is what CUHK01 holds per camera: a visit is then all 4 of an
+# identity's cross-camera positives from 4 images, 12 pairs from 4 encodings.
+SHARED_IMAGES_PER_CAMERA = 2
+PAIRINGS = ("per_pair", "shared")
 # Crop translation range, from Ahmed et al. 2015 (§4.2 "augmentation ... as [2]"): shifts drawn
 # uniformly in [−0.05 H, 0.05 H] × [−0.05 W, 0.05 W] around the image centre, plus horizontal flips.
 CROP_SHIFT_FRACTION = 0.05

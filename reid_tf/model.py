@@ -1,23 +1,40 @@
-"""The Siamese network of Figure 2 (§3.1), built from a ModelConfig preset.
+"""The Siamese network of Figure 2 (§3.1), built from a ModelConfig preset, as an image encoder
+and a pair head.
 
-    image_a, image_b (B, 160, 60, 3) RGB in [0, 1]
-      → shared conv1–3 (and conv3b for CSN-4)          x(2) 40×15, x(3) 20×8, x(4) 10×4 (× 96)
-      → one CSN per level: similarity maps + parts     sim_j (H_j, W_j, 6·96)
-      → max-pool every sim_j to 10×4, concatenate      10 × 4 × 1152 for (L2, L3)
-      → conv4 1×1→32, conv5 3×3→32 + pool, conv6 1×1→500, GAP, dense 2   → logits
-    parts → ranking net (shared by both images) → 256-d unit embeddings → d (Eq. 5)
+    image (B, 160, 60, 3) RGB in [0, 1]                                         ── image encoder ──
+      → conv1–3 (and conv3b for CSN-4)                 x(2) 40×15, x(3) 20×8, x(4) 10×4 (× 96)
+      → per level: stripes → STN → parts (B, P, f, f, 96), θ (B, P, 2, 3)
+      → parts → ranking net → 256-d unit embedding r
+    encoder(image_a), encoder(image_b)                                           ── pair head ──
+      → per level: Eq. 2 both ways (x_a * parts_b, x_b * parts_a)   sim_j (H_j, W_j, 6·96)
+      → max-pool every sim_j to 10×4, concatenate                   10 × 4 × 1152 for (L2, L3)
+      → conv4 1×1→32, conv5 3×3→32 + pool, conv6 1×1→500, GAP, dense 2   → logits, p(match)
+      → d = ‖r_a − r_b‖ (Eq. 5), score (Eq. 7)
+
+Everything that depends on one image alone is in the encoder (about 92 % of a pair's FLOPs for
+Ours-(L2, L3)); the head holds what needs both. `build_model` composes them into the Siamese
+keras.Model of the paper; `encoder_of` / `pair_head_of` give the two parts of a built or loaded
+model, so that scoring, training on shared images, visualisation and export use them directly.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import keras
 from reid_tf import config
 from reid_tf.config import ModelConfig, get_model_config
-from reid_tf.layers import CSN, ConvBlock, RankingBranch
+from reid_tf.layers import ConvBlock, RankingBranch
 from reid_tf.layers.blocks import weight_decay
+from reid_tf.layers.csn import CSN, CSNParts, CSNSimilarity
 from reid_tf.layers.scores import EmbeddingDistance, FinalScore, MatchProbability
 
 # Trunk layer for each level: level j's CSN reads the output of this conv block (§3.1, §3.2).
-TRUNK = {2: ("conv2", config.CONV2), 3: ("conv3", config.CONV3), 4: ("conv3b", config.CONV3B)}
+TRUNK = {1: ("conv1", config.CONV1), 2: ("conv2", config.CONV2), 3: ("conv3", config.CONV3),
+         4: ("conv3b", config.CONV3B)}
+ENCODER, PAIR_HEAD = "encoder", "pair_head"
+# Encoder outputs the pair head reads, per level j ("map_j", "parts_j") and overall ("embedding");
+# "theta_j" is an encoder output for Figure 4 only.
+PAIR_FEATURES = ("map", "parts")
 
 
 def _pool_to_grid(x, name: str):
@@ -31,73 +48,185 @@ def _pool_to_grid(x, name: str):
     return x
 
 
-def build_model(name_or_config: str | ModelConfig = "l23", correlation: str = "shift") -> keras.Model:
-    """Build the network of a preset ("l23", "l234", "l2", "l3", "l4", "cls", "c1"–"c4").
-
-    `correlation` picks how the CSNs compute Eq. 2 ("shift", "fft" or "direct", see reid_tf.layers.CSN);
-    the results are the same to float32 rounding.
-
-    Returns a keras.Model with inputs {"image_a", "image_b"} (B, 160, 60, 3) float32 RGB in [0, 1]
-    and dict outputs:
-      logits (B, 2), p_match (B,), embedding_a / embedding_b (B, 256) unit L2 norm, distance (B,)
-      (Eq. 5), score (B,) (Eq. 7; p_match alone for "cls"), and per level j: sim_j (B, H_j, W_j, 6C)
-      and theta_j_a / theta_j_b (B, P, 2, 3) for visualisation (Figure 4).
-    """
-    cfg = get_model_config(name_or_config)
-    shape = (config.INPUT_HEIGHT, config.INPUT_WIDTH, config.INPUT_CHANNELS)
-    image_a = keras.Input(shape, name="image_a")
-    image_b = keras.Input(shape, name="image_b")
-
+def build_encoder(cfg: ModelConfig) -> keras.Model:
+    """image (B, 160, 60, 3) in [0, 1] → {"map_j", "parts_j", "theta_j" per level j, "embedding"}."""
+    image = keras.Input((config.INPUT_HEIGHT, config.INPUT_WIDTH, config.INPUT_CHANNELS), name="image")
     # Inputs arrive in [0, 1]; centre them on 0 inside the model so callers never normalise.
-    normalise = keras.layers.Rescaling(2.0, offset=-1.0, name="normalise")
-    blocks = [ConvBlock(config.CONV1[1], config.CONV1[0], name="conv1")]
-    for level in range(2, max(cfg.levels) + 1):
+    x = keras.layers.Rescaling(2.0, offset=-1.0, name="normalise")(image)
+    maps = {}
+    for level in range(1, max(cfg.levels) + 1):
         layer_name, (k, n) = TRUNK[level]
-        blocks.append(ConvBlock(n, k, name=layer_name))
-
-    def features(image):
-        x, maps = normalise(image), {}
-        for level, block in enumerate(blocks, start=1):
-            x = block(x)
-            maps[level] = x
-        return maps
-
-    maps_a, maps_b = features(image_a), features(image_b)
-    outputs, pooled, rank_a, rank_b = {}, [], [], []
+        x = maps[level] = ConvBlock(n, k, name=layer_name)(x)
+    outputs, descriptors = {}, []
     for level in cfg.levels:
-        csn = CSN(config.PART_SIZE[level], config.STRIPES[level] if cfg.dividing else None,
-                  stn=cfg.stn, correlation=correlation, name=f"csn_{level}")
-        sim, parts_a, parts_b, theta_a, theta_b = csn([maps_a[level], maps_b[level]])
-        outputs.update({f"sim_{level}": sim, f"theta_{level}_a": theta_a, f"theta_{level}_b": theta_b})
-        pooled.append(_pool_to_grid(sim, f"sim_{level}"))
-        branch = RankingBranch(name=f"rank_{level}")
-        rank_a.append(branch(parts_a))
-        rank_b.append(branch(parts_b))
+        parts, theta = CSNParts(config.PART_SIZE[level], config.STRIPES[level] if cfg.dividing else None,
+                                stn=cfg.stn, name=f"csn_{level}")(maps[level])
+        outputs.update({f"map_{level}": maps[level], f"parts_{level}": parts, f"theta_{level}": theta})
+        descriptors.append(RankingBranch(name=f"rank_{level}")(parts))
+    r = descriptors[0] if len(descriptors) == 1 else keras.layers.Concatenate(name="rank_concat")(descriptors)
+    r = keras.layers.Dense(config.EMBEDDING_DIM, kernel_regularizer=weight_decay(), name="embedding")(r)
+    outputs["embedding"] = keras.layers.UnitNormalization(name="l2_normalise")(r)
+    return keras.Model(image, outputs, name=ENCODER)
 
+
+def head_input_names(levels) -> list[str]:
+    """The pair head's inputs: every PAIR_FEATURES of each level and the embedding, for a and b."""
+    names = [f"{kind}_{level}" for level in levels for kind in PAIR_FEATURES] + ["embedding"]
+    return [f"{name}_{side}" for side in "ab" for name in names]
+
+
+def build_pair_head(cfg: ModelConfig, encoder: keras.Model, correlation: str = "shift") -> keras.Model:
+    """{"<feature>_a", "<feature>_b"} (encoder outputs of both images) → logits, p_match, distance,
+    score and sim_j per level."""
+    spec = encoder.output
+    inputs = {name: keras.Input(spec[name[:-2]].shape[1:], name=name) for name in head_input_names(cfg.levels)}
+    outputs, pooled = {}, []
+    for level in cfg.levels:
+        sim = CSNSimilarity(correlation, name=f"similarity_{level}")(
+            [inputs[f"map_{level}_a"], inputs[f"map_{level}_b"],
+             inputs[f"parts_{level}_a"], inputs[f"parts_{level}_b"]])
+        outputs[f"sim_{level}"] = sim
+        pooled.append(_pool_to_grid(sim, f"sim_{level}"))
     x = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="sim_concat")(pooled)
     x = ConvBlock(config.CONV4[1], config.CONV4[0], pool=False, name="conv4")(x)
     x = ConvBlock(config.CONV5[1], config.CONV5[0], pool=True, name="conv5")(x)
     x = ConvBlock(config.CONV6[1], config.CONV6[0], pool=False, name="conv6")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     logits = keras.layers.Dense(config.NUM_CLASSES, kernel_regularizer=weight_decay(), name="logits")(x)
-
-    embed = keras.layers.Dense(config.EMBEDDING_DIM, kernel_regularizer=weight_decay(), name="embedding")
-    l2norm = keras.layers.UnitNormalization(name="l2_normalise")
-
-    def embedding(descriptors, suffix):
-        d = descriptors[0] if len(descriptors) == 1 else keras.layers.Concatenate(name=f"rank_concat_{suffix}")(descriptors)
-        return l2norm(embed(d))
-
-    emb_a, emb_b = embedding(rank_a, "a"), embedding(rank_b, "b")
     p_match = MatchProbability(name="p_match")(logits)
-    distance = EmbeddingDistance(name="distance")([emb_a, emb_b])
+    distance = EmbeddingDistance(name="distance")([inputs["embedding_a"], inputs["embedding_b"]])
     # "Ours-cls" has no ranking loss and ranks by p(match) alone (DESIGN "Losses and score").
     score = FinalScore(use_distance=cfg.contrastive, name="score")([p_match, distance])
-    outputs.update(logits=logits, p_match=p_match, embedding_a=emb_a, embedding_b=emb_b,
-                   distance=distance, score=score)
+    outputs.update(logits=logits, p_match=p_match, distance=distance, score=score)
+    return keras.Model(inputs, outputs, name=PAIR_HEAD)
+
+
+def head_inputs(features_a: dict, features_b: dict, levels) -> dict:
+    """The pair head's input dict from two encoder output dicts."""
+    return {name: (features_a if name.endswith("_a") else features_b)[name[:-2]]
+            for name in head_input_names(levels)}
+
+
+def pair_outputs(features_a: dict, features_b: dict, head_out: dict, levels) -> dict:
+    """The Siamese model's outputs: the head's, plus each image's embedding and θ per level."""
+    out = dict(head_out)
+    out.update(embedding_a=features_a["embedding"], embedding_b=features_b["embedding"])
+    for level in levels:
+        out[f"theta_{level}_a"], out[f"theta_{level}_b"] = features_a[f"theta_{level}"], features_b[f"theta_{level}"]
+    return out
+
+
+def build_model(name_or_config: str | ModelConfig = "l23", correlation: str = "shift") -> keras.Model:
+    """Build the network of a preset ("l23", "l234", "l2", "l3", "l4", "cls", "c1"–"c4").
+
+    `correlation` picks how the pair head computes Eq. 2 ("shift", "fft" or "direct", see
+    reid_tf.layers.CSNSimilarity); the results are the same to float32 rounding.
+
+    Returns a keras.Model with inputs {"image_a", "image_b"} (B, 160, 60, 3) float32 RGB in [0, 1]
+    and dict outputs:
+      logits (B, 2), p_match (B,), embedding_a / embedding_b (B, 256) unit L2 norm, distance (B,)
+      (Eq. 5), score (B,) (Eq. 7; p_match alone for "cls"), and per level j: sim_j (B, H_j, W_j, 6C)
+      and theta_j_a / theta_j_b (B, P, 2, 3) for visualisation (Figure 4).
+    Its two parts are `encoder_of(model)` and `pair_head_of(model)`.
+    """
+    cfg = get_model_config(name_or_config)
+    encoder = build_encoder(cfg)
+    head = build_pair_head(cfg, encoder, correlation)
+    shape = (config.INPUT_HEIGHT, config.INPUT_WIDTH, config.INPUT_CHANNELS)
+    image_a, image_b = keras.Input(shape, name="image_a"), keras.Input(shape, name="image_b")
+    fa, fb = encoder(image_a), encoder(image_b)
+    outputs = pair_outputs(fa, fb, head(head_inputs(fa, fb, cfg.levels)), cfg.levels)
     return keras.Model({"image_a": image_a, "image_b": image_b}, outputs, name=f"reid_{cfg.name}")
 
 
+# ---------------------------------------------------------------------------------------------
+# The two parts of a built or loaded network, and what other modules need to know about them.
+def encoder_of(model: keras.Model) -> keras.Model:
+    """The image encoder of a network from build_model (or load_network)."""
+    return model.get_layer(ENCODER)
+
+
+def pair_head_of(model: keras.Model) -> keras.Model:
+    """The pair head of a network from build_model (or load_network)."""
+    return model.get_layer(PAIR_HEAD)
+
+
+@dataclasses.dataclass(frozen=True)
+class Structure:
+    """What a built network is made of, for code that works on its parts (scoring, Figure 4,
+    complexity) without knowing layer names.
+
+    Attributes:
+      levels: the CSN levels, ascending.
+      trunk: the encoder's conv blocks conv1, conv2, … in order (level j's map is trunk[j − 1]'s output).
+      csn_parts: level → CSNParts (stripes, part size, STN) of the encoder.
+      ranking: level → RankingBranch.
+      similarity: level → CSNSimilarity of the head.
+      pools: level → the head's max-pooling layers that bring sim_j to the 10 × 4 grid, in order.
+      conv4, after_conv4: the head's conv4 block; the layers from conv5 to p(match), in order.
+      score: the head's FinalScore (λ, ε, whether d is used).
+    """
+
+    levels: tuple[int, ...]
+    trunk: tuple
+    csn_parts: dict
+    ranking: dict
+    similarity: dict
+    pools: dict
+    conv4: object
+    after_conv4: tuple
+    score: object
+
+
+def structure(model: keras.Model) -> Structure:
+    """The parts of a network from build_model (see Structure)."""
+    encoder, head = encoder_of(model), pair_head_of(model)
+    csn = {int(layer.name.split("_")[1]): layer for layer in encoder.layers if isinstance(layer, CSNParts)}
+    levels = tuple(sorted(csn))
+    names = {layer.name for layer in head.layers}
+    return Structure(
+        levels=levels,
+        trunk=tuple(encoder.get_layer(TRUNK[j][0]) for j in range(1, max(levels) + 1)),
+        csn_parts=csn,
+        ranking={j: encoder.get_layer(f"rank_{j}") for j in levels},
+        similarity={j: head.get_layer(f"similarity_{j}") for j in levels},
+        pools={j: tuple(head.get_layer(n) for n in sorted(names) if n.startswith(f"sim_{j}_pool"))
+               for j in levels},
+        conv4=head.get_layer("conv4"),
+        after_conv4=tuple(head.get_layer(n) for n in ("conv5", "conv6", "gap", "logits", "p_match")),
+        score=head.get_layer("score"),
+    )
+
+
+def find_layer(model: keras.Model, name: str):
+    """A layer of the network by its name, in the encoder or the pair head (e.g. "csn_2", "conv4")."""
+    for part in (encoder_of(model), pair_head_of(model)):
+        if name in {layer.name for layer in part.layers}:
+            return part.get_layer(name)
+    raise ValueError(f"{model.name} has no layer {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+def _migrate_single_graph(old: keras.Model, path: str) -> keras.Model:
+    """A network saved before the encoder/head split (one graph with CSN layers): rebuild it from
+    its preset and copy every layer's weights by name (the layers and their weights are the same)."""
+    preset = old.name.removeprefix("reid_")
+    csn = [layer for layer in old.layers if isinstance(layer, CSN)]
+    if preset not in config.PRESETS or not csn:
+        raise ValueError(f"{path}: not a reid_tf network (model {old.name!r}); retrain it with this "
+                         "version of reid_tf")
+    model = build_model(preset, correlation=csn[0].correlation)
+    for layer in old.layers:
+        if layer.weights:
+            target = find_layer(model, layer.name)
+            target.set_weights(layer.get_weights())
+    return model
+
+
 def load_network(path: str) -> keras.Model:
-    """Load a network saved with `model.save(...keras)`; importing this module registers its layers."""
-    return keras.saving.load_model(path)
+    """Load a network saved with `model.save(...keras)`; importing this module registers its layers.
+    Networks saved before the encoder/head split are converted (same weights, same outputs)."""
+    model = keras.saving.load_model(path)
+    if ENCODER in {layer.name for layer in model.layers}:
+        return model
+    return _migrate_single_graph(model, path)

@@ -298,3 +298,192 @@ def make_pair_dataset(records: Sequence[Record], batch_size: int, seed: int, cro
     # Order matters for exact resume: plan → skip → map (deterministic) → batch → prefetch.
     pairs = plan.map(make_pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return pairs.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+# ----------------------------------------------------------------------------- shared images
+# A training mode in which a batch is a set of images, each encoded once, and its pairs are formed
+# among them (`--pairing=shared`; DESIGN "Training on shared images"). The per-pair batches above
+# run every image through the encoder once per pair it is in: three encodings per positive.
+#
+# A batch holds V identity *visits*. A visit is one identity with K camera-A and K camera-B images
+# (K = images_per_camera(records)): its K² cross-camera positives, and for each positive its two
+# negatives, (its camera-A image, a camera-B image of another identity's visit in the batch) and
+# (a camera-A image of another identity's visit, its camera-B image) — cross-camera like every pair
+# above. So 2K images give 3K² pairs: 12 pairs from 4 images for K = 2, against 12 pairs from 24
+# encodings per pair. V = round(batch_size / 3K²) (11 for 128 with K = 2, i.e. 132 pairs).
+#
+# An epoch visits every identity crops_per_image times over every chunk combination of its images:
+# its camera-A images (shuffled) are cut into ⌈n_A / K⌉ chunks of K (the last one completed from the
+# start of the list), likewise camera B, and one visit per (A chunk, B chunk): every cross-camera
+# positive at least crops_per_image times, each visit with fresh augmentation of each image. For
+# CUHK01 (2 + 2 images, K = 2) that is exactly every positive crops_per_image times, as per pair.
+# The visits are shuffled; a batch whose visits are all one identity (possible only at the junction
+# of repeats) swaps its last visit with the next visit of another identity.
+#
+# Determinism and resume as above: the plan of epoch e comes from default_rng([seed, 3, e]); the
+# augmentation of image slot g (global position step × N + i) uses the stateless seed (seed, g).
+_TAG_SHARED = 3
+
+
+def images_per_camera(records: Sequence[Record], most: int = config.SHARED_IMAGES_PER_CAMERA) -> int:
+    """K: images per camera per visit, the most every identity with positives can give (≤ most)."""
+    cam_a, cam_b, identities = _camera_index(records)
+    both = np.intersect1d(identities[cam_a], identities[cam_b])
+    if not len(both):
+        return 1
+    count_a = np.unique(identities[cam_a], return_counts=True)
+    count_b = np.unique(identities[cam_b], return_counts=True)
+    fewest = min(count_a[1][np.isin(count_a[0], both)].min(), count_b[1][np.isin(count_b[0], both)].min())
+    return int(max(1, min(most, fewest)))
+
+
+def visits_per_batch(batch_size: int, k: int) -> int:
+    """V: visits per shared batch, so that its 3·V·K² pairs come closest to batch_size (at least 2)."""
+    return max(2, int(round(batch_size / (PAIRS_PER_POSITIVE * k * k))))
+
+
+def _identity_images(records: Sequence[Record]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(identity, camera-A record indices, camera-B record indices) of identities in both cameras."""
+    cam_a, cam_b, identities = _camera_index(records)
+    out = []
+    for ident in np.intersect1d(identities[cam_a], identities[cam_b]):
+        out.append((int(ident), cam_a[identities[cam_a] == ident], cam_b[identities[cam_b] == ident]))
+    return out
+
+
+def _chunks(indices: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Shuffled indices cut into chunks of k, the last completed from the start: (⌈n/k⌉, k)."""
+    order = indices[rng.permutation(len(indices))]
+    n = -(-len(order) // k) * k
+    return np.resize(order, n).reshape(-1, k)
+
+
+def _epoch_visits(records: Sequence[Record], k: int, crops_per_image: int, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Every visit of one epoch, shuffled: identities (n,), images (n, 2k) [A…, B…] record indices."""
+    idents, images = [], []
+    for ident, cam_a, cam_b in _identity_images(records):
+        for _ in range(crops_per_image):
+            chunks_a, chunks_b = _chunks(cam_a, k, rng), _chunks(cam_b, k, rng)
+            for ca in chunks_a:
+                for cb in chunks_b:
+                    idents.append(ident)
+                    images.append(np.concatenate([ca, cb]))
+    order = rng.permutation(len(idents))
+    return np.asarray(idents, np.int64)[order], np.asarray(images, np.int64).reshape(len(idents), 2 * k)[order]
+
+
+def shared_steps_per_epoch(records: Sequence[Record], batch_size: int, crops_per_image: int) -> int:
+    """Whole shared batches per epoch (the partial last batch is dropped)."""
+    k = images_per_camera(records)
+    visits = sum(crops_per_image * -(-len(a) // k) * -(-len(b) // k) for _, a, b in _identity_images(records))
+    return visits // visits_per_batch(batch_size, k)
+
+
+def shared_batch_shape(records: Sequence[Record], batch_size: int) -> tuple[int, int]:
+    """(images, pairs) of every shared batch: (2·K·V, 3·K²·V)."""
+    k = images_per_camera(records)
+    v = visits_per_batch(batch_size, k)
+    return 2 * k * v, PAIRS_PER_POSITIVE * k * k * v
+
+
+def _separate_identities(idents: np.ndarray, images: np.ndarray, v: int) -> None:
+    """In place: no batch of v consecutive visits is all one identity. A batch that is swaps its
+    last visit with the first visit after it (wrapping round) of another identity whose own batch
+    keeps two identities."""
+    n = len(idents) // v * v  # the visits of whole batches
+
+    def keeps_two(j: int, u: int) -> bool:  # batch of position j still mixed once j holds u?
+        start = j // v * v
+        if start >= n:
+            return True
+        rest = np.delete(idents[start:start + v], j - start)
+        return bool(np.any(rest != u))
+
+    for start in range(0, n, v):
+        u = idents[start]
+        if np.any(idents[start:start + v] != u):
+            continue
+        last = start + v - 1
+        for j in np.roll(np.arange(len(idents)), -(start + v)):
+            if idents[j] != u and keeps_two(j, u):
+                idents[[last, j]], images[[last, j]] = idents[[j, last]], images[[j, last]]
+                break
+
+
+def batch_pairs(idents: np.ndarray, k: int, rng: np.random.Generator, swap: bool
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs of one shared batch of visits with identities idents (V,), images laid out visit by
+    visit as [K camera-A, K camera-B]: index_a, index_b (positions among the 2KV images) and label,
+    each (3K²V,): every positive followed by its two negatives."""
+    v = len(idents)
+    first, second = [], []
+    for visit in range(v):
+        others = np.flatnonzero(idents != idents[visit])  # other identities' visits in the batch
+        for i in range(k):
+            for j in range(k):
+                a, b = visit * 2 * k + i, visit * 2 * k + k + j
+                neg_b = rng.choice(others) * 2 * k + k + rng.integers(k)  # another identity's B image
+                neg_a = rng.choice(others) * 2 * k + rng.integers(k)  # another identity's A image
+                first.append([a, a, neg_a])
+                second.append([b, neg_b, b])
+    first, second = np.asarray(first, np.int64), np.asarray(second, np.int64)
+    if swap:
+        flip = rng.random(first.shape) < 0.5
+        first, second = np.where(flip, second, first), np.where(flip, first, second)
+    labels = np.tile(np.array([1, 0, 0], np.int32), len(first))
+    return first.reshape(-1), second.reshape(-1), labels
+
+
+def plan_shared_epoch(records: Sequence[Record], seed: int, epoch: int, crops_per_image: int,
+                      batch_size: int) -> tuple[np.ndarray, ...]:
+    """The shared batches of one epoch: image records (S, N), pair index_a, index_b (S, M) into the
+    batch's images, labels (S, M), for S = shared_steps_per_epoch batches."""
+    rng = np.random.default_rng([seed, _TAG_SHARED, epoch])
+    k = images_per_camera(records)
+    v = visits_per_batch(batch_size, k)
+    idents, images = _epoch_visits(records, k, crops_per_image, rng)
+    _separate_identities(idents, images, v)
+    steps = len(idents) // v
+    pairs = [batch_pairs(idents[s * v:(s + 1) * v], k, rng, swap=True) for s in range(steps)]
+    return (images[:steps * v].reshape(steps, 2 * k * v),
+            *(np.stack([p[i] for p in pairs]) for i in range(3)))
+
+
+def make_shared_dataset(records: Sequence[Record], batch_size: int, seed: int, crops_per_image: int,
+                        start_step: int = 0, num_epochs: int | None = None,
+                        cache_images: bool = True) -> tf.data.Dataset:
+    """Shared-image training batches; see the section comment above.
+
+    Returns:
+      Dataset of ({"images": (N, 160, 60, 3) float32 in [0, 1], "index_a": (M,) int64, "index_b":
+      (M,) int64}, label (M,) int32): the batch's pairs are (images[index_a[i]], images[index_b[i]]).
+    """
+    _check(records, PAIRS_PER_POSITIVE, seed, crops_per_image)
+    steps = shared_steps_per_epoch(records, batch_size, crops_per_image)
+    if steps < 1:
+        raise ValueError(f"an epoch of shared batches is shorter than one batch of {batch_size} pairs")
+    n, m = shared_batch_shape(records, batch_size)
+    first_epoch, step_in_epoch = divmod(start_step, steps)
+    fetch = _image_source(records, cache_images)
+
+    def epoch_dataset(epoch: tf.Tensor) -> tf.data.Dataset:
+        plan = tf.numpy_function(
+            lambda e: plan_shared_epoch(records, seed, int(e), crops_per_image, batch_size),
+            [epoch], (tf.int64, tf.int64, tf.int64, tf.int32))
+        for column, width in zip(plan, (n, m, m, m)):
+            column.set_shape([steps, width])
+        first_step = epoch * steps
+        return tf.data.Dataset.from_tensor_slices((*plan, first_step + tf.range(steps, dtype=tf.int64)))
+
+    def make_batch(image_records, index_a, index_b, labels, step):
+        positions = step * n + tf.range(n, dtype=tf.int64)  # global image slots: augmentation seeds
+        images = tf.map_fn(
+            lambda rp: _to_float(augment(fetch(rp[0]), tf.stack([tf.constant(seed, tf.int64), rp[1]]))),
+            (image_records, positions), fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.float32))
+        return {"images": images, "index_a": index_a, "index_b": index_b}, labels
+
+    last_epoch = sys.maxsize if num_epochs is None else num_epochs
+    plan = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(epoch_dataset).skip(step_in_epoch)
+    batches = plan.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return batches.prefetch(tf.data.AUTOTUNE)

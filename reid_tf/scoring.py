@@ -56,14 +56,13 @@ import tensorflow as tf
 
 from reid_tf import losses
 from reid_tf.layers.correlation import depthwise_xcorr, same_padding
+from reid_tf.model import encoder_of, structure
 
 __all__ = ["ImageFeatures", "ScoringEngine", "blas_threads", "correlate_and_pool", "depthwise_xcorr",
            "kernel_matrix", "patch_index", "pool_blocks", "signal_patches", "signal_patches_numpy",
            "xcorr_depthwise_multiplier", "xcorr_im2col", "xcorr_shared_kernels",
            "xcorr_shared_kernels_numpy"]
 
-# Trunk conv block of each level, in order (reid_tf.model.TRUNK): conv1 → x(1), conv2 → x(2), …
-_TRUNK_LAYERS = ("conv1", "conv2", "conv3", "conv3b")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,21 +320,17 @@ class ScoringEngine:
     def __init__(self, model: keras.Model, pair_batch: int = 256, kernel_block: int = 64,
                  image_batch: int = 64, max_buffer_pairs: int = 100_000, workers: int | None = None):
         self.model = model
+        parts = structure(model)  # the encoder and head pieces, found by reid_tf.model
+        self.encoder = encoder_of(model)
         self.workers = int(workers or os.cpu_count() or 1)
         self.pair_batch, self.kernel_block = int(pair_batch), int(kernel_block)
         self.image_batch, self.max_buffer_pairs = int(image_batch), int(max_buffer_pairs)
-        names = {layer.name for layer in model.layers}
-        self.levels = sorted(int(n.split("_")[1]) for n in names if n.startswith("csn_"))
-        if not self.levels:
-            raise ValueError(f"{model.name} has no csn_<level> layers: not a reid_tf model")
-        self.trunk = [model.get_layer(n) for n in _TRUNK_LAYERS[:max(self.levels)]]
-        self.csn = {j: model.get_layer(f"csn_{j}") for j in self.levels}
-        self.rank = {j: model.get_layer(f"rank_{j}") for j in self.levels}
-        self.pools = {j: [model.get_layer(n) for n in sorted(names) if n.startswith(f"sim_{j}_pool")]
-                      for j in self.levels}
-        score = model.get_layer("score")
+        self.levels = list(parts.levels)
+        self.trunk, self.csn, self.similarity = parts.trunk, parts.csn_parts, parts.similarity
+        self.pools, self.after_conv4 = parts.pools, parts.after_conv4
+        score = parts.score
         self.use_distance, self.lam, self.eps = bool(score.use_distance), float(score.lam), float(score.eps)
-        self.conv4 = model.get_layer("conv4")
+        self.conv4 = parts.conv4
         if self.conv4.kernel_size != 1 or self.conv4.pool:
             raise ValueError("the pair factorisation needs conv4 to be a 1×1 convolution without pooling")
         self.grid = tuple(self.conv4.output.shape[1:3])  # (10, 4)
@@ -346,17 +341,9 @@ class ScoringEngine:
 
     # ---- what depends on one image --------------------------------------------------------
     def _features(self, images):
-        x, maps = self.model.get_layer("normalise")(images), {}
-        for level, block in enumerate(self.trunk, start=1):
-            x = block(x, training=False)
-            maps[level] = x
-        parts, descriptors = {}, []
-        for j in self.levels:
-            parts[j], _ = self.csn[j].parts(maps[j], training=False)
-            descriptors.append(self.rank[j](parts[j], training=False))
-        r = descriptors[0] if len(descriptors) == 1 else tf.concat(descriptors, axis=-1)
-        embedding = self.model.get_layer("l2_normalise")(self.model.get_layer("embedding")(r))
-        return {j: maps[j] for j in self.levels}, parts, embedding
+        out = self.encoder(images, training=False)
+        return ({j: out[f"map_{j}"] for j in self.levels}, {j: out[f"parts_{j}"] for j in self.levels},
+                out["embedding"])
 
     def image_features(self, images) -> ImageFeatures:
         """images (N, 160, 60, 3) float32 in [0, 1] → ImageFeatures, in batches of image_batch."""
@@ -459,10 +446,9 @@ class ScoringEngine:
         """conv4 pre-activation (B, 10, 4, O) → BN, ReLU, conv5, conv6, GAP, logits; → p_match (B,)."""
         x = pre + self.conv4.conv.bias if self.conv4.conv.use_bias else pre
         x = keras.ops.relu(self.conv4.bn(x, training=False))
-        for name in ("conv5", "conv6"):
-            x = self.model.get_layer(name)(x, training=False)
-        logits = self.model.get_layer("logits")(self.model.get_layer("gap")(x))
-        return self.model.get_layer("p_match")(logits)
+        for layer in self.after_conv4:  # conv5, conv6, GAP, logits, p(match)
+            x = layer(x, training=False)
+        return x
 
     def _p_match(self, pre: np.ndarray) -> np.ndarray:
         out = [self._head_fn(tf.constant(_pad_rows(pre[s:s + self.pair_batch], self.pair_batch))).numpy()
@@ -524,7 +510,7 @@ class ScoringEngine:
         """Aligned pairs, the model's own path: CSN.similarity, pooling, concat, conv4 (pre-BN)."""
         pooled = []
         for j in self.levels:
-            s = self.csn[j].similarity(maps_a[j], maps_b[j], parts_a[j], parts_b[j])
+            s = self.similarity[j]([maps_a[j], maps_b[j], parts_a[j], parts_b[j]])
             for pool in self.pools[j]:
                 s = pool(s)
             pooled.append(s)

@@ -41,6 +41,7 @@ class TrainOptions:
     workdir: str = "runs/default"
     resume: bool = False
     strategy: str = "default"  # "default" (one device) or "mirrored" (tf.distribute.MirroredStrategy)
+    pairing: str = "per_pair"  # "per_pair" or "shared" (reid_tf.pairs; DESIGN "Training on shared images")
     checkpoint_every: int = 50  # steps
     eval_every: int = 0  # steps between validation CMC runs (0: only at the end)
     max_steps: int | None = None
@@ -114,11 +115,23 @@ def run(opts: TrainOptions) -> dict:
     train_records = datasets.records_of(dataset, split.train)
     batch = opts.batch_size or config.per_dataset(config.BATCH_SIZE, dataset.name)
     crops = config.per_dataset(config.CROPS_PER_IMAGE, dataset.name)
-    per_epoch = pairs.steps_per_epoch(train_records, batch, crops)
+    if opts.pairing not in config.PAIRINGS:
+        raise ValueError(f"unknown pairing {opts.pairing!r}; valid: {', '.join(config.PAIRINGS)}")
+    shared = opts.pairing == "shared"
+    if shared and opts.strategy == "mirrored":
+        raise ValueError("--pairing=shared forms each batch's pairs among its own images, which "
+                         "--strategy=mirrored would split across replicas; use --pairing=per_pair with it")
+    if shared:
+        per_epoch = pairs.shared_steps_per_epoch(train_records, batch, crops)
+        pairs_per_step = pairs.shared_batch_shape(train_records, batch)[1]
+    else:
+        per_epoch, pairs_per_step = pairs.steps_per_epoch(train_records, batch, crops), batch
     total = opts.max_steps or max(1, math.ceil(opts.epochs * per_epoch))
     logging.info("%s trial %d: %d train / %d val / %d test identities; %d steps per epoch of %d "
-                 "pairs; training %d steps (%.2f epochs)", dataset.name, opts.trial, len(split.train),
-                 len(split.val), len(split.test), per_epoch, batch, total, total / per_epoch)
+                 "pairs (%s); training %d steps (%.2f epochs)", dataset.name, opts.trial, len(split.train),
+                 len(split.val), len(split.test), per_epoch, pairs_per_step,
+                 "shared images: %d images a batch" % pairs.shared_batch_shape(train_records, batch)[0]
+                 if shared else "per pair", total, total / per_epoch)
 
     os.makedirs(opts.workdir, exist_ok=True)
     keras.utils.set_random_seed(opts.seed)  # initial weights (Python, NumPy and TF seeds) per run
@@ -139,14 +152,17 @@ def run(opts: TrainOptions) -> dict:
     if start >= total:
         logging.info("checkpoint step %d already reaches the %d steps asked for", start, total)
 
-    data = pairs.make_pair_dataset(train_records, batch, opts.seed, crops, start_step=start)
+    if shared:
+        data = pairs.make_shared_dataset(train_records, batch, opts.seed, crops, start_step=start)
+    else:
+        data = pairs.make_pair_dataset(train_records, batch, opts.seed, crops, start_step=start)
     every = max(1, min(opts.checkpoint_every, total))
     checkpoint = trainer.StepCheckpoint(manager, every, total)
     budget = trainer.TimeBudget(opts.max_minutes)
     monitor_ids = split.val or split.test  # VIPeR/CUHK01 have no validation split (see Validation)
     callbacks = [
         checkpoint, budget,
-        trainer.ProgressLogger(total, batch, opts.log_every_seconds),
+        trainer.ProgressLogger(total, pairs_per_step, opts.log_every_seconds),
         keras.callbacks.TensorBoard(os.path.join(opts.workdir, "tb"), update_freq=every),
         Validation(dataset, monitor_ids, "val" if split.val else "test_monitor", opts,
                    every=opts.eval_every, network=network),
@@ -181,6 +197,9 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", d.workdir, "checkpoints, TensorBoard logs, results")
     flags.DEFINE_boolean("resume", d.resume, "continue from the workdir's last checkpoint")
     flags.DEFINE_enum("strategy", d.strategy, ["default", "mirrored"], "tf.distribute strategy")
+    flags.DEFINE_enum("pairing", d.pairing, list(config.PAIRINGS), "per_pair: every pair's two images "
+                      "encoded for it; shared: a batch of identity visits, each image encoded once and "
+                      "paired within the batch (faster; docs/DESIGN.md)")
     flags.DEFINE_integer("checkpoint_every", d.checkpoint_every, "steps between checkpoints")
     flags.DEFINE_integer("eval_every", d.eval_every, "steps between validation CMC runs (0: at end)")
     flags.DEFINE_integer("max_steps", None, "stop after this many steps (overrides --epochs)")

@@ -28,6 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from reid_tf import config, losses
+from reid_tf import model as model_lib
 
 
 class NonFiniteLossError(RuntimeError):
@@ -47,7 +48,17 @@ class PairTrainer(keras.Model):
         self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="pair_accuracy")
 
     def call(self, inputs, training=False):
-        return self.network(inputs, training=training)
+        """Per-pair inputs {"image_a", "image_b"} run the Siamese network; shared-image inputs
+        {"images", "index_a", "index_b"} (reid_tf.pairs.make_shared_dataset) encode every image
+        once and run the pair head on (images[index_a[i]], images[index_b[i]]): the same outputs."""
+        if "images" not in inputs:
+            return self.network(inputs, training=training)
+        levels = model_lib.structure(self.network).levels
+        features = model_lib.encoder_of(self.network)(inputs["images"], training=training)
+        fa = {k: tf.gather(v, inputs["index_a"]) for k, v in features.items()}  # (N, …) -> (M, …)
+        fb = {k: tf.gather(v, inputs["index_b"]) for k, v in features.items()}
+        head = model_lib.pair_head_of(self.network)(model_lib.head_inputs(fa, fb, levels), training=training)
+        return model_lib.pair_outputs(fa, fb, head, levels)
 
     def loss_terms(self, y, y_pred) -> dict:
         """Every term of the objective, as scalars."""

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from reid_tf import config
+from reid_tf.model import structure
 
 IMAGE_HW = (config.INPUT_HEIGHT, config.INPUT_WIDTH)
 # Part colours: upper / middle / bottom (a single part — C1 "no dividing" — uses the first).
@@ -169,8 +170,7 @@ def _levels(outputs: dict) -> list[int]:
 
 def _stripe_rows(model, level: int, map_height: int) -> list[tuple[int, int]]:
     """The stripes the model's CSN of this level uses (the whole map for C1 "no dividing")."""
-    stripes = model.get_layer(f"csn_{level}").stripes
-    return [tuple(s) for s in stripes] if stripes is not None else [(0, map_height)]
+    return [tuple(s) for s in structure(model).csn_parts[level].stripe_rows(map_height)]
 
 
 def run_pairs(model, query, matched, unmatched) -> dict:

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from reid_tf import config, losses
-from reid_tf.model import build_model
+from reid_tf.model import build_model, find_layer
 
 RNG = np.random.default_rng(1)
 
@@ -24,18 +24,18 @@ def test_unknown_preset_lists_valid_ones():
 @pytest.mark.parametrize("name,levels", [("l23", (2, 3)), ("l234", (2, 3, 4))])
 def test_design_shape_table(name, levels):
     model = build_model(name)
-    x = model.get_layer("normalise")(pair_batch(2)["image_a"])
+    x = find_layer(model, "normalise")(pair_batch(2)["image_a"])
     expect = {"conv1": (80, 30, 32), "conv2": (40, 15, 96), "conv3": (20, 8, 96), "conv3b": (10, 4, 96)}
     maps = {}
     for layer_name, level in (("conv1", 1), ("conv2", 2), ("conv3", 3), ("conv3b", 4)):
         if level > max(levels):
             break
-        x = model.get_layer(layer_name)(x)
+        x = find_layer(model, layer_name)(x)
         assert tuple(x.shape[1:]) == expect[layer_name]
         maps[level] = x
     stripes = {2: (20, 15), 3: (10, 8), 4: (5, 4)}
     for level in levels:
-        csn = model.get_layer(f"csn_{level}")
+        csn = find_layer(model, f"csn_{level}")
         for start, stop in config.STRIPES[level]:
             assert (stop - start, maps[level].shape[2]) == stripes[level]
         parts, theta = csn.parts(maps[level])
@@ -44,10 +44,10 @@ def test_design_shape_table(name, levels):
     out = model(pair_batch(2))
     for level in levels:
         assert tuple(out[f"sim_{level}"].shape[1:]) == (*expect[("conv2", "conv3", "conv3b")[level - 2]][:2], 576)
-    assert tuple(model.get_layer("sim_concat").output.shape[1:]) == (10, 4, 576 * len(levels))  # 1152 for L2,L3
-    assert tuple(model.get_layer("conv4").output.shape[1:]) == (10, 4, 32)
-    assert tuple(model.get_layer("conv5").output.shape[1:]) == (5, 2, 32)
-    assert tuple(model.get_layer("conv6").output.shape[1:]) == (5, 2, 500)
+    assert tuple(find_layer(model, "sim_concat").output.shape[1:]) == (10, 4, 576 * len(levels))  # 1152 for L2,L3
+    assert tuple(find_layer(model, "conv4").output.shape[1:]) == (10, 4, 32)
+    assert tuple(find_layer(model, "conv5").output.shape[1:]) == (5, 2, 32)
+    assert tuple(find_layer(model, "conv6").output.shape[1:]) == (5, 2, 500)
     assert tuple(out["logits"].shape) == (2, 2)
     for key in ("embedding_a", "embedding_b"):
         assert tuple(out[key].shape) == (2, config.EMBEDDING_DIM)
@@ -59,10 +59,10 @@ def test_similarity_map_is_the_cross_correlation_with_the_other_images_parts():
     model = build_model("l2")
     batch = pair_batch(2)
     out = model(batch, training=False)
-    norm, conv1, conv2 = (model.get_layer(n) for n in ("normalise", "conv1", "conv2"))
+    norm, conv1, conv2 = (find_layer(model, n) for n in ("normalise", "conv1", "conv2"))
     xa = conv2(conv1(norm(batch["image_a"]), training=False), training=False)
     xb = conv2(conv1(norm(batch["image_b"]), training=False), training=False)
-    csn = model.get_layer("csn_2")
+    csn = find_layer(model, "csn_2")
     pa, _ = csn.parts(xa, training=False)
     pb, _ = csn.parts(xb, training=False)
     from reid_tf.layers import depthwise_xcorr
@@ -115,7 +115,7 @@ def test_stn_gets_gradient_at_its_initial_crop():
     """The C2 crop lies on pixel centres; θ must still receive a gradient there (sampler snap)."""
     model = build_model("l2")
     batch, labels = pair_batch(4), np.array([1, 0, 0, 1])
-    stn_dense = model.get_layer("csn_2").stn.theta_dense
+    stn_dense = find_layer(model, "csn_2").stn.theta_dense
     with tf.GradientTape() as tape:
         out = model(batch, training=True)
         loss = losses.softmax_loss(labels, out["logits"]) + losses.contrastive_loss(labels, out["distance"])

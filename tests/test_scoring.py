@@ -8,7 +8,7 @@ from reid_tf import config
 from reid_tf.layers import CSN
 from reid_tf.layers.correlation import depthwise_xcorr_parts_fft, depthwise_xcorr_parts_shift
 from reid_tf.layers.csn import similarity_fft, similarity_shift
-from reid_tf.model import build_model
+from reid_tf.model import build_model, encoder_of, head_inputs, pair_head_of, structure
 from reid_tf.scoring import (ScoringEngine, correlate_and_pool, depthwise_xcorr, kernel_matrix,
                              signal_patches_numpy, xcorr_depthwise_multiplier, xcorr_im2col,
                              xcorr_shared_kernels, xcorr_shared_kernels_numpy)
@@ -117,10 +117,13 @@ def randomise(model):
             layer.moving_variance.assign(RNG.uniform(0.5, 2.0, n).astype("float32"))
             layer.gamma.assign(RNG.uniform(0.5, 1.5, n).astype("float32"))
             layer.beta.assign(RNG.normal(0, 0.2, n).astype("float32"))
-    calibration = {"image_a": images(8), "image_b": images(8)}
-    for name in ("embedding", "logits"):
-        dense = model.get_layer(name)
-        inputs = keras.Model(model.inputs, dense._inbound_nodes[0].input_tensors[0])(calibration, training=False)
+    encoder, head = encoder_of(model), pair_head_of(model)
+    fa, fb = encoder(images(8), training=False), encoder(images(8), training=False)
+    calibrations = {"embedding": (encoder, np.concatenate([images(8), images(8)])),
+                    "logits": (head, head_inputs(fa, fb, structure(model).levels))}
+    for name, (part, calibration) in calibrations.items():
+        dense = part.get_layer(name)
+        inputs = keras.Model(part.inputs, dense._inbound_nodes[0].input_tensors[0])(calibration, training=False)
         mean = np.asarray(inputs).mean(axis=0) @ dense.kernel.numpy()  # (units,)
         if name == "logits":
             mean = mean - mean.mean()  # only the difference of the two logits matters

@@ -32,33 +32,47 @@ def similarity_shift(x_a, x_b, parts_a, parts_b):
     return _similarity_by_parts(depthwise_xcorr_parts_shift, x_a, x_b, parts_a, parts_b)
 
 
+def similarity(correlation: str, x_a, x_b, parts_a, parts_b):
+    """Eq. 2 in both directions by the named form: (B, H, W, 2·P·C) from maps (B,H,W,C), parts (B,P,f,f,C)."""
+    if correlation not in CORRELATIONS:
+        raise ValueError(f"correlation must be one of {CORRELATIONS}, got {correlation!r}")
+    form = {"shift": similarity_shift, "fft": similarity_fft, "direct": similarity_direct}[correlation]
+    return form(x_a, x_b, parts_a, parts_b)
+
+
+def similarity_direct(x_a, x_b, parts_a, parts_b):
+    """The same maps as `similarity`, by the batch-folded depth-wise convolution."""
+    P = parts_a.shape[1]
+    H, W, C = x_a.shape[1], x_a.shape[2], x_a.shape[3]
+    f = parts_a.shape[2]
+    signal = ops.concatenate([x_a] * P + [x_b] * P, axis=0)  # (2P·B, H, W, C)
+    # kernels: parts of b for the signal x_a, parts of a for x_b; (B,P,f,f,C) -> (P·B,f,f,C)
+    kb = ops.reshape(ops.transpose(parts_b, (1, 0, 2, 3, 4)), (-1, f, f, C))
+    ka = ops.reshape(ops.transpose(parts_a, (1, 0, 2, 3, 4)), (-1, f, f, C))
+    s = depthwise_xcorr(signal, ops.concatenate([kb, ka], axis=0))  # (2P·B, H, W, C)
+    s = ops.transpose(ops.reshape(s, (2 * P, -1, H, W, C)), (1, 2, 3, 0, 4))  # -> (B,H,W,2P,C)
+    return ops.reshape(s, (-1, H, W, 2 * P * C))  # -> (B, H, W, 2P·C)
+
+
 @keras.saving.register_keras_serializable(package="reid_tf")
-class CSN(keras.layers.Layer):
-    """Stripes → one shared STN per level → parts; each image's map correlated with the other's parts.
+class CSNParts(keras.layers.Layer):
+    """The per-image half of a CSN: stripes → one shared STN per level → parts and θ.
 
     Args:
       part_size: f_j of the sampler.
       stripes: [start, stop) rows of each horizontal stripe (§4.2); None = one stripe, the whole
         map (Table 4, C1 "no dividing").
       stn: learn θ (False = Table 4, C2, the fixed central crop).
-      correlation: how Eq. 2 is computed — "shift" (default: XLA-fused shifted multiply-adds, the
-        fastest for training on CPU), "fft", or "direct" (the batch-folded depth-wise convolution:
-        the paper's arithmetic, which reid_tf.complexity counts). All equal the per-sample loop
-        (tests/test_layers.py); benchmarks/bench_scoring.py times them.
     Call arguments:
-      inputs: [x_a, x_b], the level-j feature maps of both images, (B, H, W, C) each.
+      x: (B, H, W, C), one image's level-j feature map.
     Returns:
-      sim (B, H, W, 2·P·C): s_a^(part) = x_a * part_b for the P parts, then s_b^(part) = x_b * part_a
-        (Eq. 2, both directions, concatenated on channels; P = 3 → 6C);
-      parts_a, parts_b (B, P, f, f, C): the STN outputs (upper, middle, bottom), input of the ranking net;
-      theta_a, theta_b (B, P, 2, 3).
+      parts (B, P, f, f, C): the STN outputs (upper, middle, bottom), kernels of Eq. 2 and input of
+        the ranking net; theta (B, P, 2, 3).
     """
 
-    def __init__(self, part_size: int, stripes=None, stn: bool = True, correlation: str = "shift", **kwargs):
+    def __init__(self, part_size: int, stripes=None, stn: bool = True, **kwargs):
         super().__init__(**kwargs)
-        if correlation not in CORRELATIONS:
-            raise ValueError(f"correlation must be one of {CORRELATIONS}, got {correlation!r}")
-        self.part_size, self.use_stn, self.correlation = int(part_size), bool(stn), correlation
+        self.part_size, self.use_stn = int(part_size), bool(stn)
         self.stripes = None if stripes is None else [tuple(int(v) for v in s) for s in stripes]
         if self.stripes is not None:
             heights = {stop - start for start, stop in self.stripes}
@@ -70,20 +84,24 @@ class CSN(keras.layers.Layer):
     def num_parts(self) -> int:
         return 1 if self.stripes is None else len(self.stripes)
 
-    def _stripe_rows(self, height: int):
+    def stripe_rows(self, height: int) -> list[tuple[int, int]]:
+        """[start, stop) rows of every stripe of a map of this height."""
         return self.stripes if self.stripes is not None else [(0, height)]
 
-    def build(self, input_shape):
-        b, h, w, c = input_shape[0]
-        for start, stop in self._stripe_rows(h):
+    def _build_stn(self, map_shape):
+        b, h, w, c = map_shape
+        for start, stop in self.stripe_rows(h):
             if stop > h:
                 raise ValueError(f"stripe rows [{start}, {stop}) exceed the feature map height {h}")
-        start, stop = self._stripe_rows(h)[0]
+        start, stop = self.stripe_rows(h)[0]
         self.stn.build((None, stop - start, w, c))
+
+    def build(self, input_shape):
+        self._build_stn(input_shape)
 
     def parts(self, x, training=None):
         """x (B, H, W, C) → parts (B, P, f, f, C) and θ (B, P, 2, 3); depends on one image only."""
-        rows = self._stripe_rows(x.shape[1])
+        rows = self.stripe_rows(x.shape[1])
         # Split the map once at every stripe boundary and build each (overlapping) stripe from its
         # segments: the backward pass then adds segment gradients instead of writing one
         # full-size, mostly-zero gradient per stripe (measured: benchmarks/profile_train.py).
@@ -99,24 +117,82 @@ class CSN(keras.layers.Layer):
         part, theta = self.stn(ops.reshape(stacked, (-1, *stacked.shape[2:])), training=training)  # B·P stripes
         return ops.reshape(part, (-1, P, f, f, C)), ops.reshape(theta, (-1, P, 2, 3))
 
+    def call(self, x, training=None):
+        return self.parts(x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        P, f = self.num_parts, self.part_size
+        return (b, P, f, f, c), (b, P, 2, 3)
+
+    def get_config(self):
+        return {**super().get_config(), "part_size": self.part_size, "stripes": self.stripes,
+                "stn": self.use_stn}
+
+
+@keras.saving.register_keras_serializable(package="reid_tf")
+class CSNSimilarity(keras.layers.Layer):
+    """The pair half of a CSN: Eq. 2 in both directions, no weights.
+
+    Args:
+      correlation: how Eq. 2 is computed — "shift" (default: XLA-fused shifted multiply-adds, the
+        fastest for training on CPU), "fft", or "direct" (the batch-folded depth-wise convolution:
+        the paper's arithmetic, which reid_tf.complexity counts, and plain TF ops for export). All
+        equal the per-sample loop (tests/test_layers.py); benchmarks/bench_scoring.py times them.
+    Call arguments:
+      inputs: [x_a, x_b, parts_a, parts_b]: maps (B, H, W, C), parts (B, P, f, f, C).
+    Returns:
+      sim (B, H, W, 2·P·C): s_a^(part) = x_a * part_b for the P parts, then s_b^(part) = x_b * part_a
+        (Eq. 2, both directions, concatenated on channels; P = 3 → 6C).
+    """
+
+    def __init__(self, correlation: str = "shift", **kwargs):
+        super().__init__(**kwargs)
+        if correlation not in CORRELATIONS:
+            raise ValueError(f"correlation must be one of {CORRELATIONS}, got {correlation!r}")
+        self.correlation = correlation
+
+    def call(self, inputs):
+        x_a, x_b, parts_a, parts_b = inputs
+        return similarity(self.correlation, x_a, x_b, parts_a, parts_b)
+
+    def compute_output_shape(self, input_shape):
+        (b, h, w, c), parts = input_shape[0], input_shape[2]
+        return (b, h, w, 2 * parts[1] * c)
+
+    def get_config(self):
+        return {**super().get_config(), "correlation": self.correlation}
+
+
+@keras.saving.register_keras_serializable(package="reid_tf")
+class CSN(CSNParts):
+    """Convolution Similarity Network (Figure 3) in one layer: both images' parts, then Eq. 2.
+
+    The network (reid_tf.model) uses its two halves, CSNParts in the image encoder and
+    CSNSimilarity in the pair head; this composite keeps the layer of Figure 3 whole for tests and
+    for loading models saved before that split (same weights as CSNParts).
+
+    Args: those of CSNParts, plus `correlation` (see CSNSimilarity).
+    Call arguments:
+      inputs: [x_a, x_b], the level-j feature maps of both images, (B, H, W, C) each.
+    Returns:
+      sim (B, H, W, 2·P·C), parts_a, parts_b (B, P, f, f, C), theta_a, theta_b (B, P, 2, 3).
+    """
+
+    def __init__(self, part_size: int, stripes=None, stn: bool = True, correlation: str = "shift", **kwargs):
+        if correlation not in CORRELATIONS:
+            raise ValueError(f"correlation must be one of {CORRELATIONS}, got {correlation!r}")
+        super().__init__(part_size, stripes, stn, **kwargs)
+        self.correlation = correlation
+
+    def build(self, input_shape):
+        self._build_stn(input_shape[0])
+
     def similarity(self, x_a, x_b, parts_a, parts_b):
         """Eq. 2 in both directions: (B, H, W, 2·P·C) from maps (B,H,W,C) and parts (B,P,f,f,C)."""
-        form = {"shift": similarity_shift, "fft": similarity_fft, "direct": self.similarity_direct}[self.correlation]
-        return form(x_a, x_b, parts_a, parts_b)
+        return similarity(self.correlation, x_a, x_b, parts_a, parts_b)
 
-    @staticmethod
-    def similarity_direct(x_a, x_b, parts_a, parts_b):
-        """The same maps as `similarity`, by the batch-folded depth-wise convolution."""
-        P = parts_a.shape[1]
-        H, W, C = x_a.shape[1], x_a.shape[2], x_a.shape[3]
-        f = parts_a.shape[2]
-        signal = ops.concatenate([x_a] * P + [x_b] * P, axis=0)  # (2P·B, H, W, C)
-        # kernels: parts of b for the signal x_a, parts of a for x_b; (B,P,f,f,C) -> (P·B,f,f,C)
-        kb = ops.reshape(ops.transpose(parts_b, (1, 0, 2, 3, 4)), (-1, f, f, C))
-        ka = ops.reshape(ops.transpose(parts_a, (1, 0, 2, 3, 4)), (-1, f, f, C))
-        s = depthwise_xcorr(signal, ops.concatenate([kb, ka], axis=0))  # (2P·B, H, W, C)
-        s = ops.transpose(ops.reshape(s, (2 * P, -1, H, W, C)), (1, 2, 3, 0, 4))  # -> (B,H,W,2P,C)
-        return ops.reshape(s, (-1, H, W, 2 * P * C))  # -> (B, H, W, 2P·C)
+    similarity_direct = staticmethod(similarity_direct)
 
     def call(self, inputs, training=None):
         x_a, x_b = inputs
@@ -130,5 +206,4 @@ class CSN(keras.layers.Layer):
         return ((b, h, w, 2 * P * c), (b, P, f, f, c), (b, P, f, f, c), (b, P, 2, 3), (b, P, 2, 3))
 
     def get_config(self):
-        return {**super().get_config(), "part_size": self.part_size, "stripes": self.stripes,
-                "stn": self.use_stn, "correlation": self.correlation}
+        return {**super().get_config(), "correlation": self.correlation}
