@@ -3,11 +3,11 @@ what the shortlist costs in accuracy — the measurements behind config.RANK_SHO
 
     python -m benchmarks.bench_rank --model=runs/x/model.keras --work=/tmp/bench_rank
 
-Data: the synthetic dataset (data_tools.make_synthetic, seed 0, one image per camera) with
-`offset + max(sizes)` identities; the gallery of size G is the camera-B images of identities
-offset … offset + G − 1 (a folder of symlinks), the queries are camera-A images of the first of
-them. Identities below `offset` (400) are those of the default training set (`python -m
-reid_tf.train`), so no gallery image was trained on.
+Data: synthetic people (data_tools.make_synthetic.render, seed 0) of identities offset, offset + 1, …
+(those below `offset`, 400, are the default training set's, so no test image was trained on): the
+camera-B image of 1,000 identities, and for larger galleries each of them in several copies, the
+k-th shifted k pixels to the right (wrapping round), so every file and its features differ; the
+queries are camera-A images of the same identities.
 
 (a) Per gallery size, through the feature cache as `python -m reid_tf.rank` uses it: encoding the
     gallery into an empty cache (once per gallery), opening it again (hashing the files, reading the
@@ -20,6 +20,7 @@ Prints a markdown table per part and writes them to --work/bench_rank.md.
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -33,16 +34,34 @@ flags.DEFINE_list("sizes", ["1000", "10000"], "gallery sizes")
 flags.DEFINE_list("shortlists", ["20", "50", "100", "200"], "K of the two-stage scoring")
 flags.DEFINE_integer("offset", 400, "first identity used (those below are the default training set's)")
 flags.DEFINE_integer("queries", 100, "queries of the accuracy part (b); 0 skips it")
-flags.DEFINE_integer("repeats", 3, "timed runs per ranking (median)")
+flags.DEFINE_integer("repeats", 3, "timed runs per shortlisted ranking (median)")
+flags.DEFINE_integer("exhaustive_repeats", 1, "timed runs per exhaustive ranking (median)")
 
 
-def _gallery_folder(work: str, data: str, offset: int, size: int) -> str:
+@functools.lru_cache(maxsize=None)
+def _rendered(offset: int, n: int, camera: int) -> np.ndarray:
+    """uint8 (n, 160, 60, 3): image 0 of `camera` of identities offset … offset + n − 1."""
+    from data_tools.make_synthetic import render
+
+    ids = np.arange(offset, offset + n)
+    return render(0, np.stack([ids, np.full(n, camera), np.zeros(n, int)], axis=1))
+
+
+def _gallery_folder(work: str, offset: int, size: int, base: int = 1000) -> str:
+    """`size` PNGs: the camera-B image of identities offset … offset + base − 1, each in size / base
+    copies shifted 0, 1, … pixels (named IIIII_K.png: identity, copy)."""
+    from PIL import Image
+
     folder = os.path.join(work, f"gallery_{size}")
+    if os.path.isdir(folder) and len(os.listdir(folder)) == size:
+        return folder
     os.makedirs(folder, exist_ok=True)
-    for i in range(offset, offset + size):
-        link = os.path.join(folder, f"{i:05d}_0.png")
-        if not os.path.islink(link):
-            os.symlink(os.path.join(data, "cam_b", f"{i:04d}_0.png"), link)
+    ids = np.arange(offset, offset + min(size, base))
+    images = _rendered(offset, len(ids), 1)
+    for n in range(size):
+        i, k = n % len(ids), n // len(ids)
+        Image.fromarray(np.roll(images[i], k, axis=1)).save(os.path.join(folder, f"{ids[i]:05d}_{k}.png"),
+                                                           compress_level=1)
     return folder
 
 
@@ -55,7 +74,7 @@ def _median_seconds(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def timing(ranker, query, folder: str, ks: list[int], repeats: int) -> dict:
+def timing(ranker, query, folder: str, ks: list[int], repeats: int, exhaustive_repeats: int) -> dict:
     from reid_tf import rank
 
     paths = rank.find_images(folder)
@@ -68,20 +87,18 @@ def timing(ranker, query, folder: str, ks: list[int], repeats: int) -> dict:
     fq = ranker.encode(query)
     ranker.rank(fq, gallery.take(np.arange(8)), top=5, shortlist=0)  # warm-up: tracing
     row = {"gallery": len(paths), "encode": encode, "open": open_cache,
-           "exhaustive": _median_seconds(lambda: ranker.rank(fq, gallery, top=10, shortlist=0), repeats)}
+           "exhaustive": _median_seconds(lambda: ranker.rank(fq, gallery, top=10, shortlist=0), exhaustive_repeats)}
     for k in ks:
         row[k] = _median_seconds(lambda: ranker.rank(fq, gallery, top=10, shortlist=k), repeats)
     logging.info("%s", row)
     return row
 
 
-def accuracy(ranker, data: str, offset: int, size: int, queries: int, ks: list[int]) -> list[dict]:
+def accuracy(ranker, offset: int, size: int, queries: int, ks: list[int]) -> list[dict]:
     from reid_tf import config, metrics
-    from reid_tf.pairs import load_images
 
     ids = np.arange(offset, offset + size)
-    q = load_images([os.path.join(data, "cam_a", f"{i:04d}_0.png") for i in ids[:queries]])
-    g = load_images([os.path.join(data, "cam_b", f"{i:04d}_0.png") for i in ids])
+    q, g = (_rendered(offset, queries, 0) / 255.0).astype(np.float32), (_rendered(offset, size, 1) / 255.0).astype(np.float32)
     t = time.perf_counter()
     out = ranker.engine.score_matrix(q, g)
     logging.info("accuracy: %d × %d pairs in %.0f s", queries, size, time.perf_counter() - t)
@@ -100,14 +117,11 @@ def accuracy(ranker, data: str, offset: int, size: int, queries: int, ks: list[i
 
 def main(argv):
     del argv
-    from data_tools.make_synthetic import make_synthetic
     from reid_tf import config, rank
-    from reid_tf.pairs import load_images
 
     f = FLAGS
     sizes, ks = [int(s) for s in f.sizes], [int(k) for k in f.shortlists]
-    data = make_synthetic(os.path.join(f.work, "synthetic"), f.offset + max(sizes), seed=0, images_per_camera=1)
-    query = load_images([os.path.join(data, "cam_a", f"{f.offset:04d}_0.png")])
+    query = (_rendered(f.offset, 1, 0) / 255.0).astype(np.float32)
     lines = [f"load average at start: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} cores", "",
              "| gallery | encode gallery (once) | open cached gallery | rank: exhaustive | "
              + " | ".join(f"rank: K = {k}" for k in ks) + " | exhaustive / K = 100 |",
@@ -115,13 +129,13 @@ def main(argv):
     for size in sizes:
         cache = os.path.join(f.work, f"cache_{size}_{time.time_ns()}")  # empty: the encoding is timed
         ranker = rank.Ranker.from_model(f.model, cache_dir=cache)
-        row = timing(ranker, query, _gallery_folder(f.work, data, f.offset, size), ks, f.repeats)
+        row = timing(ranker, query, _gallery_folder(f.work, f.offset, size), ks, f.repeats, f.exhaustive_repeats)
         ratio = f"{row['exhaustive'] / row[100]:.0f}×" if 100 in row else ""
         lines.append(f"| {size:,} | {row['encode']:.1f} s ({size / row['encode']:.0f} images/s) | {row['open']:.2f} s"
                      f" | {row['exhaustive']:.2f} s | " + " | ".join(f"{row[k]:.2f} s" for k in ks) + f" | {ratio} |")
     if f.queries:
         ranker = rank.Ranker.from_model(f.model)
-        rows = accuracy(ranker, data, f.offset, sizes[0], f.queries, ks)
+        rows = accuracy(ranker, f.offset, sizes[0], f.queries, ks)
         lines += ["", f"{f.queries} queries × {sizes[0]:,} gallery images (chance rank-1 {100 / sizes[0]:.2f} %):", "",
                   "| scoring | " + " | ".join(f"rank-{r}" for r in config.RANKS) + " |",
                   "|---|" + "---|" * len(config.RANKS)]
