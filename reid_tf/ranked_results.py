@@ -100,12 +100,18 @@ def picture_names(query_paths: Sequence[str]) -> list[str]:
     return names
 
 
+def _short_name(path: str) -> str:
+    """folder/file: datasets reuse file names across camera folders (cam_a/0001_0.png, cam_b/0001_0.png)."""
+    parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return f"{parent}/{os.path.basename(path)}" if parent else os.path.basename(path)
+
+
 def _query_picture(entry: dict, query_image, gallery_images: dict) -> np.ndarray:
     results = entry["results"]
     captions = [[f"#{r['rank']}  {r['score']:.3f}", f"p {r['p_match']:.2f}  d {r['distance']:.2f}",
-                 os.path.basename(r["path"])] for r in results]
+                 _short_name(r["path"])] for r in results]
     q_id = entry.get("identity")
-    query_caption = ["query", "" if q_id is None else f"id {q_id}", os.path.basename(entry["query"])]
+    query_caption = ["query", "" if q_id is None else f"id {q_id}", _short_name(entry["query"])]
     return ranked_picture(query_image, [gallery_images[r["path"]] for r in results], captions,
                           [r.get("match") for r in results], query_caption)
 
