@@ -339,9 +339,10 @@ class Ranker:
                     _bad_image(path, e.strerror or str(e), bad_images)
                     keys[i] = None
         todo = [i for i, k in enumerate(keys) if k == "" or (k and not self.cache.has(k))]
-        if self.cache is not None and todo:
-            logging.info("%s: %d of %d images not in the cache %s; encoding them", what, len(todo),
-                         sum(k is not None for k in keys), self.cache.dir)
+        if self.cache is not None:
+            readable = sum(k is not None for k in keys)
+            logging.info("%s: %d images, %d of them in the feature cache %s%s", what, readable,
+                         readable - len(todo), self.cache.dir, f"; encoding {len(todo)}" if todo else "")
         progress, encoded = Progress(f"encoding {what}", len(todo), "images"), []
         for s in range(0, len(todo), chunk):
             batch = todo[s:s + chunk]
@@ -508,8 +509,8 @@ def run(model: str, query: str, gallery: str, out: str, top: int = 10, shortlist
     progress = Progress("ranking", pairs, "pairs")
     ranking = ranker.rank(fq, fg, top, shortlist, progress=progress.update)
     rank_seconds = time.monotonic() - t_rank
-    logging.info("ranked %d queries against %d gallery images (%s) in %.2f s, %.0f pairs/s",
-                 len(fq), len(fg), f"shortlist K = {K}" if K else "exhaustive", rank_seconds,
+    logging.info("ranked %d %s against %d gallery images (%s) in %.2f s, %.0f pairs/s",
+                 len(fq), "query" if len(fq) == 1 else "queries", len(fg), f"shortlist K = {K}" if K else "exhaustive", rank_seconds,
                  pairs / max(rank_seconds, 1e-9))
 
     os.makedirs(out, exist_ok=True)
