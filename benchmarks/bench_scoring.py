@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from benchmarks.common import train_step
+from benchmarks.common import per_pair_batch, random_images, shared_batch, train_step, training_model
 from reid_tf import config
 from reid_tf.layers import CSN
 from reid_tf.layers.csn import CORRELATIONS, similarity_fft, similarity_shift
@@ -81,11 +81,6 @@ def best_time(fn: Callable, repeats: int) -> float:
         run()
         times.append(time.perf_counter() - start)
     return min(times)
-
-
-def random_images(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.uniform(size=(n, config.INPUT_HEIGHT, config.INPUT_WIDTH, 3)).astype("float32")
 
 
 # ---- (c) the machine ----------------------------------------------------------------------------
@@ -154,21 +149,20 @@ def engine_correlation_flops(engine: ScoringEngine, features) -> float:
 
 
 # ---- (e) training -------------------------------------------------------------------------------
-def train_pairs_per_second(preset: str, batch: int, steps: int, correlation: str) -> float:
-    """Pairs/s of a compiled step: forward, L_cls + L_ctr (not for "cls") + weight decay, backward, Adam."""
-    model = build_model(preset, correlation=correlation)  # a form of reid_tf.layers.CSN
-    contrastive = config.get_model_config(preset).contrastive
-    step = train_step(model, contrastive)
-
-    x = {"image_a": tf.constant(random_images(batch, 7)), "image_b": tf.constant(random_images(batch, 8))}
-    y = tf.constant((np.arange(batch) % 3 == 0).astype("int32"))  # 1:2 positives:negatives (§4.2)
-    step(x, y).numpy()  # tracing, optimizer slots
-    step(x, y).numpy()  # the first backward pass also sets up oneDNN primitives
+def train_pairs_per_second(preset: str, batch: int, steps: int, correlation: str,
+                           pairing: str = "per_pair") -> float:
+    """Pairs/s of the real training step (PairTrainer.train_on_batch: forward, the whole objective,
+    backward, Adam) on a per-pair batch of `batch` pairs or on the shared batch reid_tf.pairs makes
+    for `batch` (3K²V pairs from 2KV images)."""
+    model = training_model(preset, correlation)
+    x, y = per_pair_batch(batch) if pairing == "per_pair" else shared_batch(batch)
+    step = train_step(model)
+    step(x, y)  # tracing, optimizer slots
+    step(x, y)  # the first backward pass also sets up oneDNN primitives
     start = time.perf_counter()
     for _ in range(steps):
-        loss = step(x, y)
-    loss.numpy()
-    return steps * batch / (time.perf_counter() - start)
+        step(x, y)
+    return steps * int(y.shape[0]) / (time.perf_counter() - start)
 
 
 # ---- (f) correlation forms ------------------------------------------------------------------------
@@ -295,11 +289,16 @@ def main(argv: list[str]) -> None:
             rows.append((f"(d) {name}-sized trial {n}×{n} (engine, wall)", f"{seconds:.1f} s ({n * n / seconds:.0f} pairs/s)"))
 
     if FLAGS.train_steps:
-        for form in FLAGS.train_forms:
-            rate = train_pairs_per_second(FLAGS.preset, FLAGS.train_batch, FLAGS.train_steps, form)
-            label = f"correlation={form!r}" + (" (default)" if form == CORRELATIONS[0] else "")
+        for form, pairing in [(f, "per_pair") for f in FLAGS.train_forms] + [(CORRELATIONS[0], "shared")]:
+            rate = train_pairs_per_second(FLAGS.preset, FLAGS.train_batch, FLAGS.train_steps, form, pairing)
+            label = f"{pairing}, correlation={form!r}" + (" (default)" if form == CORRELATIONS[0] else "")
             logging.info("(e) training, %s: %.1f pairs/s", label, rate)
             rows.append((f"(e) training batch {FLAGS.train_batch}, {label}, pairs/s", f"{rate:.1f}"))
+            if pairing == "shared":
+                rows.append(("    shared / per-pair (both 'shift')", f"{rate / rates_per_pair:.2f}×"))
+                continue
+            if form == CORRELATIONS[0]:
+                rates_per_pair = rate
             if flops:
                 achieved = 3 * rate * flops / 1e9
                 rows.append(("    training GFLOP/s achieved (3× forward), % of tf / numpy matmul",

@@ -3,8 +3,8 @@
     python -m benchmarks.profile_train                  # `make profile-train`; l23, batch 128, ~1 min
     python -m benchmarks.profile_train --preset=l234 --batch=64 --correlation=direct
 
-Runs the benchmark training step (benchmarks.common.train_step: forward, L_cls + L_ctr + weight
-decay, backward, Adam) under TensorFlow's profiler and reads the trace it writes (the XSpace
+Runs the real training step (benchmarks.common.train_step: PairTrainer's, the whole objective,
+backward, Adam; --pairing=shared for a shared-image batch) under TensorFlow's profiler and reads the trace it writes (the XSpace
 protobuf that ships inside TensorFlow, so no TensorBoard plugin is needed). Every op event of the
 step is attributed to a block with reid_tf.complexity.block_of — the same blocks as
 `python -m reid_tf.complexity --breakdown` — and to the forward pass, the backward pass (ops under
@@ -29,17 +29,18 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from benchmarks.common import train_step
+from benchmarks.common import per_pair_batch, shared_batch, train_step, training_model
 from reid_tf import config
 from reid_tf.complexity import block_of, complexity
 from reid_tf.layers.csn import CORRELATIONS
-from reid_tf.model import build_model
+from reid_tf.model import encoder_of, pair_head_of
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "l23", "Model preset (reid_tf.config.PRESETS).")
 flags.DEFINE_integer("batch", config.BATCH_SIZE["default"], "Pairs per training step (§4.2: 128).")
 flags.DEFINE_integer("steps", 3, "Steps timed without, then with the profiler (after two warm-up steps).")
 flags.DEFINE_enum("correlation", CORRELATIONS[0], list(CORRELATIONS), "The CSN correlation form (reid_tf.layers.CSN).")
+flags.DEFINE_enum("pairing", "per_pair", list(config.PAIRINGS), "Per-pair or shared-image batch (reid_tf.pairs).")
 flags.DEFINE_integer("top_ops", 15, "Also list the most expensive op types.")
 flags.DEFINE_list("detail", [], "Blocks whose op types to list too (e.g. csn_2.stn,conv1).")
 
@@ -87,30 +88,27 @@ def phase_of(op_name: str) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
-    model = build_model(FLAGS.preset, correlation=FLAGS.correlation)
-    step = train_step(model, config.get_model_config(FLAGS.preset).contrastive)
-    rng = np.random.default_rng(0)
-    shape = (FLAGS.batch, config.INPUT_HEIGHT, config.INPUT_WIDTH, config.INPUT_CHANNELS)
-    x = {k: tf.constant(rng.uniform(size=shape).astype("float32")) for k in ("image_a", "image_b")}
-    y = tf.constant((np.arange(FLAGS.batch) % 3 == 0).astype("int32"))  # 1:2 (§4.2)
-    step(x, y).numpy()  # tracing, optimizer slots
-    step(x, y).numpy()  # the first backward pass also sets up oneDNN primitives
+    model = training_model(FLAGS.preset, FLAGS.correlation)
+    step = train_step(model)
+    x, y = per_pair_batch(FLAGS.batch, seed=0) if FLAGS.pairing == "per_pair" else shared_batch(FLAGS.batch, seed=0)
+    pairs_per_step = int(y.shape[0])
+    step(x, y)  # tracing, optimizer slots
+    step(x, y)  # the first backward pass also sets up oneDNN primitives
     start = time.perf_counter()
     for _ in range(FLAGS.steps):
-        loss = step(x, y)
-    loss.numpy()
+        step(x, y)
     unprofiled = (time.perf_counter() - start) / FLAGS.steps
 
     logdir = tempfile.mkdtemp(prefix="reid_profile_")
     tf.profiler.experimental.start(logdir)
     start = time.perf_counter()
     for _ in range(FLAGS.steps):
-        loss = step(x, y)
-    loss.numpy()
+        step(x, y)
     wall = (time.perf_counter() - start) / FLAGS.steps
     tf.profiler.experimental.stop()
 
-    layer_names = [layer.name for layer in model.layers]
+    layer_names = [layer.name for part in (encoder_of(model.network), pair_head_of(model.network))
+                   for layer in part.layers]
     by_block = collections.defaultdict(lambda: collections.Counter())
     by_type = collections.Counter()
     detail = collections.defaultdict(lambda: collections.Counter())
@@ -130,15 +128,15 @@ def main(argv: list[str]) -> None:
 
     flops = {k: v["flops"] for k, v in complexity(FLAGS.preset)["breakdown"].items()}
     per_step = lambda ns: ns / 1e6 / FLAGS.steps  # noqa: E731  ns summed over steps → ms per step
-    print(f"\nprofile_train: {FLAGS.preset}, batch {FLAGS.batch}, correlation={FLAGS.correlation}; "
-          f"wall {1e3 * wall:.0f} ms/step profiled, {1e3 * unprofiled:.0f} ms unprofiled "
-          f"({FLAGS.batch / unprofiled:.1f} pairs/s); op time {per_step(total):.0f} ms/step (both cores)")
+    print(f"\nprofile_train: {FLAGS.preset}, {FLAGS.pairing} batch of {pairs_per_step} pairs, "
+          f"correlation={FLAGS.correlation}; wall {1e3 * wall:.0f} ms/step profiled, {1e3 * unprofiled:.0f} ms "
+          f"unprofiled ({pairs_per_step / unprofiled:.1f} pairs/s); op time {per_step(total):.0f} ms/step (both cores)")
     head = f"{'block':<16}{'fwd ms':>9}{'bwd ms':>9}{'share':>7}{'fwd GFLOP':>11}{'GFLOP/s (3×fwd)':>17}"
     print(head + "\n" + "-" * len(head))
     rows = sorted(by_block.items(), key=lambda kv: -sum(kv[1].values()))
     for block, phases in rows:
         ms = per_step(sum(phases.values()))
-        gflop = flops.get(block, 0) * FLAGS.batch / 1e9
+        gflop = flops.get(block, 0) * pairs_per_step / 1e9  # per-pair FLOPs: a shared batch does less
         rate = f"{3 * gflop / (ms / 1e3):>17.1f}" if gflop else f"{'':>17}"
         print(f"{block:<16}{per_step(phases['forward']):>9.0f}{per_step(phases['backward'] + phases['optimizer']):>9.0f}"
               f"{100 * sum(phases.values()) / total:>6.1f}%{gflop:>11.2f}{rate}")

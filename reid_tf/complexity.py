@@ -66,7 +66,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from reid_tf import config
-from reid_tf.model import build_model
+from reid_tf.model import build_model, encoder_of, pair_head_of
 
 # Table 5 (§4.5): "#param(M)" and "FLOPs(G)" of the two models of the paper.
 PAPER_TABLE5 = {
@@ -84,10 +84,6 @@ ELEMENTWISE_OPS = frozenset({"Relu", "Relu6", "Elu", "Selu", "LeakyRelu", "Tanh"
 # Ops that call a nested function; the counter walks one flat graph, so it flags them.
 _NESTED_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall", "While", "StatelessWhile",
                          "If", "StatelessIf", "Case"})
-# Blocks whose work depends on one image only (DESIGN "Speed levers": computed once per image when
-# scoring a gallery); everything else is per pair.
-_PER_IMAGE = re.compile(r"^(normalise|conv1|conv2|conv3|conv3b|csn_\d\.(loc|stn)|rank_\d|"
-                        r"rank_concat_[ab]|embedding|l2_normalise)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,11 +199,13 @@ def _layer_of(component: str, layer_names: Iterable[str]) -> str | None:
 
 
 def block_of(op_name: str, layer_names: Iterable[str]) -> str:
-    """Top-level block of a graph op: the model's layer, with a CSN split into loc / stn / xcorr.
+    """Block of a graph op: the layer of the encoder or pair head it belongs to, with a CSN split
+    into loc / stn / xcorr.
 
     csn_j.loc: the localisation net (loc conv1–3 and the θ dense layer); csn_j.stn: the rest of the
-    STN (the loc net's GAP, the θ map and the bilinear sampler); csn_j.xcorr: the stripes and the
-    depth-wise cross-correlation of Eq. 2. Ops outside every layer go to "other".
+    encoder's CSNParts (the stripes, the loc net's GAP, the θ map and the bilinear sampler);
+    csn_j.xcorr: the pair head's depth-wise cross-correlation of Eq. 2 (layer similarity_j). Ops
+    outside every layer go to "other".
     """
     parts = op_name.split("/")
     for i, component in enumerate(parts[:-1]):
@@ -216,18 +214,25 @@ def block_of(op_name: str, layer_names: Iterable[str]) -> str:
             continue
         if layer.startswith("csn_"):
             inner = parts[i + 1:-1]
-            if inner and re.fullmatch(r"stn(_\d+)?", inner[0]):
-                is_loc = len(inner) > 1 and re.match(r"(loc_conv\d|theta)(_\d+)?$", inner[1])
-                return f"{layer}.loc" if is_loc else f"{layer}.stn"
-            return f"{layer}.xcorr"
+            is_loc = (len(inner) > 1 and re.fullmatch(r"stn(_\d+)?", inner[0])
+                      and re.match(r"(loc_conv\d|theta)(_\d+)?$", inner[1]))
+            return f"{layer}.loc" if is_loc else f"{layer}.stn"
+        if layer.startswith("similarity_"):
+            return f"csn_{layer.removeprefix('similarity_')}.xcorr"
         return layer
     return "other"
+
+
+def _layers(model: keras.Model) -> list[tuple[keras.layers.Layer, bool]]:
+    """(layer, per image?) for every layer of the encoder, then of the pair head."""
+    return [(layer, part is encoder) for encoder in (encoder_of(model),)
+            for part in (encoder, pair_head_of(model)) for layer in part.layers]
 
 
 def param_breakdown(model: keras.Model) -> dict[str, dict[str, int]]:
     """Parameters per top-level layer (a CSN's all sit in its loc net), trainable vs BN statistics."""
     table: dict[str, dict[str, int]] = {}
-    for layer in model.layers:
+    for layer, _ in _layers(model):
         for w in layer.weights:
             block = f"{layer.name}.loc" if layer.name.startswith("csn_") else layer.name
             row = table.setdefault(block, {"trainable": 0, "non_trainable": 0})
@@ -246,17 +251,20 @@ def complexity(name: str | config.ModelConfig) -> dict:
     """
     model = build_model(name, correlation="direct")  # count the paper's arithmetic, not the FFT's
     costs = graph_costs(inference_graph(model, batch=1))
-    layer_names = [layer.name for layer in model.layers]
+    layer_names = [layer.name for layer, _ in _layers(model)]
     blocks: dict[str, dict] = {}
-    for layer in layer_names:  # rows in the model's (topological) order
-        for block in ([f"{layer}.loc", f"{layer}.stn", f"{layer}.xcorr"]
-                      if layer.startswith("csn_") else [layer]):
-            blocks[block] = None
+    per_image: dict[str, bool] = {}
+    for layer, image in _layers(model):  # rows in the encoder's, then the head's order
+        names = [f"{layer.name}.loc", f"{layer.name}.stn"] if layer.name.startswith("csn_") else [
+            f"csn_{layer.name.removeprefix('similarity_')}.xcorr" if layer.name.startswith("similarity_")
+            else layer.name]
+        for block in names:
+            blocks[block], per_image[block] = None, image
 
     def row(block):
         if blocks.get(block) is None:
             blocks[block] = {"params": 0, "trainable": 0, "non_trainable": 0, "flops": 0, "macs": 0,
-                             "per_image": bool(_PER_IMAGE.match(block))}
+                             "per_image": per_image.get(block, False)}
         return blocks[block]
 
     for block, p in param_breakdown(model).items():

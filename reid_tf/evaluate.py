@@ -19,30 +19,69 @@ from absl import app, flags, logging
 from reid_tf import config, datasets, metrics
 
 RANKINGS = {"eq7": "score", "p_match": "p_match", "distance": "distance"}
+PROTOCOL_TITLES = {
+    "single_shot": "single-shot, camera-A query vs one camera-B image per identity (DESIGN \"Protocols\")",
+    "xcorr": "[31]'s test: one random gallery image per identity from either camera, every other "
+             f"image a probe, mean over {config.XCORR_GALLERY_DRAWS} gallery draws",
+}
+
+
+def _add(out: dict, scores: dict, q_ids: np.ndarray, g_ids: np.ndarray) -> None:
+    """Append the CMC curve and mAP of every ranking of one (queries × gallery) score dict."""
+    for name, key in RANKINGS.items():
+        s = -scores[key] if key == "distance" else scores[key]  # higher = more similar
+        out[name]["curves"].append(metrics.cmc(s, q_ids, g_ids).tolist())
+        out[name]["map"].append(float(metrics.mean_average_precision(s, q_ids, g_ids)))
+
+
+def xcorr_draws(records: list[datasets.Record], seed: int, draws: int = config.XCORR_GALLERY_DRAWS
+                ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[31]'s test protocol (src/test.lua, src/doallTest.lua of InnovArul/personreid_normxcorr):
+    per draw, one image per identity, from either camera, is the gallery and every other image of
+    every identity a probe. Returns, per draw, (probe positions, gallery positions) into records;
+    the gallery in identity order, drawn from default_rng([seed, 4, draw])."""
+    identities = np.array([r.identity for r in records])
+    out = []
+    for d in range(draws):
+        rng = np.random.default_rng([seed, 4, d])
+        gallery = np.array([rng.choice(np.flatnonzero(identities == i)) for i in np.unique(identities)])
+        out.append((np.setdiff1d(np.arange(len(records)), gallery), gallery))
+    return out
 
 
 def evaluate_network(network, dataset: datasets.Dataset, identities: list[int], trial: int,
-                     seed: int, repeats: int = 1) -> dict:
-    """CMC / mAP of `network` on single-shot query/gallery draws of `identities`.
+                     seed: int, repeats: int = 1, protocol: str = "single_shot") -> dict:
+    """CMC / mAP of `network` on the test identities under a protocol (PROTOCOL_TITLES).
 
-    Returns {ranking: {"curves": [...], "map": [...]}} with one entry per repeat (repeat r draws
-    its queries and gallery with seed + r; repeat 0 is the protocol's draw).
+    single_shot: repeat r draws its queries and gallery with seed + r (repeat 0 is the protocol's).
+    xcorr: every test image scored against every other once; each of the repeats ×
+      XCORR_GALLERY_DRAWS gallery draws is then read from that matrix (draw seed: seed + r).
+    Returns {ranking: {"curves": [...], "map": [...]}} with one entry per draw.
     """
     from reid_tf.pairs import load_images
     from reid_tf.scoring import ScoringEngine
 
+    if protocol not in PROTOCOL_TITLES:
+        raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOL_TITLES)}")
     engine = ScoringEngine(network)
     out = {name: {"curves": [], "map": []} for name in RANKINGS}
+    if protocol == "xcorr":
+        records = datasets.records_of(dataset, identities)
+        ids = np.array([r.identity for r in records])
+        features = engine.image_features(load_images([r.path for r in records]))
+        everything = engine.score_matrix(features, features)  # (N, N): image_a = probe, image_b = gallery
+        for r in range(repeats):
+            for probes, gallery in xcorr_draws(records, seed + r):
+                _add(out, {k: everything[k][np.ix_(probes, gallery)] for k in RANKINGS.values()},
+                     ids[probes], ids[gallery])
+        return out
     for r in range(repeats):
         queries, gallery = datasets.single_shot(dataset, identities, trial, seed + r)
         q_ids = np.array([q.identity for q in queries])
         g_ids = np.array([g.identity for g in gallery])
         scores = engine.score_matrix(load_images([q.path for q in queries]),
                                      load_images([g.path for g in gallery]))
-        for name, key in RANKINGS.items():
-            s = -scores[key] if key == "distance" else scores[key]  # higher = more similar
-            out[name]["curves"].append(metrics.cmc(s, q_ids, g_ids).tolist())
-            out[name]["map"].append(float(metrics.mean_average_precision(s, q_ids, g_ids)))
+        _add(out, scores, q_ids, g_ids)
     return out
 
 
@@ -55,7 +94,7 @@ def summarize(per_trial: list[dict]) -> dict:
         s = metrics.summarize_trials(curves, config.RANKS)
         result[name] = {
             "rank": {str(k): {"mean": 100 * s["mean"][k], "std": 100 * s["std"][k]} for k in config.RANKS},
-            "map": {"mean": 100 * float(np.mean(maps)), "std": 100 * float(np.std(maps))},
+            "map": {"mean": 100 * float(np.mean(maps)), "std": 100 * metrics.spread(maps)},
             "curve": [100 * float(v) for v in s["mean_curve"]],
             "n": len(curves),
         }
@@ -87,8 +126,14 @@ def _load_run(workdir: str) -> dict:
         return json.load(f)
 
 
-def evaluate_workdir(workdir: str, network=None, repeats: int = 1) -> dict:
-    """Evaluate a training run on its trial's test split; writes workdir/eval.json and eval.md."""
+def eval_prefix(workdir: str, protocol: str = "single_shot") -> str:
+    """workdir/eval (the single-shot protocol) or workdir/eval_<protocol>: the .json/.md results."""
+    return os.path.join(workdir, "eval" if protocol == "single_shot" else f"eval_{protocol}")
+
+
+def evaluate_workdir(workdir: str, network=None, repeats: int = 1, protocol: str = "single_shot") -> dict:
+    """Evaluate a training run on its trial's test split; writes workdir/eval.json and eval.md
+    (eval_<protocol>.* for another protocol)."""
     from reid_tf.model import load_network
 
     run = _load_run(workdir)
@@ -99,39 +144,46 @@ def evaluate_workdir(workdir: str, network=None, repeats: int = 1) -> dict:
         network = load_network(path)
     dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))
     split = dataset.split(run["trial"], run["seed"], run["val_identities"], run["test_identities"])
-    per_trial = evaluate_network(network, dataset, split.test, run["trial"], run["seed"], repeats)
+    per_trial = evaluate_network(network, dataset, split.test, run["trial"], run["seed"], repeats, protocol)
     summary = summarize([per_trial])
     chance = {str(k): 100 * min(1.0, k / len(split.test)) for k in config.RANKS}
     body = {"dataset": run["dataset"], "model": run["model"], "trial": run["trial"],
+            "protocol": protocol, "protocol_title": PROTOCOL_TITLES[protocol],
             "test_identities": len(split.test), "chance": chance, "summary": summary,
             "per_trial": per_trial}
-    title = f"{run['dataset']} / {run['model']} / trial {run['trial']} ({len(split.test)} test identities)"
-    _write(os.path.join(workdir, "eval"), body, markdown(summary, title))
+    title = (f"{run['dataset']} / {run['model']} / trial {run['trial']} ({len(split.test)} test identities)"
+             f" — protocol {protocol}: {PROTOCOL_TITLES[protocol]}")
+    _write(eval_prefix(workdir, protocol), body, markdown(summary, title))
     eq7 = summary["eq7"]["rank"]
     logging.info("test CMC (%s, Eq. 7): rank-1 %.2f%%  rank-5 %.2f%%  rank-10 %.2f%%  (chance %.2f%%)",
                  title, eq7["1"]["mean"], eq7["5"]["mean"], eq7["10"]["mean"], chance["1"])
     return body
 
 
-def _evaluated(workdir: str, repeats: int) -> dict | None:
-    """The workdir's eval.json if it holds `repeats` draws and is newer than its model."""
-    path, model = os.path.join(workdir, "eval.json"), os.path.join(workdir, "model.keras")
+def _evaluated(workdir: str, repeats: int, protocol: str = "single_shot") -> dict | None:
+    """The workdir's eval json of `protocol` if it holds its draws and is newer than its model."""
+    path, model = eval_prefix(workdir, protocol) + ".json", os.path.join(workdir, "model.keras")
     if not (os.path.isfile(path) and os.path.isfile(model)) or os.path.getmtime(path) < os.path.getmtime(model):
         return None
     with open(path) as f:
         body = json.load(f)
-    return body if len(body["per_trial"]["eq7"]["curves"]) == repeats else None
+    draws = repeats * (config.XCORR_GALLERY_DRAWS if protocol == "xcorr" else 1)
+    ok = body.get("protocol", "single_shot") == protocol and len(body["per_trial"]["eq7"]["curves"]) == draws
+    return body if ok else None
 
 
-def evaluate_workdirs(workdirs: list[str], out_prefix: str, repeats: int = 1, reuse: bool = True) -> dict:
+def evaluate_workdirs(workdirs: list[str], out_prefix: str, repeats: int = 1, reuse: bool = True,
+                      protocol: str = "single_shot") -> dict:
     """Evaluate the runs of several trials and write the mean ± std over them to out_prefix.{json,md}.
 
-    reuse: take a run's eval.json when it is newer than its model.keras (the trainer writes it).
+    reuse: take a run's eval json when it is newer than its model.keras (the trainer writes it).
     """
-    bodies = [(reuse and _evaluated(w, repeats)) or evaluate_workdir(w, repeats=repeats) for w in workdirs]
+    bodies = [(reuse and _evaluated(w, repeats, protocol)) or evaluate_workdir(w, repeats=repeats, protocol=protocol)
+              for w in workdirs]
     summary = summarize([b["per_trial"] for b in bodies])
-    title = f"{bodies[0]['dataset']} / {bodies[0]['model']} / {len(bodies)} trial(s)"
-    body = {"dataset": bodies[0]["dataset"], "model": bodies[0]["model"],
+    title = (f"{bodies[0]['dataset']} / {bodies[0]['model']} / {len(bodies)} trial(s) — protocol "
+             f"{protocol}: {PROTOCOL_TITLES[protocol]}")
+    body = {"dataset": bodies[0]["dataset"], "model": bodies[0]["model"], "protocol": protocol,
             "trials": [b["trial"] for b in bodies], "summary": summary}
     os.makedirs(os.path.dirname(out_prefix) or ".", exist_ok=True)
     _write(out_prefix, body, markdown(summary, title))
@@ -236,9 +288,14 @@ def main(argv):
         table = shortlist_markdown(study, f"{run['dataset']} / {run['model']} / trial {run['trial']}")
         _write(os.path.join(f.workdir, "shortlist"), study, table)
     elif f.workdir:
-        workdirs = f.workdir.split(",")
-        body = evaluate_workdirs(workdirs, f.out or os.path.join(workdirs[0], "eval_trials"), f.repeats)
-        table = markdown(body["summary"], f"{body['dataset']} / {body['model']}")
+        workdirs, tables = f.workdir.split(","), []
+        for protocol in f.protocol:  # several protocols: their tables one after the other
+            suffix = "" if protocol == "single_shot" else f"_{protocol}"
+            body = evaluate_workdirs(workdirs, f.out or os.path.join(workdirs[0], "eval_trials" + suffix),
+                                     f.repeats, protocol=protocol)
+            tables.append(markdown(body["summary"], f"{body['dataset']} / {body['model']} — protocol "
+                                   f"{protocol}: {PROTOCOL_TITLES[protocol]}"))
+        table = "\n".join(tables)
     else:
         raise app.UsageError("pass --workdir=DIR[,DIR...] or --checkpoint=PATH.keras")
     print(table)
@@ -255,6 +312,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("trial", 0, "trial for --checkpoint")
     flags.DEFINE_integer("seed", 0, "seed for --checkpoint")
     flags.DEFINE_integer("repeats", 1, "single-shot draws per trial (repeat r uses seed + r)")
+    flags.DEFINE_list("protocol", ["single_shot"], "test protocol(s), comma-separated: single_shot "
+                      "(ours), xcorr ([31]'s, which §4.1 follows for CUHK01); both: single_shot,xcorr")
     flags.DEFINE_string("out", None, "output prefix for .json / .md")
     flags.DEFINE_string("shortlist", None, "e.g. 10,20,50: compare two-stage scoring (top-K by d, then "
                         "Eq. 7) with exhaustive scoring on --workdir's test split")

@@ -140,6 +140,16 @@ def mean_average_precision(scores, query_ids, gallery_ids) -> float:
     return float(average_precisions(scores, query_ids, gallery_ids).mean())
 
 
+def spread(values) -> np.ndarray | float:
+    """The one rule for the spread over trials (or draws), for every number reported: the sample
+    standard deviation (ddof = 1) along axis 0, and 0 for a single value."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return np.zeros(values.shape[1:]) if values.ndim > 1 else 0.0
+    std = values.std(axis=0, ddof=1)
+    return std if values.ndim > 1 else float(std)
+
+
 def summarize_trials(curves: Sequence[np.ndarray], ks: Sequence[int] = config.RANKS) -> dict:
     """Mean and spread over trials (§4.1: 20 CUHK03 testsets, 10 random trials otherwise).
 
@@ -158,6 +168,6 @@ def summarize_trials(curves: Sequence[np.ndarray], ks: Sequence[int] = config.RA
                      sorted({len(c) for c in curves}), length)
     stacked = np.stack([np.asarray(c, dtype=np.float64)[:length] for c in curves])  # (n, K)
     mean = stacked.mean(axis=0)
-    std = stacked.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(length)
+    std = spread(stacked)
     return {"trials": len(curves), "mean_curve": mean, "std_curve": std,
             "mean": rank_k(mean, ks), "std": rank_k(std, ks)}

@@ -207,6 +207,29 @@ def find_layer(model: keras.Model, name: str):
 
 
 # ---------------------------------------------------------------------------------------------
+def _named_layers(model: keras.Model) -> dict:
+    """Every layer with weights by name: the encoder's and the head's, or, for a network saved
+    before the encoder/head split, its own."""
+    names = {layer.name for layer in model.layers}
+    layers = [*encoder_of(model).layers, *pair_head_of(model).layers] if ENCODER in names else model.layers
+    return {layer.name: layer for layer in layers if layer.weights}
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> tuple[list[str], list[str]]:
+    """Copy the weights of every layer of `source` into the layer of the same name and shapes in
+    `target` (fine-tuning from another run; models saved before the encoder/head split too).
+    Returns (copied layer names, target layers left as they were)."""
+    src, copied, kept = _named_layers(source), [], []
+    for name, layer in _named_layers(target).items():
+        weights = src[name].get_weights() if name in src else None
+        if weights is not None and [w.shape for w in weights] == [tuple(w.shape) for w in layer.weights]:
+            layer.set_weights(weights)
+            copied.append(name)
+        else:
+            kept.append(name)
+    return copied, kept
+
+
 def _migrate_single_graph(old: keras.Model, path: str) -> keras.Model:
     """A network saved before the encoder/head split (one graph with CSN layers): rebuild it from
     its preset and copy every layer's weights by name (the layers and their weights are the same)."""
@@ -216,10 +239,10 @@ def _migrate_single_graph(old: keras.Model, path: str) -> keras.Model:
         raise ValueError(f"{path}: not a reid_tf network (model {old.name!r}); retrain it with this "
                          "version of reid_tf")
     model = build_model(preset, correlation=csn[0].correlation)
-    for layer in old.layers:
-        if layer.weights:
-            target = find_layer(model, layer.name)
-            target.set_weights(layer.get_weights())
+    copied, kept = copy_weights(old, model)
+    if kept:
+        raise ValueError(f"{path}: layers {kept} of preset {preset!r} were not found in the saved "
+                         "network; retrain it with this version of reid_tf")
     return model
 
 

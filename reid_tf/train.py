@@ -41,6 +41,7 @@ class TrainOptions:
     workdir: str = "runs/default"
     resume: bool = False
     strategy: str = "default"  # "default" (one device) or "mirrored" (tf.distribute.MirroredStrategy)
+    init_from: str | None = None  # a trained network (model.keras or its workdir) to start from
     pairing: str = "per_pair"  # "per_pair" or "shared" (reid_tf.pairs; DESIGN "Training on shared images")
     checkpoint_every: int = 50  # steps
     eval_every: int = 0  # steps between validation CMC runs (0: only at the end)
@@ -97,6 +98,21 @@ def save_network(network, workdir: str) -> str:
     return final
 
 
+def init_from(network, source: str) -> None:
+    """Start from a trained network's weights (model.keras, or a workdir holding one): every layer
+    of the same name and shapes is copied (the practice of the time for CUHK01 and VIPeR was to
+    start from a CUHK03 model); the rest keep their initial values."""
+    from reid_tf.model import copy_weights, load_network
+    path = os.path.join(source, "model.keras") if os.path.isdir(source) else source
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--init_from: {path} not found (give a model.keras or a finished run's workdir)")
+    copied, kept = copy_weights(load_network(path), network)
+    if not copied:
+        raise ValueError(f"--init_from: {path} shares no layer with preset {network.name!r}")
+    logging.info("initialised %d layers from %s%s", len(copied), path,
+                 f"; kept the initial weights of {', '.join(kept)}" if kept else "")
+
+
 def run(opts: TrainOptions) -> dict:
     """Train (and by default evaluate) one model for one trial; returns a summary dict."""
     import keras
@@ -146,6 +162,8 @@ def run(opts: TrainOptions) -> dict:
                 f"{opts.workdir} already holds checkpoints ({manager.latest_checkpoint}); pass "
                 "--resume to continue that run, or choose a new --workdir")
         start = trainer.restore(model, manager) if opts.resume else 0
+        if opts.init_from and not start:
+            init_from(network, opts.init_from)
     _atomic_json(os.path.join(opts.workdir, "run.json"),
                  {**dataclasses.asdict(opts), "batch_size": batch, "total_steps": total,
                   "steps_per_epoch": per_epoch, "split_sizes": [len(s) for s in split]})
@@ -197,6 +215,8 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", d.workdir, "checkpoints, TensorBoard logs, results")
     flags.DEFINE_boolean("resume", d.resume, "continue from the workdir's last checkpoint")
     flags.DEFINE_enum("strategy", d.strategy, ["default", "mirrored"], "tf.distribute strategy")
+    flags.DEFINE_string("init_from", None, "start from this trained network's weights (a model.keras or "
+                        "a finished run's workdir; layers matched by name and shape), e.g. a CUHK03 model")
     flags.DEFINE_enum("pairing", d.pairing, list(config.PAIRINGS), "per_pair: every pair's two images "
                       "encoded for it; shared: a batch of identity visits, each image encoded once and "
                       "paired within the batch (faster; docs/DESIGN.md)")

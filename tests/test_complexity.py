@@ -58,12 +58,13 @@ def test_depthwise_xcorr_of_the_model():
 
 
 def test_block_of():
-    names = ["conv2", "csn_2", "csn_3", "rank_2", "sim_2_pool0"]
+    names = ["conv2", "csn_2", "csn_3", "rank_2", "similarity_3", "sim_2_pool0"]
     assert complexity.block_of("reid_l23_1/conv2_3/conv_1/convolution", names) == "conv2"
     assert complexity.block_of("reid_l23_1/csn_2_1/stn_3/loc_conv1_1/conv_1/convolution", names) == "csn_2.loc"
     assert complexity.block_of("reid_l23_1/csn_2_1/stn_1/theta_1/MatMul", names) == "csn_2.loc"
     assert complexity.block_of("reid_l23_1/csn_2_1/stn_1/GatherV2", names) == "csn_2.stn"
-    assert complexity.block_of("reid_l23_1/csn_3_1/depthwise", names) == "csn_3.xcorr"
+    assert complexity.block_of("reid_l23_1/csn_3_1/split", names) == "csn_3.stn"  # the stripes
+    assert complexity.block_of("reid_l23_1/pair_head_1/similarity_3_1/depthwise", names) == "csn_3.xcorr"
     assert complexity.block_of("reid_l23_1/sim_2_pool0_1/MaxPool", names) == "sim_2_pool0"
     assert complexity.block_of("reid_l23_1/Identity", names) == "other"
 
