@@ -77,7 +77,7 @@ SYNTHETIC_MINUTES = 12.0  # default --max_minutes when training on the synthetic
 # RANK_SHORTLIST_ABOVE gallery images the two-stage scoring is the default: Eq. 7 on each query's
 # RANK_SHORTLIST_K nearest gallery images by d. Both chosen by measurement: docs/RESULTS.md
 # "Ranking a gallery".
-RANK_SHORTLIST_ABOVE = 1000
+RANK_SHORTLIST_ABOVE = 500
 RANK_SHORTLIST_K = 100
 
 # Training recipe, §4.2.
