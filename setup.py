@@ -17,6 +17,7 @@ setup(
         "absl-py>=2.0,<3",
         "h5py>=3.10,<4",
         "tensorboard>=2.20,<3",  # `make tensorboard`; TF 2.21 no longer pulls it in
+        "threadpoolctl>=3.5,<4",  # single-threaded BLAS per scoring worker; 3.5 knows NumPy's scipy-openblas
     ],
     extras_require={"test": ["pytest>=8,<10"]},
 )

@@ -17,18 +17,11 @@ and for training (a different signal per sample, forward and backward).
 Targets reported against, not asserted: engine ≥ 780 pairs/s for l23 (the paper's TitanX: 1,250
 pairs in 1.6 s) and a training step at ≥ 50 % of the matmul GFLOP/s.
 
-Measured (2 cores, idle, 25 Nov; docs/RESULTS.md has the session-start run beside it): full model
-108 pairs/s; engine 64×64 1,046 pairs/s end to end (9.7×), 1,191 for the pair part alone; VIPeR-sized
-trial 85.5 s, CUHK03-sized 10.8 s; matmul 173–180 GFLOP/s (tf), 189–190 (NumPy); training 32.3
-pairs/s with correlation="shift" (91 GFLOP/s: 52 % of tf.matmul, 48 % of NumPy), 20.0 with "fft",
-12.8 with "direct". Level-2 forms, training (forward+backward): shift 134 pairs/s, FFT 44, folded
-depth-wise 30; scoring: NumPy im2col with 2 single-BLAS workers 3,789 pair-directions/s, im2col +
-tf.matmul 1,739, depth-wise with multiplier 1,264, FFT 725, folded depth-wise 342. Other jobs on the
-machine move every number by up to 2×: compare forms within one run, not across runs.
+What it measured on the development machine, run by run, is in docs/RESULTS.md ("Speed"). Other
+jobs on the machine move every number by up to 2×: compare forms within one run, not across runs.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import math
 import os
 import time
@@ -40,13 +33,14 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from benchmarks.common import per_pair_batch, random_images, shared_batch, train_step, training_model
+from benchmarks.correlation_forms import xcorr_depthwise_multiplier, xcorr_im2col, xcorr_shared_kernels
 from reid_tf import config
-from reid_tf.layers import CSN
+from reid_tf.im2col import correlate_and_pool, kernel_matrix, signal_patches_numpy
+from reid_tf.layers import CSN, depthwise_xcorr
 from reid_tf.layers.csn import CORRELATIONS, similarity_fft, similarity_shift
 from reid_tf.model import build_model
-from reid_tf.scoring import (ScoringEngine, blas_threads, correlate_and_pool, depthwise_xcorr, kernel_matrix,
-                             signal_patches_numpy, xcorr_depthwise_multiplier, xcorr_im2col,
-                             xcorr_shared_kernels)
+from reid_tf.parallel import parallel_map
+from reid_tf.scoring import ScoringEngine
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "l23", "Model preset (reid_tf.config.PRESETS).")
@@ -191,8 +185,7 @@ def scoring_forms(repeats: int, partners: int = 64) -> dict[str, float]:
     workers = os.cpu_count() or 1
 
     def engine_form():  # as the engine runs it: one signal per worker, single-threaded BLAS each
-        with blas_threads(1), concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda _: correlate_and_pool(patches, kmat, (H, W), 4), range(workers)))
+        parallel_map(lambda _: correlate_and_pool(patches, kmat, (H, W), 4), range(workers), workers)
 
     times = {
         "folded depth-wise (model's form)": best_time(lambda: folded(xs, kt), repeats),

@@ -66,10 +66,9 @@ SCORE_LAMBDA = 0.2  # §3.1, Eq. 7: "λ is set to be 0.2 empirically"
 SCORE_EPS = 1e-4  # §3.1, Eq. 7: "ε is set to be a small value like 0.0001"
 
 # The built-in synthetic dataset is ours, not the paper's: its recipe is sized so that the main job
-# (`python -m reid_tf.train` with no arguments) trains and evaluates within 15 minutes on 2 CPU cores,
-# where a training step of batch 128 took ~16 s when this was set (≈ 4.3 s since the speed work of
-# issue 6, docs/RESULTS.md): smaller batches (more updates in the time) and a time budget. Real
-# datasets always get the paper's recipe below.
+# (`python -m reid_tf.train` with no arguments) trains and evaluates within 15 minutes on 2 CPU cores
+# (the step times it was sized against: docs/RESULTS.md, "The main job"): smaller batches (more
+# updates in the time) and a time budget. Real datasets always get the paper's recipe below.
 SYNTHETIC_BATCH_SIZE = 32
 SYNTHETIC_MINUTES = 12.0  # default --max_minutes when training on the synthetic dataset
 
@@ -94,6 +93,19 @@ CROPS_PER_IMAGE = {"cuhk03": 2, "default": 5,  # "randomly sample 2 images for C
 # identity's cross-camera positives from 4 images, 12 pairs from 4 encodings.
 SHARED_IMAGES_PER_CAMERA = 2
 PAIRINGS = ("per_pair", "shared")
+# Two readings of §4.2's pairs (issue 11; DESIGN "Recipes"), both sourced:
+# - "cross_camera" (ours): a positive is a camera-A and a camera-B image of one identity, each
+#   positive CROPS_PER_IMAGE times per epoch with fresh online crops and flips, negatives
+#   cross-camera (reid_tf.pairs); CUHK01: 52 k pairs per epoch.
+# - "paper_xcorr": the public code of [31] (InnovArul/personreid_normxcorr), whose CUHK01 setting
+#   §4.1 follows and whose recipe §4.2 matches: every training image has CROPS_PER_IMAGE translated
+#   copies and one flipped copy, made once (datasets/*/dataAugmentation.lua), positives are all
+#   pairs of an identity's images and copies, any cameras, each with two random negatives
+#   (src/trainMultiGPU.lua); CUHK01: 871 × C(28, 2) positives, 988 k pairs per epoch.
+RECIPES = ("cross_camera", "paper_xcorr")
+# [31]'s copies are translated by integers drawn from [−0.05 H, 0.05 H] on both axes (H = the
+# image height, for the width too), uncovered pixels zero (datasets/cuhk01_test486/dataAugmentation.lua).
+XCORR_SHIFT_FRACTION = 0.05
 # Crop translation range, from Ahmed et al. 2015 (§4.2 "augmentation ... as [2]"): shifts drawn
 # uniformly in [−0.05 H, 0.05 H] × [−0.05 W, 0.05 W] around the image centre, plus horizontal flips.
 CROP_SHIFT_FRACTION = 0.05

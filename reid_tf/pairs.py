@@ -42,11 +42,9 @@ dataset — the trainer's exact resume after a crash.
 Images are decoded (PNG, BMP, JPEG), resized to 160 × 60 when they are not already (bilinear with
 antialiasing, rounded to uint8, so every path sees identical pixels) and scaled to float32 in [0, 1].
 By default the decoded uint8 images are cached in memory once (at most 112 MB for CUHK01's 3,884
-images, 380 MB for CUHK03's 13,164). Measured with benchmarks/bench_data.py on the 2-core machine
-(batch 128, 1,600 synthetic images): cached ≈ 6,400 pairs/s, decoding both PNGs of every pair
-≈ 1,900 pairs/s (2,500 / 800 while other jobs shared the CPU) — so the cache is kept. Either is
-hundreds of times the training step's rate (2.8 pairs/s measured for "l23" under that load; ≈ 9
-unloaded per DESIGN), so the cache mostly spares CPU time that training needs.
+images, 380 MB for CUHK03's 13,164): decoding both images of every pair is several times slower
+than reading the cache, and either is far faster than the training step, so the cache mostly spares
+CPU time that training needs (`make bench-data`; the figures: docs/RESULTS.md, "Speed").
 """
 from __future__ import annotations
 
@@ -89,14 +87,86 @@ def positive_pairs(records: Sequence[Record]) -> np.ndarray:
     return np.stack([first[order], second[order]], axis=1).astype(np.int64)  # (P, 2)
 
 
-def epoch_size(records: Sequence[Record], crops_per_image: int) -> int:
-    """Pairs in one epoch: every positive × crops_per_image, each with its 2 negatives."""
+def epoch_size(records: Sequence[Record], crops_per_image: int, recipe: str = "cross_camera") -> int:
+    """Pairs in one epoch: every positive (× crops_per_image for cross_camera; [31]'s copies are
+    images of their own for paper_xcorr), each with its 2 negatives."""
+    if recipe == "paper_xcorr":
+        return PAIRS_PER_POSITIVE * len(xcorr_positive_pairs(records, xcorr_versions(crops_per_image)))
+    _check_recipe(recipe)
     return PAIRS_PER_POSITIVE * len(positive_pairs(records)) * crops_per_image
 
 
-def steps_per_epoch(records: Sequence[Record], batch_size: int, crops_per_image: int) -> int:
+def steps_per_epoch(records: Sequence[Record], batch_size: int, crops_per_image: int,
+                    recipe: str = "cross_camera") -> int:
     """Whole batches per epoch (the partial last batch is dropped)."""
-    return epoch_size(records, crops_per_image) // batch_size
+    return epoch_size(records, crops_per_image, recipe) // batch_size
+
+
+def _check_recipe(recipe: str) -> None:
+    if recipe not in config.RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; valid: {', '.join(config.RECIPES)}")
+
+
+# ----------------------------------------------------------------------------- [31]'s recipe
+# recipe="paper_xcorr" (config.RECIPES): every record r stands for xcorr_versions(crops) images,
+# "virtual" image v = r · n + version: version 0 the original, 1…crops a copy translated by a fixed
+# integer (dy, dx) ∈ [−8, 8]² (0.05 × 160 on both axes, zero fill), crops + 1 its mirror image.
+# [31] writes these copies to disk once; here they are made online from a stateless seed of
+# (seed, v), so version k of an image is the same picture in every epoch — the same 7 images per
+# original as the offline copies, without the files. Positives: every pair of an identity's
+# virtual images (any cameras), each once per epoch; negatives: (its first image, a random virtual
+# image of another identity) and (a random one of another identity, its second image).
+def xcorr_versions(crops_per_image: int) -> int:
+    """Images per original under [31]'s augmentation: itself, crops translated copies, one mirror."""
+    return 1 + crops_per_image + 1
+
+
+def xcorr_positive_pairs(records: Sequence[Record], versions: int) -> np.ndarray:
+    """Every pair (i < j) of virtual images of one identity: (P, 2) virtual indices, sorted."""
+    identities = np.repeat(np.array([r.identity for r in records]), versions)  # per virtual image
+    order = np.argsort(identities, kind="stable")
+    bounds = np.flatnonzero(np.diff(identities[order], prepend=-1, append=-1))
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        members = np.sort(order[lo:hi])
+        i, j = np.triu_indices(len(members), k=1)
+        out.append(np.stack([members[i], members[j]], axis=1))
+    return np.concatenate(out).astype(np.int64) if out else np.zeros((0, 2), np.int64)
+
+
+def _xcorr_triples(records: Sequence[Record], positives: np.ndarray, versions: int,
+                   rng: np.random.Generator, swap: bool):
+    """positives (T, 2) virtual indices -> flat (3T,) index_a, index_b, label, as _triples."""
+    identities = np.repeat(np.array([r.identity for r in records]), versions)
+    pool = np.arange(len(identities))
+    ident = identities[positives[:, 0]]
+    neg_b = _other_identity(pool, identities, ident, rng)
+    neg_a = _other_identity(pool, identities, ident, rng)
+    first = np.stack([positives[:, 0], positives[:, 0], neg_a], axis=1)
+    second = np.stack([positives[:, 1], neg_b, positives[:, 1]], axis=1)
+    if swap:
+        flip = rng.random(first.shape) < 0.5
+        first, second = np.where(flip, second, first), np.where(flip, first, second)
+    labels = np.tile(np.array([1, 0, 0], np.int32), len(positives))
+    return first.reshape(-1), second.reshape(-1), labels
+
+
+def xcorr_version(image: tf.Tensor, version: tf.Tensor, seed: tf.Tensor, versions: int) -> tf.Tensor:
+    """Version `version` of an image under [31]'s augmentation (section comment); seed (2,) fixes
+    the translation of each copy."""
+    height, width = IMAGE_SHAPE[:2]
+    shift = int(config.XCORR_SHIFT_FRACTION * height)  # [31]: 0.05 × height, both axes
+    draws = tf.random.stateless_uniform([2], seed=seed)
+    dy = tf.cast(tf.floor(draws[0] * (2 * shift + 1)), tf.int32) - shift
+    dx = tf.cast(tf.floor(draws[1] * (2 * shift + 1)), tf.int32) - shift
+    rows, cols = tf.range(height) - dy, tf.range(width) - dx  # out[y, x] = image[y − dy, x − dx]
+    inside = ((rows >= 0) & (rows < height))[:, None] & ((cols >= 0) & (cols < width))[None, :]
+    moved = tf.gather(tf.gather(image, tf.clip_by_value(rows, 0, height - 1), axis=0),
+                      tf.clip_by_value(cols, 0, width - 1), axis=1)
+    moved = tf.where(inside[..., None], moved, tf.zeros_like(moved))  # zero fill, as image.translate
+    return tf.case([(tf.equal(version, 0), lambda: image),
+                    (tf.equal(version, versions - 1), lambda: tf.reverse(image, [1]))],
+                   default=lambda: moved)
 
 
 def _other_identity(pool: np.ndarray, identities: np.ndarray, avoid: np.ndarray,
@@ -128,17 +198,23 @@ def _triples(records: Sequence[Record], positives: np.ndarray, rng: np.random.Ge
 
 
 def plan_epoch(records: Sequence[Record], seed: int, epoch: int, crops_per_image: int,
-               batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               batch_size: int, recipe: str = "cross_camera") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The training pairs of one epoch, truncated to whole batches.
 
-    Returns index_a, index_b (record indices) and label (1 = same identity), each
-    (steps_per_epoch × batch_size,).
+    Returns index_a, index_b (record indices; virtual image indices for paper_xcorr) and label
+    (1 = same identity), each (steps_per_epoch × batch_size,).
     """
     rng = np.random.default_rng([seed, _TAG_TRAIN, epoch])
-    positives = np.repeat(positive_pairs(records), crops_per_image, axis=0)  # (P·crops, 2)
-    positives = positives[rng.permutation(len(positives))]
-    index_a, index_b, labels = _triples(records, positives, rng, swap=True)
-    n = steps_per_epoch(records, batch_size, crops_per_image) * batch_size
+    if recipe == "paper_xcorr":
+        versions = xcorr_versions(crops_per_image)
+        positives = xcorr_positive_pairs(records, versions)
+        positives = positives[rng.permutation(len(positives))]
+        index_a, index_b, labels = _xcorr_triples(records, positives, versions, rng, swap=True)
+    else:
+        positives = np.repeat(positive_pairs(records), crops_per_image, axis=0)  # (P·crops, 2)
+        positives = positives[rng.permutation(len(positives))]
+        index_a, index_b, labels = _triples(records, positives, rng, swap=True)
+    n = steps_per_epoch(records, batch_size, crops_per_image, recipe) * batch_size
     return index_a[:n], index_b[:n], labels[:n]
 
 
@@ -240,16 +316,17 @@ def _image_source(records: Sequence[Record], cache_images: bool):
 
 
 def _plan_dataset(records: Sequence[Record], batch_size: int, seed: int, crops_per_image: int,
-                  training: bool, first_epoch: int, num_epochs: int | None) -> tf.data.Dataset:
+                  training: bool, first_epoch: int, num_epochs: int | None,
+                  recipe: str = "cross_camera") -> tf.data.Dataset:
     """Flat stream of (index_a, index_b, label, global position) from first_epoch on."""
-    steps = steps_per_epoch(records, batch_size, crops_per_image)
+    steps = steps_per_epoch(records, batch_size, crops_per_image, recipe)
     if not training:
         index_a, index_b, labels = plan_eval(records, seed, batch_size)
         position = np.arange(len(labels), dtype=np.int64)
         return tf.data.Dataset.from_tensor_slices((index_a, index_b, labels, position))
 
     def epoch_plan(epoch: np.int64):
-        index_a, index_b, labels = plan_epoch(records, seed, int(epoch), crops_per_image, batch_size)
+        index_a, index_b, labels = plan_epoch(records, seed, int(epoch), crops_per_image, batch_size, recipe)
         position = int(epoch) * steps * batch_size + np.arange(len(labels), dtype=np.int64)
         return index_a, index_b, labels, position
 
@@ -265,7 +342,7 @@ def _plan_dataset(records: Sequence[Record], batch_size: int, seed: int, crops_p
 
 def make_pair_dataset(records: Sequence[Record], batch_size: int, seed: int, crops_per_image: int,
                       training: bool = True, start_step: int = 0, num_epochs: int | None = None,
-                      cache_images: bool = True) -> tf.data.Dataset:
+                      cache_images: bool = True, recipe: str = "cross_camera") -> tf.data.Dataset:
     """Batches of training pairs (§4.2); see the module docstring for epochs, batches and seeds.
 
     Args:
@@ -277,18 +354,29 @@ def make_pair_dataset(records: Sequence[Record], batch_size: int, seed: int, cro
       start_step: skip the first start_step batches (exact resume).
       num_epochs: stop after this many epochs (None = repeat forever; ignored when not training).
       cache_images: decode every image once into memory (faster) instead of once per use.
+      recipe: config.RECIPES; "paper_xcorr" trains on [31]'s pairs and copies (section above).
     Returns:
       Dataset of ({"image_a": (B, 160, 60, 3) float32 in [0, 1], "image_b": same}, label (B,) int32),
       label 1 = same identity; drop_remainder=True.
     """
     _check(records, batch_size, seed, crops_per_image)
+    _check_recipe(recipe)
+    xcorr = training and recipe == "paper_xcorr"
     first_epoch, step_in_epoch = (0, start_step) if not training else divmod(
-        start_step, steps_per_epoch(records, batch_size, crops_per_image))
-    plan = _plan_dataset(records, batch_size, seed, crops_per_image, training, first_epoch, num_epochs)
+        start_step, steps_per_epoch(records, batch_size, crops_per_image, recipe))
+    plan = _plan_dataset(records, batch_size, seed, crops_per_image, training, first_epoch, num_epochs,
+                         recipe if training else "cross_camera")
     plan = plan.skip(step_in_epoch * batch_size)  # resume inside the first epoch
     fetch = _image_source(records, cache_images)
+    versions = xcorr_versions(crops_per_image)
+
+    def virtual(index):  # paper_xcorr: virtual image index -> its version of its record
+        record, version = index // versions, index % versions
+        return xcorr_version(fetch(record), version, tf.stack([tf.constant(seed, tf.int64), index]), versions)
 
     def make_pair(index_a, index_b, label, position):
+        if xcorr:
+            return {"image_a": _to_float(virtual(index_a)), "image_b": _to_float(virtual(index_b))}, label
         image_a, image_b = fetch(index_a), fetch(index_b)
         if training:
             image_a = augment(image_a, tf.stack([tf.constant(seed, tf.int64), 2 * position]))

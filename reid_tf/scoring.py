@@ -27,27 +27,17 @@ the engine against the full model to 1e-4):
 4. BN(conv4) → ReLU → conv5 → conv6 → GAP → logits → softmax on batches of `pair_batch` pairs, in a
    tf.function of fixed shape (the last batch padded), inference mode.
 
-Steps 1–3 run in NumPy, one signal image per worker thread (one per core), each with a single-threaded
-OpenBLAS. Measured on the 2-core machine (benchmarks/bench_scoring.py (f), level 2, one signal against
-the parts of 64 images, idle, 25 Nov): 3,789 pair-directions/s this way, against 1,739 for the same
-im2col with tf.matmul, 1,264 for TF's depth-wise convolution with a channel multiplier, 725 for FFT
-with every spectrum cached and 342 for the model's folded depth-wise form. Two threads of
-single-threaded BLAS also degrade gracefully when another job holds a core, where OpenBLAS's own
-two threads stall on their barrier (measured in session 1: 15–36 pairs/s instead of ~900 then).
-
-Correlation forms (Eq. 2), all tested against one per-sample loop: `depthwise_xcorr` (the layer's:
-batch folded into channels) and `xcorr_im2col` (per sample: the training case; the layer's own
-"shift" and "fft" forms are in reid_tf.layers.correlation), and
-`xcorr_shared_kernels`, `xcorr_shared_kernels_numpy`, `xcorr_depthwise_multiplier` (one signal
-against many kernels: the scoring case).
+Steps 1–3 run in NumPy (the arithmetic: reid_tf.im2col), one signal image per worker thread (one
+per core), each with a single-threaded BLAS (reid_tf.parallel). Of the forms of Eq. 2 for one signal
+against many kernels that benchmarks/bench_scoring.py (f) compares — this one; the same im2col with
+tf.matmul; TF's depth-wise convolution with a channel multiplier; FFT with every spectrum cached;
+the model's folded depth-wise form — this one was the fastest, and its workers degrade gracefully
+when another job holds a core, where OpenBLAS's own threads stall on their barrier (the figures:
+docs/RESULTS.md, "Why the scoring engine is built as it is").
 """
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
-import ctypes
 import dataclasses
-import functools
 import os
 
 import keras
@@ -55,208 +45,11 @@ import numpy as np
 import tensorflow as tf
 
 from reid_tf import losses
-from reid_tf.layers.correlation import depthwise_xcorr, same_padding
+from reid_tf.im2col import correlate_and_pool, kernel_matrix, signal_patches_numpy
 from reid_tf.model import encoder_of, structure
+from reid_tf.parallel import parallel_map
 
-__all__ = ["ImageFeatures", "ScoringEngine", "blas_threads", "correlate_and_pool", "depthwise_xcorr",
-           "kernel_matrix", "patch_index", "pool_blocks", "signal_patches", "signal_patches_numpy",
-           "xcorr_depthwise_multiplier", "xcorr_im2col", "xcorr_shared_kernels",
-           "xcorr_shared_kernels_numpy"]
-
-
-
-# ---------------------------------------------------------------------------------------------
-# Correlation forms. All compute Eq. 2 with the layer's convention: per channel, no kernel flip,
-# TF "SAME" zero padding (for an even kernel the extra row/column of padding is at the bottom/right).
-
-def signal_patches(signal, kernel_hw: tuple[int, int]):
-    """im2col of the signal in TensorFlow, channel-major: (N, H, W, C) → (C, h·w, N·H·W).
-
-    patches[c, i·w + j, (n·H + y)·W + x] = SAME-padded signal[n, y + i, x + j, c].
-    """
-    _, H, W, C = signal.shape
-    h, w = kernel_hw
-    xp = tf.pad(tf.transpose(signal, (3, 0, 1, 2)), [[0, 0], [0, 0], same_padding(h), same_padding(w)])
-    # (C, N, H+h−1, W+w−1); each tap is one shifted window, stacked on axis 1 so that every slice is
-    # written as one contiguous (N, H, W) block (2–4× faster than stacking the taps innermost).
-    taps = tf.stack([xp[:, :, i:i + H, j:j + W] for i in range(h) for j in range(w)], axis=1)  # (C,hw,N,H,W)
-    return tf.reshape(taps, (C, h * w, -1))  # -> (C, h·w, N·H·W)
-
-
-def xcorr_shared_kernels(signal, kernels):
-    """Every signal against every kernel, TF im2col + one batched matmul.
-
-    Args:
-      signal: (N, H, W, C).
-      kernels: (M, h, w, C).
-    Returns:
-      (N, M, H, W, C): out[n, m] = Eq. 2 of signal[n] with kernels[m].
-    """
-    N, H, W, C = signal.shape
-    M, h, w, _ = kernels.shape
-    k = tf.reshape(tf.transpose(kernels, (3, 1, 2, 0)), (C, h * w, M))  # (M,h,w,C) -> (C, h·w, M)
-    out = tf.matmul(signal_patches(signal, (h, w)), k, transpose_a=True)  # (C, N·H·W, M)
-    return tf.transpose(tf.reshape(out, (C, N, H, W, M)), (1, 4, 2, 3, 0))  # -> (N, M, H, W, C)
-
-
-def xcorr_depthwise_multiplier(signal, kernels):
-    """Same contract as `xcorr_shared_kernels`, as one TF depth-wise convolution with multiplier M."""
-    N, H, W, C = signal.shape
-    M = kernels.shape[0]
-    k = tf.transpose(kernels, (1, 2, 3, 0))  # (M, h, w, C) -> (h, w, C, M)
-    out = tf.nn.depthwise_conv2d(signal, k, [1, 1, 1, 1], "SAME")  # (N, H, W, C·M), channel c·M + m
-    return tf.transpose(tf.reshape(out, (N, H, W, C, M)), (0, 4, 1, 2, 3))  # -> (N, M, H, W, C)
-
-
-def xcorr_im2col(signal, kernels):
-    """Per-sample Eq. 2, the layer's contract ((B,H,W,C), (B,h,w,C) → (B,H,W,C)), via im2col + matmul."""
-    B, H, W, C = signal.shape
-    _, h, w, _ = kernels.shape
-    patches = tf.reshape(signal_patches(signal, (h, w)), (C, h * w, B, H * W))
-    patches = tf.transpose(patches, (2, 0, 3, 1))  # -> (B, C, H·W, h·w)
-    k = tf.reshape(tf.transpose(kernels, (0, 3, 1, 2)), (B, C, h * w, 1))  # (B,h,w,C) -> (B, C, h·w, 1)
-    out = tf.matmul(patches, k)  # (B, C, H·W, 1)
-    return tf.transpose(tf.reshape(out, (B, C, H, W)), (0, 2, 3, 1))  # -> (B, H, W, C)
-
-
-# ---- the NumPy form the engine uses ----------------------------------------------------------
-@functools.lru_cache(maxsize=None)
-def pool_blocks(map_hw: tuple[int, int], pool: int) -> tuple[tuple[int, int, int, int, int, int], ...]:
-    """The max-pooling windows of an H × W map as rectangular blocks of grid cells of one window size.
-
-    n successive 2 × 2 "same" poolings (pool = 2^n; each pads only at the end) take the max over
-    the window [gy·pool, (gy+1)·pool) × [gx·pool, (gx+1)·pool), clipped to the map, for each cell of
-    the ⌈H/pool⌉ × ⌈W/pool⌉ grid. Cells whose windows have the same size form at most 4 blocks
-    (full, clipped at the bottom, at the right, at the corner).
-    Returns: ((gy0, gy1, gx0, gx1, window height, window width), ...).
-    """
-    def spans(n):  # [(first cell, stop cell, window size)] along one axis
-        full, rest = divmod(n, pool)
-        return ([(0, full, pool)] if full else []) + ([(full, full + 1, rest)] if rest else [])
-
-    return tuple((y0, y1, x0, x1, wy, wx) for y0, y1, wy in spans(map_hw[0]) for x0, x1, wx in spans(map_hw[1]))
-
-
-@functools.lru_cache(maxsize=None)
-def patch_index(map_hw: tuple[int, int], kernel_hw: tuple[int, int], pool: int = 1) -> np.ndarray:
-    """Flat indices into the SAME-padded map, (R = H·W, h·w), rows ordered by max-pooling window.
-
-    Rows run block by block of `pool_blocks`, cell by cell (row-major) inside a block, and over the
-    cell's window (row-major) inside a cell, so that after the matmul the pooling is a max over
-    consecutive rows. pool = 1: plain row-major order of the map.
-    """
-    W, (h, w) = map_hw[1], kernel_hw
-    ys, xs = [], []
-    for y0, y1, x0, x1, wy, wx in pool_blocks(map_hw, pool):
-        y = np.arange(y0, y1)[:, None, None, None] * pool + np.arange(wy)[None, None, :, None]
-        x = np.arange(x0, x1)[None, :, None, None] * pool + np.arange(wx)[None, None, None, :]
-        y, x = np.broadcast_arrays(y, x)  # (cells down, cells across, wy, wx)
-        ys.append(y.reshape(-1))
-        xs.append(x.reshape(-1))
-    ys, xs = np.concatenate(ys), np.concatenate(xs)  # (H·W,) each, every position once
-    ti, tj = (a.reshape(-1) for a in np.meshgrid(np.arange(h), np.arange(w), indexing="ij"))  # (h·w,)
-    index = (ys[:, None] + ti[None]) * (W + w - 1) + xs[:, None] + tj[None]  # (R, h·w)
-    index.flags.writeable = False
-    return index
-
-
-def signal_patches_numpy(x: np.ndarray, kernel_hw: tuple[int, int], pool: int = 1) -> np.ndarray:
-    """One map x (H, W, C) → its im2col patches (C, H·W, h·w), C-contiguous, rows as in `patch_index`."""
-    H, W, C = x.shape
-    h, w = kernel_hw
-    (top, _), (left, _) = same_padding(h), same_padding(w)
-    xp = np.zeros((C, H + h - 1, W + w - 1), np.float32)
-    xp[:, top:top + H, left:left + W] = x.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W), padded
-    # np.take (not xp[:, index]): fancy indexing after a slice returns C innermost, which makes the
-    # matmul 3–4× slower.
-    return np.take(xp.reshape(C, -1), patch_index((H, W), (h, w), pool), axis=1)  # (C, R, h·w)
-
-
-def kernel_matrix(parts: np.ndarray) -> np.ndarray:
-    """Parts (N, P, f, f, C) → (C, f·f, N·P), column n·P + p = part p of image n."""
-    N, P, f, _, C = parts.shape
-    return np.ascontiguousarray(parts.transpose(4, 2, 3, 0, 1).reshape(C, f * f, N * P))
-
-
-def correlate_and_pool(patches: np.ndarray, kernels: np.ndarray, map_hw: tuple[int, int], pool: int,
-                       channel_block: int = 8) -> np.ndarray:
-    """Eq. 2 of one signal with many kernels, then the model's max-pooling.
-
-    Args:
-      patches: (C, H·W, t) from `signal_patches_numpy` with the same `pool`.
-      kernels: (C, t, K), K kernels per channel (`kernel_matrix`).
-      map_hw: (H, W) of the signal.
-      pool: pooling window, 2^(number of 2 × 2 poolings); 1 = none.
-      channel_block: channels per matmul: a block's (channel_block, H·W, K) product stays in cache
-        for the max that follows (measured 1.3× faster than one matmul over all channels).
-    Returns:
-      (C, gh·gw, K), cells row-major: out[c, cell, k] = max over the cell's window of Eq. 2 of
-      channel c with kernel k.
-    """
-    C, R, _ = patches.shape
-    K = kernels.shape[-1]
-    blocks = pool_blocks(tuple(map_hw), pool)
-    gh, gw = blocks[-1][1], blocks[-1][3]
-    out = np.empty((C, gh, gw, K), np.float32)
-    product = np.empty((min(channel_block, C), R, K), np.float32)
-    for c0 in range(0, C, channel_block):
-        c1 = min(c0 + channel_block, C)
-        s = np.matmul(patches[c0:c1], kernels[c0:c1], out=product[:c1 - c0])  # (c, H·W, K)
-        r = 0
-        for y0, y1, x0, x1, wy, wx in blocks:
-            n = (y1 - y0) * (x1 - x0) * wy * wx
-            window = s[:, r:r + n].reshape(c1 - c0, y1 - y0, x1 - x0, wy * wx, K)
-            np.max(window, axis=3, out=out[c0:c1, y0:y1, x0:x1])  # max per window
-            r += n
-    return out.reshape(C, gh * gw, K)
-
-
-def xcorr_shared_kernels_numpy(signal, kernels) -> np.ndarray:
-    """`xcorr_shared_kernels` in NumPy, the engine's form (pool 1, rows in map order): (N, M, H, W, C)."""
-    signal, kernels = np.asarray(signal, np.float32), np.asarray(kernels, np.float32)
-    N, H, W, C = signal.shape
-    M, h, w, _ = kernels.shape
-    k = np.ascontiguousarray(kernels.transpose(3, 1, 2, 0).reshape(C, h * w, M))  # -> (C, h·w, M)
-    maps = [correlate_and_pool(signal_patches_numpy(x, (h, w)), k, (H, W), 1) for x in signal]  # (C, H·W, M) each
-    return np.stack(maps).reshape(N, C, H, W, M).transpose(0, 4, 2, 3, 1)  # -> (N, M, H, W, C)
-
-
-# ---- NumPy's BLAS threads ----------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _openblas_threads_api():
-    """(get, set) of the number of threads of the OpenBLAS NumPy loaded, or None (as threadpoolctl finds it)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line})
-    except OSError:
-        return None
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_", "64_"), ("", "64_"), ("", "")):
-            get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
-            set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
-            if get is not None and set_ is not None:
-                return get, set_
-    return None
-
-
-@contextlib.contextmanager
-def blas_threads(n: int):
-    """Run the block with NumPy's OpenBLAS limited to n threads; yields whether that was possible."""
-    api = _openblas_threads_api()
-    if api is None:
-        yield False
-        return
-    get, set_ = api
-    before = get()
-    set_(n)
-    try:
-        yield True
-    finally:
-        set_(before)
+__all__ = ["ImageFeatures", "ScoringEngine"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,17 +223,8 @@ class ScoringEngine:
                                                  axes=([0, 3], [1, 0]))
                 pre[rows[k0:k0 + len(ks)]] += share.transpose(1, 0, 2).reshape(len(ks), gh, gw, -1)
 
-        groups = _groups(signal_idx, kernel_idx)
-        # Parallel over signal images, each worker with a single-threaded BLAS: the max-pooling, the
-        # projection and the patches (single-threaded NumPy) then run in parallel too, and a core
-        # taken by another job slows one worker instead of stalling OpenBLAS's thread barrier.
-        with blas_threads(1) as limited:
-            if self.workers > 1 and limited and len(groups) > 1:
-                with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
-                    list(pool.map(one_signal, groups))
-                return
-        for group in groups:
-            one_signal(group)
+        # Parallel over signal images, each worker with a single-threaded BLAS (reid_tf.parallel says why).
+        parallel_map(one_signal, _groups(signal_idx, kernel_idx), self.workers)
 
     def _head(self, pre):
         """conv4 pre-activation (B, 10, 4, O) → BN, ReLU, conv5, conv6, GAP, logits; → p_match (B,)."""

@@ -42,6 +42,7 @@ class TrainOptions:
     resume: bool = False
     strategy: str = "default"  # "default" (one device) or "mirrored" (tf.distribute.MirroredStrategy)
     init_from: str | None = None  # a trained network (model.keras or its workdir) to start from
+    recipe: str = "cross_camera"  # config.RECIPES: which reading of §4.2's pairs (DESIGN "Recipes")
     pairing: str = "per_pair"  # "per_pair" or "shared" (reid_tf.pairs; DESIGN "Training on shared images")
     checkpoint_every: int = 50  # steps
     eval_every: int = 0  # steps between validation CMC runs (0: only at the end)
@@ -134,6 +135,11 @@ def run(opts: TrainOptions) -> dict:
     if opts.pairing not in config.PAIRINGS:
         raise ValueError(f"unknown pairing {opts.pairing!r}; valid: {', '.join(config.PAIRINGS)}")
     shared = opts.pairing == "shared"
+    if opts.recipe not in config.RECIPES:
+        raise ValueError(f"unknown recipe {opts.recipe!r}; valid: {', '.join(config.RECIPES)}")
+    if shared and opts.recipe != "cross_camera":
+        raise ValueError(f"--pairing=shared serves --recipe=cross_camera only so far; use "
+                         f"--pairing=per_pair with --recipe={opts.recipe}")
     if shared and opts.strategy == "mirrored":
         raise ValueError("--pairing=shared forms each batch's pairs among its own images, which "
                          "--strategy=mirrored would split across replicas; use --pairing=per_pair with it")
@@ -141,7 +147,7 @@ def run(opts: TrainOptions) -> dict:
         per_epoch = pairs.shared_steps_per_epoch(train_records, batch, crops)
         pairs_per_step = pairs.shared_batch_shape(train_records, batch)[1]
     else:
-        per_epoch, pairs_per_step = pairs.steps_per_epoch(train_records, batch, crops), batch
+        per_epoch, pairs_per_step = pairs.steps_per_epoch(train_records, batch, crops, opts.recipe), batch
     total = opts.max_steps or max(1, math.ceil(opts.epochs * per_epoch))
     logging.info("%s trial %d: %d train / %d val / %d test identities; %d steps per epoch of %d "
                  "pairs (%s); training %d steps (%.2f epochs)", dataset.name, opts.trial, len(split.train),
@@ -173,7 +179,8 @@ def run(opts: TrainOptions) -> dict:
     if shared:
         data = pairs.make_shared_dataset(train_records, batch, opts.seed, crops, start_step=start)
     else:
-        data = pairs.make_pair_dataset(train_records, batch, opts.seed, crops, start_step=start)
+        data = pairs.make_pair_dataset(train_records, batch, opts.seed, crops, start_step=start,
+                                       recipe=opts.recipe)
     every = max(1, min(opts.checkpoint_every, total))
     checkpoint = trainer.StepCheckpoint(manager, every, total)
     budget = trainer.TimeBudget(opts.max_minutes)
@@ -215,6 +222,8 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", d.workdir, "checkpoints, TensorBoard logs, results")
     flags.DEFINE_boolean("resume", d.resume, "continue from the workdir's last checkpoint")
     flags.DEFINE_enum("strategy", d.strategy, ["default", "mirrored"], "tf.distribute strategy")
+    flags.DEFINE_enum("recipe", d.recipe, list(config.RECIPES), "which reading of the paper's pairs: "
+                      "cross_camera (ours) or paper_xcorr ([31]'s code: copies, all pairs; docs/DESIGN.md)")
     flags.DEFINE_string("init_from", None, "start from this trained network's weights (a model.keras or "
                         "a finished run's workdir; layers matched by name and shape), e.g. a CUHK03 model")
     flags.DEFINE_enum("pairing", d.pairing, list(config.PAIRINGS), "per_pair: every pair's two images "

@@ -31,8 +31,8 @@ def test_init_from_copies_every_layer_of_the_same_name_and_shape(source):
     for name in ("conv1", "conv2", "csn_2", "rank_2", "conv5", "conv6", "logits"):
         for a, b in zip(find_layer(src, name).get_weights(), find_layer(target, name).get_weights()):
             np.testing.assert_array_equal(a, b, err_msg=name)
-    # conv4 and the embedding read 1,152 / 192 channels in l23 (576 / 96 in l2); level 3 is new
-    assert set(copy_weights(src, build_model("l23"))[1]) == {"conv4", "embedding", "csn_3", "rank_3"}
+    # conv4 and the embedding read 1,152 / 192 channels in l23 (576 / 96 in l2); conv3 and level 3 are new
+    assert set(copy_weights(src, build_model("l23"))[1]) == {"conv3", "conv4", "embedding", "csn_3", "rank_3"}
 
 
 def test_init_from_errors_name_the_problem(tmp_path, source):

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from benchmarks.correlation_forms import xcorr_depthwise_multiplier, xcorr_im2col, xcorr_shared_kernels
 from reid_tf import config
-from reid_tf.layers import CSN
+from reid_tf.im2col import correlate_and_pool, kernel_matrix, signal_patches_numpy, xcorr_shared_kernels_numpy
+from reid_tf.layers import CSN, depthwise_xcorr
 from reid_tf.layers.correlation import depthwise_xcorr_parts_fft, depthwise_xcorr_parts_shift
 from reid_tf.layers.csn import similarity_fft, similarity_shift
 from reid_tf.model import build_model, encoder_of, head_inputs, pair_head_of, structure
-from reid_tf.scoring import (ScoringEngine, correlate_and_pool, depthwise_xcorr, kernel_matrix,
-                             signal_patches_numpy, xcorr_depthwise_multiplier, xcorr_im2col,
-                             xcorr_shared_kernels, xcorr_shared_kernels_numpy)
+from reid_tf.scoring import ScoringEngine
 from references import xcorr_loop
 
 RNG = np.random.default_rng(6)

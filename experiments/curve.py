@@ -1,0 +1,148 @@
+"""Accuracy against pairs seen for one training run, from its saved checkpoints, under both test
+protocols (issue 11):
+
+    python -m experiments.curve --workdir=runs/cuhk01_l23 --checkpoints=runs/cuhk01_l23/checkpoints \\
+        --out=results/cuhk01_l23_cross_camera_curve [--protocols=single_shot,xcorr] [--every=395]
+
+Each checkpoint (ckpt-<step>) whose step is a multiple of --every, or the last one, is restored into
+the run's preset and evaluated on the run's test split (reid_tf.evaluate.evaluate_network). The
+points are added to OUT.json (finished points are kept, so the command can be rerun as a run goes
+on), and OUT.md (a table) and OUT.png (rank-1 against pairs seen, one line per protocol) are
+rewritten. Commit these small files under results/ so the curve survives a change of machine.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+
+from absl import app, flags, logging
+
+from reid_tf import config, datasets, evaluate, pairs
+
+FLAGS = flags.FLAGS
+COLOURS = {"single_shot": (31, 119, 180), "xcorr": (214, 39, 40)}
+
+
+def atomic_write_text(path: str, text: str) -> None:  # TODO(merge): the library's atomic-write helper
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def pairs_per_step(run: dict, records) -> int:
+    """Pairs a step of this run trains on (a shared batch holds 3K²V pairs, not batch_size)."""
+    if run.get("pairing", "per_pair") == "shared":
+        return pairs.shared_batch_shape(records, run["batch_size"])[1]
+    return run["batch_size"]
+
+
+def checkpoint_steps(directory: str) -> list[int]:
+    found = {int(m.group(1)) for p in glob.glob(os.path.join(directory, "ckpt-*.index"))
+             if (m := re.search(r"ckpt-(\d+)\.index$", p))}
+    return sorted(found)
+
+
+def evaluate_checkpoint(run: dict, path: str, dataset, test_ids, protocols) -> dict:
+    import tensorflow as tf
+
+    from reid_tf.model import build_model
+    network = build_model(run["model"])
+    tf.train.Checkpoint(model=network).restore(path).expect_partial()
+    out = {}
+    for protocol in protocols:
+        summary = evaluate.summarize([evaluate.evaluate_network(network, dataset, test_ids, run["trial"],
+                                                                run["seed"], protocol=protocol)])["eq7"]
+        out[protocol] = {"rank1": summary["rank"]["1"]["mean"], "rank5": summary["rank"]["5"]["mean"],
+                         "rank10": summary["rank"]["10"]["mean"], "map": summary["map"]["mean"]}
+        logging.info("%s, %s: rank-1/5/10 %.1f / %.1f / %.1f, mAP %.1f", os.path.basename(path), protocol,
+                     *out[protocol].values())
+    return out
+
+
+def markdown(body: dict) -> str:
+    run = body["run"]
+    lines = [f"### {run['dataset']} / {run['model']} / recipe {run.get('recipe', 'cross_camera')} / "
+             f"pairing {run.get('pairing', 'per_pair')} / trial {run['trial']}: test CMC (Eq. 7) against "
+             "pairs seen", "",
+             "| step | epochs | pairs seen | protocol | top-1 | top-5 | top-10 | mAP |",
+             "|---|---|---|---|---|---|---|---|"]
+    for p in body["points"]:
+        for protocol, r in p["results"].items():
+            lines.append(f"| {p['step']} | {p['epochs']:.2f} | {p['pairs_seen']:,} | {protocol} | "
+                         f"{r['rank1']:.1f} | {r['rank5']:.1f} | {r['rank10']:.1f} | {r['map']:.1f} |")
+    lines += ["", "Protocols: " + "; ".join(f"**{k}** — {v}" for k, v in evaluate.PROTOCOL_TITLES.items())]
+    return "\n".join(lines) + "\n"
+
+
+def plot(body: dict, path: str, size=(640, 400)) -> None:
+    """Rank-1 (%) against pairs seen, one line per protocol, with axes and a legend (PIL only)."""
+    from PIL import Image, ImageDraw
+    w, h = size
+    left, right, top, bottom = 60, 20, 30, 50
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    points = body["points"]
+    max_x = max((p["pairs_seen"] for p in points), default=1) or 1
+
+    def xy(pairs_seen, rank1):
+        return (left + (w - left - right) * pairs_seen / max_x, h - bottom - (h - top - bottom) * rank1 / 100)
+
+    draw.line([(left, top), (left, h - bottom), (w - right, h - bottom)], fill="black")
+    for v in range(0, 101, 20):
+        y = xy(0, v)[1]
+        draw.line([(left - 4, y), (left, y)], fill="black")
+        draw.text((left - 30, y - 6), f"{v}", fill="black")
+    for i in range(5):
+        x = left + (w - left - right) * i / 4
+        draw.text((x - 20, h - bottom + 6), f"{max_x * i / 4 / 1000:.0f}k", fill="black")
+    draw.text((w // 2 - 40, h - 20), "pairs seen", fill="black")
+    draw.text((5, 8), f"rank-1 (%): {body['run']['dataset']} / {body['run']['model']}", fill="black")
+    for n, protocol in enumerate(COLOURS):
+        line = [xy(p["pairs_seen"], p["results"][protocol]["rank1"]) for p in points if protocol in p["results"]]
+        if len(line) > 1:
+            draw.line(line, fill=COLOURS[protocol], width=2)
+        for x, y in line:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=COLOURS[protocol])
+        draw.text((w - 160, top + 14 * n), f"— {protocol}", fill=COLOURS[protocol])
+    tmp = path + ".tmp.png"
+    image.save(tmp)
+    os.replace(tmp, path)
+
+
+def main(argv):
+    del argv
+    run = json.load(open(os.path.join(FLAGS.workdir, "run.json")))
+    dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))
+    split = dataset.split(run["trial"], run["seed"], run["val_identities"], run["test_identities"])
+    per_step = pairs_per_step(run, datasets.records_of(dataset, split.train))
+    out_json = FLAGS.out + ".json"
+    body = json.load(open(out_json)) if os.path.isfile(out_json) else {"points": []}
+    body["run"] = {k: run.get(k) for k in ("dataset", "model", "trial", "seed", "batch_size", "recipe",
+                                           "pairing", "steps_per_epoch", "total_steps")}
+    done = {p["step"] for p in body["points"]}
+    directory = FLAGS.checkpoints or os.path.join(FLAGS.workdir, "checkpoints")
+    steps = checkpoint_steps(directory)
+    for step in steps:
+        if step in done or (step % FLAGS.every and step != steps[-1]):
+            continue
+        results = evaluate_checkpoint(run, os.path.join(directory, f"ckpt-{step}"), dataset, split.test,
+                                      FLAGS.protocols)
+        body["points"].append({"step": step, "epochs": step / run["steps_per_epoch"],
+                               "pairs_seen": step * per_step, "results": results})
+        body["points"].sort(key=lambda p: p["step"])
+        os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
+        atomic_write_text(out_json, json.dumps(body, indent=1))
+        atomic_write_text(FLAGS.out + ".md", markdown(body))
+        plot(body, FLAGS.out + ".png")
+    print(markdown(body))
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("workdir", None, "the training run (its run.json)", required=True)
+    flags.DEFINE_string("checkpoints", None, "folder of its checkpoints (default: WORKDIR/checkpoints)")
+    flags.DEFINE_string("out", None, "output prefix, e.g. results/cuhk01_l23_curve", required=True)
+    flags.DEFINE_list("protocols", list(evaluate.PROTOCOL_TITLES), "test protocols")
+    flags.DEFINE_integer("every", 1, "evaluate checkpoints whose step is a multiple of this (and the last)")
+    app.run(main)

@@ -1,0 +1,92 @@
+"""The two readings of §4.2's pairs (issue 11): cross_camera (ours) and paper_xcorr ([31]'s code)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_tools.make_synthetic import make_synthetic
+from reid_tf import config, pairs
+from reid_tf.datasets import manifest_records, read_manifest
+
+CROPS = 5
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    """6 identities × 2 cameras × 2 images (the CUHK01 layout)."""
+    root = make_synthetic(str(tmp_path_factory.mktemp("synth") / "d"), identities=6, seed=0)
+    return manifest_records(root, read_manifest(root))
+
+
+def test_paper_xcorr_epoch_is_all_pairs_of_an_identitys_images_and_copies(records):
+    versions = pairs.xcorr_versions(CROPS)
+    assert versions == 7  # the original, 5 translated copies, 1 flipped copy ([31], CUHK01: 4 → 28 images)
+    n_ids = len({r.identity for r in records})
+    per_identity = 28 * 27 // 2  # C(28, 2) = 378
+    assert len(pairs.xcorr_positive_pairs(records, versions)) == n_ids * per_identity
+    assert pairs.epoch_size(records, CROPS, "paper_xcorr") == 3 * n_ids * per_identity
+    assert 871 * per_identity * 3 == 987_714  # CUHK01's 871 training identities: ≈ 988 k pairs an epoch
+    assert pairs.epoch_size(records, CROPS) == 3 * n_ids * 4 * CROPS  # cross_camera: 4 positives × crops
+
+    batch = 9
+    index_a, index_b, labels = pairs.plan_epoch(records, 0, 0, CROPS, batch, recipe="paper_xcorr")
+    assert len(labels) == pairs.steps_per_epoch(records, batch, CROPS, "paper_xcorr") * batch
+    identity = np.repeat([r.identity for r in records], versions)
+    camera = np.repeat([r.camera for r in records], versions)
+    pos = labels == 1
+    assert np.all(identity[index_a[pos]] == identity[index_b[pos]])
+    assert np.all(identity[index_a[~pos]] != identity[index_b[~pos]])
+    assert np.any(camera[index_a[pos]] == camera[index_b[pos]])  # same-camera positives too
+    assert np.any(index_a[pos] // versions == index_b[pos] // versions)  # an image with its own copy
+    seen = np.unique(np.sort(np.stack([index_a[pos], index_b[pos]], 1), axis=1), axis=0, return_counts=True)[1]
+    assert np.all(seen == 1)  # every positive at most once an epoch (all but the dropped tail)
+    assert pos.sum() >= len(pairs.xcorr_positive_pairs(records, versions)) - batch
+
+
+def _translated(image, dy, dx):
+    """out[y, x] = image[y − dy, x − dx], zero outside (a plain reference)."""
+    out = np.zeros_like(image)
+    h, w = image.shape[:2]
+    for y in range(h):
+        for x in range(w):
+            if 0 <= y - dy < h and 0 <= x - dx < w:
+                out[y, x] = image[y - dy, x - dx]
+    return out
+
+
+def test_paper_xcorr_versions_are_the_original_fixed_translations_and_a_mirror():
+    rng = np.random.default_rng(0)
+    image = rng.integers(1, 256, size=(config.INPUT_HEIGHT, config.INPUT_WIDTH, 3)).astype(np.uint8)
+    versions, shift = 7, int(config.XCORR_SHIFT_FRACTION * config.INPUT_HEIGHT)
+    assert shift == 8
+    made = [pairs.xcorr_version(tf.constant(image), tf.constant(v, tf.int64),
+                                tf.constant([3, 100 + v], tf.int64), versions).numpy() for v in range(versions)]
+    np.testing.assert_array_equal(made[0], image)
+    np.testing.assert_array_equal(made[-1], image[:, ::-1])
+    shifts = set()
+    for copy in made[1:-1]:
+        found = [(dy, dx) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)
+                 if np.array_equal(copy[max(dy, 0):160 + min(dy, 0), max(dx, 0):60 + min(dx, 0)],
+                                   image[max(-dy, 0):160 + min(-dy, 0), max(-dx, 0):60 + min(-dx, 0)])]
+        assert len(found) == 1
+        np.testing.assert_array_equal(copy, _translated(image, *found[0]))  # the rest is zero
+        shifts.add(found[0])
+    assert len(shifts) > 1
+    again = pairs.xcorr_version(tf.constant(image), tf.constant(2, tf.int64), tf.constant([3, 102], tf.int64), versions)
+    np.testing.assert_array_equal(again.numpy(), made[2])  # a copy is the same picture every time
+
+
+def test_paper_xcorr_batches_resume_exactly(records):
+    full = [(x["image_a"].numpy(), y.numpy()) for x, y in
+            pairs.make_pair_dataset(records, 9, 1, CROPS, recipe="paper_xcorr", num_epochs=1).take(6)]
+    resumed = [(x["image_a"].numpy(), y.numpy()) for x, y in
+               pairs.make_pair_dataset(records, 9, 1, CROPS, recipe="paper_xcorr", start_step=4, num_epochs=1).take(2)]
+    for (a, la), (b, lb) in zip(resumed, full[4:]):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+
+
+def test_unknown_recipe_is_refused(records):
+    with pytest.raises(ValueError, match="unknown recipe.*cross_camera"):
+        pairs.epoch_size(records, CROPS, "nope")
