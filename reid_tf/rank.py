@@ -176,10 +176,6 @@ class Progress:
                          self.unit, 100 * self.done / self.total, rate, self.unit,
                          (self.total - self.done) / max(rate, 1e-9))
 
-    @property
-    def seconds(self) -> float:
-        return time.monotonic() - self.t0
-
 
 # ---------------------------------------------------------------------------------------------
 # Features: in memory (scoring.ImageFeatures) or on disk (CachedFeatures), one interface:
@@ -299,7 +295,7 @@ class Ranker:
 
         try:
             self.engine = ScoringEngine(model, **engine_kwargs)
-        except (ValueError, KeyError) as e:  # no csn_<level> / conv4 / score layer
+        except (ValueError, KeyError) as e:  # no encoder / pair head of reid_tf.model
             raise RankError(f"{getattr(model, 'name', model)} is not a reid_tf network ({e})") from None
         self.model, self.gallery_chunk = model, int(gallery_chunk)
         self.cache = FeatureCache(cache_dir, model_key(model)) if cache_dir else None

@@ -172,6 +172,16 @@ def test_bad_images_are_named_and_skipped_or_stop(tmp_path, synthetic):
         rank.read_images(paths, "stop")
 
 
+def test_progress_line_has_rate_and_eta(caplog):
+    progress = rank.Progress("encoding gallery", 10, "images", every=0.0)
+    with caplog.at_level("INFO"):
+        progress.update(4)
+        progress.update(6)  # done: no line
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "encoding gallery: 4/10 images (40%)" in lines[0]
+    assert "images/s" in lines[0] and "ETA" in lines[0]
+
+
 # ---- pictures -------------------------------------------------------------------------------
 def test_ranked_picture_frames_and_layout(synthetic):
     query, gallery = synthetic
