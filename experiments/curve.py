@@ -34,7 +34,8 @@ def atomic_write_text(path: str, text: str) -> None:  # TODO(merge): the library
 def pairs_per_step(run: dict, records) -> int:
     """Pairs a step of this run trains on (a shared batch holds 3K²V pairs, not batch_size)."""
     if run.get("pairing", "per_pair") == "shared":
-        return pairs.shared_batch_shape(records, run["batch_size"])[1]
+        most = run.get("shared_images_per_camera", config.SHARED_IMAGES_PER_CAMERA)
+        return pairs.shared_batch_shape(records, run["batch_size"], most)[1]
     return run["batch_size"]
 
 

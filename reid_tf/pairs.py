@@ -461,16 +461,18 @@ def _epoch_visits(records: Sequence[Record], k: int, crops_per_image: int, rng: 
     return np.asarray(idents, np.int64)[order], np.asarray(images, np.int64).reshape(len(idents), 2 * k)[order]
 
 
-def shared_steps_per_epoch(records: Sequence[Record], batch_size: int, crops_per_image: int) -> int:
-    """Whole shared batches per epoch (the partial last batch is dropped)."""
-    k = images_per_camera(records)
+def shared_steps_per_epoch(records: Sequence[Record], batch_size: int, crops_per_image: int,
+                           most: int = config.SHARED_IMAGES_PER_CAMERA) -> int:
+    """Whole shared batches per epoch (the partial last batch is dropped); `most` bounds K."""
+    k = images_per_camera(records, most)
     visits = sum(crops_per_image * -(-len(a) // k) * -(-len(b) // k) for _, a, b in _identity_images(records))
     return visits // visits_per_batch(batch_size, k)
 
 
-def shared_batch_shape(records: Sequence[Record], batch_size: int) -> tuple[int, int]:
+def shared_batch_shape(records: Sequence[Record], batch_size: int,
+                       most: int = config.SHARED_IMAGES_PER_CAMERA) -> tuple[int, int]:
     """(images, pairs) of every shared batch: (2·K·V, 3·K²·V)."""
-    k = images_per_camera(records)
+    k = images_per_camera(records, most)
     v = visits_per_batch(batch_size, k)
     return 2 * k * v, PAIRS_PER_POSITIVE * k * k * v
 
@@ -524,11 +526,11 @@ def batch_pairs(idents: np.ndarray, k: int, rng: np.random.Generator, swap: bool
 
 
 def plan_shared_epoch(records: Sequence[Record], seed: int, epoch: int, crops_per_image: int,
-                      batch_size: int) -> tuple[np.ndarray, ...]:
+                      batch_size: int, most: int = config.SHARED_IMAGES_PER_CAMERA) -> tuple[np.ndarray, ...]:
     """The shared batches of one epoch: image records (S, N), pair index_a, index_b (S, M) into the
     batch's images, labels (S, M), for S = shared_steps_per_epoch batches."""
     rng = np.random.default_rng([seed, _TAG_SHARED, epoch])
-    k = images_per_camera(records)
+    k = images_per_camera(records, most)
     v = visits_per_batch(batch_size, k)
     idents, images = _epoch_visits(records, k, crops_per_image, rng)
     _separate_identities(idents, images, v)
@@ -540,24 +542,25 @@ def plan_shared_epoch(records: Sequence[Record], seed: int, epoch: int, crops_pe
 
 def make_shared_dataset(records: Sequence[Record], batch_size: int, seed: int, crops_per_image: int,
                         start_step: int = 0, num_epochs: int | None = None,
-                        cache_images: bool = True) -> tf.data.Dataset:
-    """Shared-image training batches; see the section comment above.
+                        cache_images: bool = True, most: int = config.SHARED_IMAGES_PER_CAMERA
+                        ) -> tf.data.Dataset:
+    """Shared-image training batches; see the section comment above (`most` bounds K).
 
     Returns:
       Dataset of ({"images": (N, 160, 60, 3) float32 in [0, 1], "index_a": (M,) int64, "index_b":
       (M,) int64}, label (M,) int32): the batch's pairs are (images[index_a[i]], images[index_b[i]]).
     """
     _check(records, PAIRS_PER_POSITIVE, seed, crops_per_image)
-    steps = shared_steps_per_epoch(records, batch_size, crops_per_image)
+    steps = shared_steps_per_epoch(records, batch_size, crops_per_image, most)
     if steps < 1:
         raise ValueError(f"an epoch of shared batches is shorter than one batch of {batch_size} pairs")
-    n, m = shared_batch_shape(records, batch_size)
+    n, m = shared_batch_shape(records, batch_size, most)
     first_epoch, step_in_epoch = divmod(start_step, steps)
     fetch = _image_source(records, cache_images)
 
     def epoch_dataset(epoch: tf.Tensor) -> tf.data.Dataset:
         plan = tf.numpy_function(
-            lambda e: plan_shared_epoch(records, seed, int(e), crops_per_image, batch_size),
+            lambda e: plan_shared_epoch(records, seed, int(e), crops_per_image, batch_size, most),
             [epoch], (tf.int64, tf.int64, tf.int64, tf.int32))
         for column, width in zip(plan, (n, m, m, m)):
             column.set_shape([steps, width])

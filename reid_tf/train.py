@@ -43,6 +43,7 @@ class TrainOptions:
     strategy: str = "default"  # "default" (one device) or "mirrored" (tf.distribute.MirroredStrategy)
     init_from: str | None = None  # a trained network (model.keras or its workdir) to start from
     recipe: str = "cross_camera"  # config.RECIPES: which reading of §4.2's pairs (DESIGN "Recipes")
+    shared_images_per_camera: int = config.SHARED_IMAGES_PER_CAMERA  # K at most, --pairing=shared
     pairing: str = "per_pair"  # "per_pair" or "shared" (reid_tf.pairs; DESIGN "Training on shared images")
     checkpoint_every: int = 50  # steps
     eval_every: int = 0  # steps between validation CMC runs (0: only at the end)
@@ -144,15 +145,18 @@ def run(opts: TrainOptions) -> dict:
         raise ValueError("--pairing=shared forms each batch's pairs among its own images, which "
                          "--strategy=mirrored would split across replicas; use --pairing=per_pair with it")
     if shared:
-        per_epoch = pairs.shared_steps_per_epoch(train_records, batch, crops)
-        pairs_per_step = pairs.shared_batch_shape(train_records, batch)[1]
+        k = opts.shared_images_per_camera
+        if k < 1:
+            raise ValueError(f"--shared_images_per_camera must be >= 1, got {k}")
+        per_epoch = pairs.shared_steps_per_epoch(train_records, batch, crops, k)
+        pairs_per_step = pairs.shared_batch_shape(train_records, batch, k)[1]
     else:
         per_epoch, pairs_per_step = pairs.steps_per_epoch(train_records, batch, crops, opts.recipe), batch
     total = opts.max_steps or max(1, math.ceil(opts.epochs * per_epoch))
     logging.info("%s trial %d: %d train / %d val / %d test identities; %d steps per epoch of %d "
                  "pairs (%s); training %d steps (%.2f epochs)", dataset.name, opts.trial, len(split.train),
                  len(split.val), len(split.test), per_epoch, pairs_per_step,
-                 "shared images: %d images a batch" % pairs.shared_batch_shape(train_records, batch)[0]
+                 "shared images: %d images a batch" % pairs.shared_batch_shape(train_records, batch, k)[0]
                  if shared else "per pair", total, total / per_epoch)
 
     os.makedirs(opts.workdir, exist_ok=True)
@@ -177,7 +181,7 @@ def run(opts: TrainOptions) -> dict:
         logging.info("checkpoint step %d already reaches the %d steps asked for", start, total)
 
     if shared:
-        data = pairs.make_shared_dataset(train_records, batch, opts.seed, crops, start_step=start)
+        data = pairs.make_shared_dataset(train_records, batch, opts.seed, crops, start_step=start, most=k)
     else:
         data = pairs.make_pair_dataset(train_records, batch, opts.seed, crops, start_step=start,
                                        recipe=opts.recipe)
@@ -224,6 +228,9 @@ def define_flags() -> None:
     flags.DEFINE_enum("strategy", d.strategy, ["default", "mirrored"], "tf.distribute strategy")
     flags.DEFINE_enum("recipe", d.recipe, list(config.RECIPES), "which reading of the paper's pairs: "
                       "cross_camera (ours) or paper_xcorr ([31]'s code: copies, all pairs; docs/DESIGN.md)")
+    flags.DEFINE_integer("shared_images_per_camera", d.shared_images_per_camera, "--pairing=shared: "
+                         "camera-A and camera-B images per identity visit, at most (K; 1 = more "
+                         "identities per batch, 2 = more pairs per encoded image)")
     flags.DEFINE_string("init_from", None, "start from this trained network's weights (a model.keras or "
                         "a finished run's workdir; layers matched by name and shape), e.g. a CUHK03 model")
     flags.DEFINE_enum("pairing", d.pairing, list(config.PAIRINGS), "per_pair: every pair's two images "

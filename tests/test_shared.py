@@ -61,6 +61,18 @@ def test_shared_plan_pairs_are_what_they_claim(records):
     assert 0.35 < np.mean(camera[image_records[np.arange(steps)[:, None], index_a]] == 1) < 0.65
 
 
+def test_one_image_per_camera_gives_more_identities_a_batch(records):
+    """K = 1: V = round(128 / 3) = 43 visits of 2 images, 129 pairs; every positive still CROPS times."""
+    assert pairs.shared_batch_shape(records, 128, most=1) == (86, 129)
+    image_records, index_a, index_b, labels = pairs.plan_shared_epoch(records, 0, 0, CROPS, 9, most=1)
+    assert image_records.shape[1] == 6 and labels.shape[1] == 9
+    pos = labels == 1
+    got = [tuple(sorted(p)) for s in range(len(labels))
+           for p in zip(image_records[s][index_a[s]][pos[s]], image_records[s][index_b[s]][pos[s]])]
+    _, counts = np.unique(got, axis=0, return_counts=True)
+    assert len(counts) == len(pairs.positive_pairs(records)) and np.all(counts == CROPS)
+
+
 def test_shared_plan_covers_uneven_identities():
     """Every positive at least crops times when identities hold different numbers of images."""
     records = _uneven_records()
