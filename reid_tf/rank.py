@@ -8,7 +8,7 @@ Eq. 2 and the head run per pair. The query is the model's image_a and a gallery 
 as in the test protocol (p(match) is not symmetric).
 
 Images: any size and format training reads (PNG, BMP, JPEG), decoded and resized to 160 × 60 as
-training does (`reid_tf.pairs.decode_image`); folders are searched recursively. An unreadable or
+training does (`reid_tf.images`); folders are searched recursively. An unreadable or
 truncated file is named in a warning and skipped (`bad_images="stop"`: an error instead).
 
 Two-stage scoring (`shortlist=K`): stage 1 orders each query's gallery by d alone (Eq. 5, from the
@@ -69,37 +69,27 @@ def find_images(path: str, what: str = "gallery", exclude: Sequence[str] = ()) -
     return found
 
 
-def _tf_message(error: Exception) -> str:
-    """The readable part of a TensorFlow op error ("{{function_node …}} Invalid PNG data [Op:…]")."""
-    text = getattr(error, "message", None) or str(error)
-    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
-    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", text, flags=re.S).strip().splitlines()[0]
-
-
 def decode_images(contents: Sequence[bytes]) -> tuple[np.ndarray, list[str | None]]:
     """Encoded images → (uint8 (N, 160, 60, 3), per image None or why it could not be decoded).
 
-    Decodes in parallel through tf.data (training's decoder); when a batch holds a bad file, that
-    batch is decoded again one image at a time to find which (undecodable images are zeros).
+    The one decoder of training and evaluation (reid_tf.images: PIL, one conversion to 8-bit RGB,
+    TensorFlow's resize); undecodable images are zeros.
     """
-    import tensorflow as tf
+    from reid_tf import images
 
-    from reid_tf.pairs import IMAGE_SHAPE, decode_image
-
-    out = np.zeros((len(contents), *IMAGE_SHAPE), np.uint8)
+    out = np.zeros((len(contents), *images.IMAGE_SHAPE), np.uint8)
     errors: list[str | None] = [None] * len(contents)
-    if not len(contents):
-        return out, errors
-    try:
-        ds = tf.data.Dataset.from_tensor_slices(list(contents))
-        ds = ds.map(decode_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
-        out[:] = np.concatenate([batch.numpy() for batch in ds])
-    except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError):
-        for i, data in enumerate(contents):
-            try:
-                out[i] = decode_image(tf.constant(data)).numpy()
-            except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as e:
-                errors[i] = _tf_message(e)
+    decoded = {}
+    for i, data in enumerate(contents):
+        try:
+            decoded[i] = images.decode(data)
+        except images.ImageError as e:
+            errors[i] = str(e).split(": ", 1)[-1]  # the reason; the caller names the file
+    by_shape: dict[tuple, list[int]] = {}
+    for i, image in decoded.items():
+        by_shape.setdefault(image.shape, []).append(i)
+    for index in by_shape.values():  # one batched resize per distinct size
+        out[index] = images.resize(np.stack([decoded[i] for i in index])).numpy()
     return out, errors
 
 
