@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DATA_DIR ?= data
+DATASET  ?=
 WORKDIR  ?= runs/demo
 TRIALS   ?=
 SMOKE    ?=
@@ -11,7 +12,7 @@ PYTEST_FLAGS ?=
 DEMO_FLAGS ?=
 PROFILE_FLAGS ?=
 
-.PHONY: demo test test-slow bench bench-data profile-train tensorboard table5 reproduce-table2 reproduce-table3 reproduce-table4 clean
+.PHONY: demo test test-slow bench bench-data bench-rank profile-train tensorboard table5 reproduce-table2 reproduce-table3 reproduce-table4 clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +20,11 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The main job: train and evaluate (on the built-in synthetic dataset when no real one is prepared).
+# The main job: train and evaluate, on the built-in synthetic dataset unless DATASET names a prepared
+# one (e.g. make demo DATASET=viper; not prepared: an error giving the command that prepares it).
 demo: $(STAMP)
-	$(PY) -m reid_tf.train --workdir=$(WORKDIR) --data_dir=$(DATA_DIR) $(DEMO_FLAGS)
+	$(PY) -m reid_tf.train --workdir=$(WORKDIR) --data_dir=$(DATA_DIR) \
+	  $(if $(DATASET),--dataset=$(DATASET)) $(DEMO_FLAGS)
 
 # The default test run (< 10 minutes on 2 CPU cores); slow tests are marked and run by test-slow.
 test: $(STAMP)
@@ -39,6 +42,12 @@ bench: $(STAMP)
 bench-data: $(STAMP)
 	$(PY) -m benchmarks.bench_data
 
+# Ranking one query against 1,000 / 10,000 synthetic gallery images, exhaustive vs shortlist
+# (MODEL=runs/x/model.keras: a trained model; docs/RESULTS.md "Ranking a gallery").
+MODEL ?= $(WORKDIR)/model.keras
+bench-rank: $(STAMP)
+	$(PY) -m benchmarks.bench_rank --model=$(MODEL)
+
 # Where a training step's time goes, per block and op type (PROFILE_FLAGS, e.g. --preset=l234).
 profile-train: $(STAMP)
 	$(PY) -m benchmarks.profile_train $(PROFILE_FLAGS)
@@ -50,5 +59,9 @@ reproduce-table2 reproduce-table3 reproduce-table4: $(STAMP)
 	$(PY) -m experiments.reproduce --table=$(subst reproduce-table,,$@) --data_dir=$(DATA_DIR) \
 	  $(if $(TRIALS),--trials=$(TRIALS)) $(if $(SMOKE),--smoke)
 
+# Build artefacts only. runs/ holds every trained model and is never deleted by make: remove a run
+# yourself (rm -rf runs/NAME) when you mean to.
 clean:
-	rm -rf $(VENV) runs results/*.tmp
+	rm -rf $(VENV) *.egg-info .pytest_cache
+	find reid_tf data_tools experiments benchmarks tests -name __pycache__ -type d -prune -exec rm -rf {} +
+	find results -name '.*.tmp*' -delete 2>/dev/null || true

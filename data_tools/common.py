@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from reid_tf import datasets
+from reid_tf import datasets, fileio, images
 
 
 class DatasetError(ValueError):
@@ -38,13 +38,24 @@ def list_files(folder: str, suffix: str) -> list[str]:
     )
 
 
+def require_some(names: list[str], folder: str, suffix: str, expected: str) -> list[str]:
+    """`names` (the `suffix` files of `folder`) if there are any; else DatasetError saying what the
+    folder holds instead, so that a preparation never writes a manifest without images."""
+    if names:
+        return names
+    found = collections.Counter(os.path.splitext(n)[1].lower() or "(no extension)"
+                                for n in os.listdir(folder) if not n.startswith("."))
+    holds = ", ".join(f"{n} {ext}" for ext, n in found.most_common()) or "nothing"
+    raise DatasetError(f"{folder}: no {suffix} images (expected {expected}); it holds {holds}")
+
+
 def verify_image(path: str) -> None:
-    """Decode `path` completely (PIL open + load() also catches truncated files)."""
+    """Decode `path` completely, with the decoder training and evaluation use (reid_tf.images), so
+    an image that passes preparation is read the same way later."""
     try:
-        with Image.open(path) as image:
-            image.load()
-    except (OSError, SyntaxError, ValueError) as e:  # PIL reports bad data as any of these
-        raise DatasetError(f"{path}: unreadable or truncated image ({e})") from None
+        images.decode(path)
+    except images.ImageError as e:
+        raise DatasetError(str(e)) from None
 
 
 def verify_images(paths: Iterable[str]) -> None:
@@ -65,10 +76,8 @@ def start_output(out_dir: str) -> None:
 
 def write_png(image: np.ndarray, path: str) -> None:
     """Write an H×W×3 uint8 image as PNG atomically (temporary name, then rename)."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with fileio.atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 def summarize(dataset: str, records: list[dict]) -> dict:
@@ -87,8 +96,9 @@ def summarize(dataset: str, records: list[dict]) -> dict:
 
 
 def run_cli(prepare: Callable[[], object]) -> None:
-    """Run a preparation; a DatasetError becomes a one-line message and exit status 1."""
+    """Run a preparation; a DatasetError or OSError (e.g. an --out that cannot be written) becomes a
+    one-line message and exit status 1."""
     try:
         prepare()
-    except DatasetError as e:
+    except (DatasetError, OSError) as e:
         raise SystemExit(f"error: {e}") from None

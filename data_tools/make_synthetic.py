@@ -44,10 +44,10 @@ import re
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from PIL import Image
 
-from reid_tf import config
+from reid_tf import cli, config
 from reid_tf.datasets import MANIFEST, read_manifest, write_manifest
 
 H, W = config.INPUT_HEIGHT, config.INPUT_WIDTH
@@ -466,4 +466,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    cli.run(main)

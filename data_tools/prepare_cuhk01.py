@@ -16,11 +16,11 @@ import collections
 import os
 import re
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from data_tools import common
 from data_tools.common import DatasetError
-from reid_tf import datasets
+from reid_tf import cli, datasets
 
 IDENTITIES = 971  # CUHK01: 971 identities (§4.1)
 IMAGE_CAMERA = {1: 0, 2: 0, 3: 1, 4: 1}  # NNN -> camera: 001–002 camera A, 003–004 camera B
@@ -31,7 +31,9 @@ def read_campus(folder: str) -> list[dict]:
     """Records of `campus/`, after checking every name and that each identity has NNN 001–004."""
     common.require_dir(folder, "CUHK01 images named PPPPNNN.png")
     records, seen = [], collections.defaultdict(set)
-    for name in common.list_files(folder, ".png"):
+    names = common.require_some(common.list_files(folder, ".png"), folder, ".png",
+                                "CUHK01 images named PPPPNNN.png")
+    for name in names:
         match = NAME.match(name)
         image = int(match.group(2)) if match else None
         if image not in IMAGE_CAMERA:
@@ -79,4 +81,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("src", None, "CUHK01 folder holding campus/", required=True)
     flags.DEFINE_string("out", None, "output folder for manifest.json (e.g. data/cuhk01)", required=True)
     flags.DEFINE_integer("expect_identities", IDENTITIES, "identity count to insist on; 0 = any")
-    app.run(main)
+    cli.run(main)

@@ -26,11 +26,11 @@ import os
 
 import h5py
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from data_tools import common
 from data_tools.common import DatasetError
-from reid_tf import datasets
+from reid_tf import cli, datasets
 
 KEYS = ("detected", "labeled", "testsets")
 KEEP_PAIRS = (1, 2, 3)  # §4.1 / DESIGN "Protocols": camera pairs 1–3 hold the paper's 1,360 identities
@@ -164,6 +164,9 @@ def prepare(mat: str, out: str) -> dict:
             out_dir, dataset = os.path.join(out, kind), f"cuhk03_{kind}"
             common.start_output(out_dir)
             records, counts = extract(f, kind, out_dir)
+            if not records:
+                raise DatasetError(f"{mat}: {kind} holds no image in camera pairs {KEEP_PAIRS} "
+                                   f"(dropped pairs: {counts['dropped_images']} images)")
             absent = sorted({i for t in testsets for i in t} - {r["identity"] for r in records})
             if absent:  # the split of such a trial will fail; the other trials stay usable
                 logging.warning("%s: %d testset identities have no image: %s", dataset, len(absent), absent[:10])
@@ -186,4 +189,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("mat", None, "path of cuhk-03.mat (MATLAB v7.3)", required=True)
     flags.DEFINE_string("out", None, "output folder; gets detected/ and labeled/ (e.g. data/cuhk03)",
                         required=True)
-    app.run(main)
+    cli.run(main)

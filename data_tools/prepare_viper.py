@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import re
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from data_tools import common
 from data_tools.common import DatasetError
-from reid_tf import datasets
+from reid_tf import cli, datasets
 
 IMAGES_PER_CAMERA = 632  # VIPeR: 632 identities, one image in each camera
 CAMERAS = {"cam_a": 0, "cam_b": 1}
@@ -29,7 +29,8 @@ NAME = re.compile(r"^(\d{3})_(\d+)\.bmp$")
 def read_camera(folder: str) -> dict[int, str]:
     """identity -> absolute image path for one camera folder, after checking names and count."""
     common.require_dir(folder, "632 VIPeR images named PPP_AAA.bmp")
-    names = common.list_files(folder, ".bmp")
+    names = common.require_some(common.list_files(folder, ".bmp"), folder, ".bmp",
+                                "632 VIPeR images named PPP_AAA.bmp")
     paths: dict[int, str] = {}
     for name in names:
         match = NAME.match(name)
@@ -75,4 +76,4 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     flags.DEFINE_string("src", None, "VIPeR folder holding cam_a/ and cam_b/", required=True)
     flags.DEFINE_string("out", None, "output folder for manifest.json (e.g. data/viper)", required=True)
-    app.run(main)
+    cli.run(main)

@@ -17,18 +17,12 @@ import json
 import os
 import re
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from reid_tf import config, datasets, evaluate, pairs
+from reid_tf import cli, config, datasets, evaluate, fileio, pairs
 
 FLAGS = flags.FLAGS
 COLOURS = {"single_shot": (31, 119, 180), "xcorr": (214, 39, 40)}
-
-
-def atomic_write_text(path: str, text: str) -> None:  # TODO(merge): the library's atomic-write helper
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
 
 
 def pairs_per_step(run: dict, records) -> int:
@@ -107,9 +101,8 @@ def plot(body: dict, path: str, size=(640, 400)) -> None:
         for x, y in line:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=COLOURS[protocol])
         draw.text((w - 160, top + 14 * n), f"— {protocol}", fill=COLOURS[protocol])
-    tmp = path + ".tmp.png"
-    image.save(tmp)
-    os.replace(tmp, path)
+    with fileio.atomic_path(path, suffix=".png") as tmp:
+        image.save(tmp)
 
 
 def main(argv):
@@ -134,8 +127,8 @@ def main(argv):
                                "pairs_seen": step * per_step, "results": results})
         body["points"].sort(key=lambda p: p["step"])
         os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
-        atomic_write_text(out_json, json.dumps(body, indent=1))
-        atomic_write_text(FLAGS.out + ".md", markdown(body))
+        fileio.write_json(out_json, body)
+        fileio.write_text(FLAGS.out + ".md", markdown(body))
         plot(body, FLAGS.out + ".png")
     print(markdown(body))
 
@@ -146,4 +139,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", None, "output prefix, e.g. results/cuhk01_l23_curve", required=True)
     flags.DEFINE_list("protocols", list(evaluate.PROTOCOL_TITLES), "test protocols")
     flags.DEFINE_integer("every", 1, "evaluate checkpoints whose step is a multiple of this (and the last)")
-    app.run(main)
+    cli.run(main)

@@ -13,15 +13,14 @@ so the table machinery can't rot); its numbers mean nothing and the table says s
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from experiments.common import Row, rows
-from reid_tf import config, datasets
+from reid_tf import cli, config, datasets, fileio
 
 SMOKE = dict(synthetic_identities=24, batch_size=6, max_steps=2, checkpoint_every=2, figures=False,
              log_every_seconds=60.0)
@@ -102,10 +101,8 @@ def reproduce(table: int, data_dir: str, trials: int | None, smoke: bool, out_di
     os.makedirs(out_dir, exist_ok=True)
     prefix = os.path.join(out_dir, f"table{table}{'_smoke' if smoke else ''}")
     text = table_markdown(table, results, skipped, smoke, hw)
-    for suffix, content in ((".json", json.dumps(body, indent=1)), (".md", text)):
-        with open(prefix + suffix + ".tmp", "w") as f:
-            f.write(content)
-        os.replace(prefix + suffix + ".tmp", prefix + suffix)
+    fileio.write_json(prefix + ".json", body)
+    fileio.write_text(prefix + ".md", text)
     logging.info("wrote %s.md and .json", prefix)
     return body
 
@@ -126,4 +123,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("out_dir", "results", "where table{N}.md/.json go")
     flags.DEFINE_string("runs_dir", "runs", "where each trial's workdir goes")
     flags.DEFINE_float("max_minutes", None, "training budget per trial (default: the paper's 5 epochs)")
-    app.run(main)
+    cli.run(main)

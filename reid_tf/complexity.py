@@ -63,9 +63,9 @@ from collections.abc import Iterable, Mapping
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import flags, logging
 
-from reid_tf import config
+from reid_tf import cli, config
 from reid_tf.model import build_model, encoder_of, pair_head_of
 
 # Table 5 (§4.5): "#param(M)" and "FLOPs(G)" of the two models of the paper.
@@ -434,4 +434,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    cli.run(main)

@@ -2,7 +2,7 @@
 
 A prepared dataset is a folder holding `manifest.json` (format below), written by one of the
 `data_tools.prepare_*` commands or by `data_tools.make_synthetic`. The manifest is written last
-and atomically (temporary file + os.replace), so a folder whose manifest exists is complete and an
+and atomically (reid_tf.fileio), so a folder whose manifest exists is complete and an
 interrupted preparation never leaves a folder that loads.
 
 manifest.json:
@@ -24,12 +24,12 @@ import functools
 import json
 import os
 import shlex
-import tempfile
 from typing import Iterable, NamedTuple
 
 import numpy as np
 from absl import logging
 
+from reid_tf import fileio
 from reid_tf.config import dataset_family
 
 MANIFEST = "manifest.json"
@@ -46,14 +46,7 @@ def write_manifest(out_dir: str, dataset: str, records: list[dict], **extra) -> 
     """Atomically write `out_dir/manifest.json`; returns its path. Call it last."""
     os.makedirs(out_dir, exist_ok=True)
     body = {"format": FORMAT, "dataset": dataset, "records": records, **extra}
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(body, f)
-        f.flush()
-        os.fsync(f.fileno())
-    final = os.path.join(out_dir, MANIFEST)
-    os.replace(tmp, final)
-    return final
+    return fileio.write_json(os.path.join(out_dir, MANIFEST), body, indent=None)
 
 
 def read_manifest(root: str) -> dict:

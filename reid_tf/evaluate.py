@@ -14,9 +14,10 @@ import json
 import os
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from reid_tf import config, datasets, metrics
+from reid_tf import cli, config, datasets, fileio, metrics
+from reid_tf.cli import UsageError
 
 RANKINGS = {"eq7": "score", "p_match": "p_match", "distance": "distance"}
 PROTOCOL_TITLES = {
@@ -111,11 +112,8 @@ def markdown(summary: dict, title: str) -> str:
 
 
 def _write(prefix: str, body: dict, table: str) -> None:
-    for suffix, text in ((".json", json.dumps(body, indent=1)), (".md", table)):
-        tmp = prefix + suffix + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, prefix + suffix)
+    fileio.write_json(prefix + ".json", body)
+    fileio.write_text(prefix + ".md", table)
 
 
 def _load_run(workdir: str) -> dict:
@@ -123,7 +121,43 @@ def _load_run(workdir: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: {workdir!r} is not a reid_tf.train workdir")
     with open(path) as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except ValueError as e:
+            raise ValueError(f"{path} is damaged ({e})") from None
+
+
+def load_saved_network(path: str):
+    """A network saved as .keras; a file that exists but does not load is reported as damaged."""
+    from reid_tf.model import load_network
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found")
+    try:
+        return load_network(path)
+    except Exception as e:  # noqa: BLE001  (BadZipFile, ValueError, OSError, KeyError, ...)
+        raise ValueError(f"{path} is damaged and cannot be loaded ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def workdir_network(workdir: str, run: dict) -> tuple[object, str, int | None]:
+    """The network of a training run: its final model.keras, or, for a run that was stopped before
+    writing it, its newest checkpoint that restores. Returns (network, source, step or None)."""
+    path = os.path.join(workdir, "model.keras")
+    if os.path.exists(path):
+        return load_saved_network(path), path, None
+    from reid_tf import trainer
+    from reid_tf.model import build_model
+
+    directory = trainer.checkpoint_dir(workdir)
+    if not os.path.isfile(os.path.join(directory, "checkpoint")):
+        raise FileNotFoundError(f"{path} not found and {directory} holds no checkpoint: the run in "
+                                f"{workdir} has not saved a network yet")
+    network = build_model(config.get_model_config(run["model"]))
+    checkpoint, step = trainer.restore_network(network, directory)
+    logging.info("%s has no model.keras (the run was stopped before the end): evaluating its newest "
+                 "good checkpoint, %s, at step %d", workdir, checkpoint, step)
+    return network, checkpoint, step
 
 
 def eval_prefix(workdir: str, protocol: str = "single_shot") -> str:
@@ -133,15 +167,12 @@ def eval_prefix(workdir: str, protocol: str = "single_shot") -> str:
 
 def evaluate_workdir(workdir: str, network=None, repeats: int = 1, protocol: str = "single_shot") -> dict:
     """Evaluate a training run on its trial's test split; writes workdir/eval.json and eval.md
-    (eval_<protocol>.* for another protocol)."""
-    from reid_tf.model import load_network
-
+    (eval_<protocol>.* for another protocol). A run stopped before writing model.keras is evaluated
+    from its newest good checkpoint (workdir_network)."""
     run = _load_run(workdir)
+    source, step = os.path.join(workdir, "model.keras"), None  # a network passed in: the final one
     if network is None:
-        path = os.path.join(workdir, "model.keras")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} not found: the run in {workdir} has not finished")
-        network = load_network(path)
+        network, source, step = workdir_network(workdir, run)
     dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))
     split = dataset.split(run["trial"], run["seed"], run["val_identities"], run["test_identities"])
     per_trial = evaluate_network(network, dataset, split.test, run["trial"], run["seed"], repeats, protocol)
@@ -149,9 +180,10 @@ def evaluate_workdir(workdir: str, network=None, repeats: int = 1, protocol: str
     chance = {str(k): 100 * min(1.0, k / len(split.test)) for k in config.RANKS}
     body = {"dataset": run["dataset"], "model": run["model"], "trial": run["trial"],
             "protocol": protocol, "protocol_title": PROTOCOL_TITLES[protocol],
-            "test_identities": len(split.test), "chance": chance, "summary": summary,
-            "per_trial": per_trial}
+            "network": source, "step": step, "test_identities": len(split.test), "chance": chance,
+            "summary": summary, "per_trial": per_trial}
     title = (f"{run['dataset']} / {run['model']} / trial {run['trial']} ({len(split.test)} test identities)"
+             f"{f', checkpoint at step {step}' if step is not None else ''}"
              f" — protocol {protocol}: {PROTOCOL_TITLES[protocol]}")
     _write(eval_prefix(workdir, protocol), body, markdown(summary, title))
     eq7 = summary["eq7"]["rank"]
@@ -233,21 +265,54 @@ def shortlist_markdown(study: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def visrank(n: int, workdir: str | None = None, checkpoint: str | None = None, out: str | None = None) -> str:
+    """--visrank=N: ranked-results pictures of N test queries (reid_tf.rank.visrank_trial).
+
+    A workdir's go to workdir/visrank and to TensorBoard (workdir/tb/test, beside the Figure 4
+    panels, at the last validated step); a checkpoint's to <checkpoint>_visrank (or --out). Returns
+    the folder.
+    """
+    from reid_tf.rank import visrank_trial
+
+    f = flags.FLAGS
+    if workdir:
+        run = _load_run(workdir)
+        network = workdir_network(workdir, run)[0]
+        dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))
+        split = dataset.split(run["trial"], run["seed"], run["val_identities"], run["test_identities"])
+        trial, seed, folder, tb = run["trial"], run["seed"], os.path.join(workdir, "visrank"), os.path.join(workdir, "tb", "test")
+        step = 0
+        if os.path.isfile(os.path.join(workdir, "history.json")):
+            with open(os.path.join(workdir, "history.json")) as h:
+                step = json.load(h)[-1]["step"]
+    else:
+        network = load_saved_network(checkpoint)
+        dataset = datasets.load_dataset(f.dataset, datasets.dataset_dir(f.dataset, f.data_dir))
+        split = dataset.split(f.trial, f.seed)
+        trial, seed, tb, step = f.trial, f.seed, None, 0
+        folder = out or os.path.splitext(checkpoint)[0] + "_visrank"
+    visrank_trial(network, dataset, split.test, trial, seed, n, folder, tb, step,
+                  title=f"{dataset.name} / {network.name} / trial {trial}: {n} test queries")
+    logging.info("ranked results of %d test queries: %s", n, os.path.join(folder, "index.html"))
+    return folder
+
+
 def main(argv):
     del argv
     f = flags.FLAGS
+    unknown = [p for p in f.protocol if p not in PROTOCOL_TITLES]
+    if unknown:
+        raise UsageError(f"unknown --protocol {', '.join(unknown)}; valid: {', '.join(PROTOCOL_TITLES)}")
     if f.checkpoint:
-        from reid_tf.model import load_network
-        network = load_network(f.checkpoint)
+        network = load_saved_network(f.checkpoint)
         dataset = datasets.load_dataset(f.dataset, datasets.dataset_dir(f.dataset, f.data_dir))
         split = dataset.split(f.trial, f.seed)
         summary = summarize([evaluate_network(network, dataset, split.test, f.trial, f.seed, f.repeats)])
         table = markdown(summary, f"{f.dataset} / {f.checkpoint} / trial {f.trial}")
         _write(f.out or os.path.splitext(f.checkpoint)[0] + "_eval", {"summary": summary}, table)
     elif f.workdir and f.shortlist:
-        from reid_tf.model import load_network
         run = _load_run(f.workdir)
-        network = load_network(os.path.join(f.workdir, "model.keras"))
+        network = workdir_network(f.workdir, run)[0]
         dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))
         split = dataset.split(run["trial"], run["seed"], run["val_identities"], run["test_identities"])
         study = shortlist_study(network, dataset, split.test, run["trial"], run["seed"],
@@ -264,8 +329,11 @@ def main(argv):
                                    f"{protocol}: {PROTOCOL_TITLES[protocol]}"))
         table = "\n".join(tables)
     else:
-        raise app.UsageError("pass --workdir=DIR[,DIR...] or --checkpoint=PATH.keras")
+        raise UsageError("pass --workdir=DIR[,DIR...] or --checkpoint=PATH.keras")
     print(table)
+    if f.visrank:
+        for workdir in (f.workdir.split(",") if f.workdir else [None]):
+            visrank(f.visrank, workdir, f.checkpoint, f.out and f.out + "_visrank")
 
 
 if __name__ == "__main__":
@@ -281,4 +349,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", None, "output prefix for .json / .md")
     flags.DEFINE_string("shortlist", None, "e.g. 10,20,50: compare two-stage scoring (top-K by d, then "
                         "Eq. 7) with exhaustive scoring on --workdir's test split")
-    app.run(main)
+    flags.DEFINE_integer("visrank", 0, "also write ranked-results pictures (and TensorBoard images) of "
+                         "this many test queries")
+    cli.run(main)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from reid_tf import config, datasets, metrics
+from reid_tf import config, datasets, fileio, metrics
 
 
 class Validation(keras.callbacks.Callback):
@@ -31,6 +32,7 @@ class Validation(keras.callbacks.Callback):
         self.history_path = os.path.join(opts.workdir, "history.json")
         self.writer = tf.summary.create_file_writer(os.path.join(opts.workdir, "tb", tag))
         self._images = None
+        self.skip_final: Callable[[], bool] = lambda: False  # e.g. on Ctrl-C: exit promptly
 
     def on_train_begin(self, logs=None):
         self.t0 = time.monotonic()
@@ -55,6 +57,8 @@ class Validation(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
+        if self.skip_final():
+            return
         if not self.history or self.history[-1]["step"] != step:
             self.validate(step)
 
@@ -69,10 +73,7 @@ class Validation(keras.callbacks.Callback):
         point = {"step": step, "train_seconds": train_seconds, "map": 100 * m_ap,
                  **{f"rank{k}": 100 * v for k, v in ranks.items()}}
         self.history.append(point)
-        tmp = self.history_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.history, f, indent=1)
-        os.replace(tmp, self.history_path)
+        fileio.write_json(self.history_path, self.history)
         with self.writer.as_default(step=step):
             for k, v in ranks.items():
                 tf.summary.scalar(f"cmc/rank{k}", 100 * v)

@@ -39,8 +39,9 @@ the augmentation of the pair at global position g = step × batch_size + i uses 
 `make_pair_dataset(..., start_step=k)` yields exactly the batches k, k+1, … of the start_step=0
 dataset — the trainer's exact resume after a crash.
 
-Images are decoded (PNG, BMP, JPEG), resized to 160 × 60 when they are not already (bilinear with
-antialiasing, rounded to uint8, so every path sees identical pixels) and scaled to float32 in [0, 1].
+Images are read by reid_tf.images (one decoder and one conversion to 8-bit RGB for preparation,
+training, evaluation and ranking; resized to 160 × 60 when they are not already) and scaled to
+float32 in [0, 1].
 By default the decoded uint8 images are cached in memory once (at most 112 MB for CUHK01's 3,884
 images, 380 MB for CUHK03's 13,164): decoding both images of every pair is several times slower
 than reading the cache, and either is far faster than the training step, so the cache mostly spares
@@ -56,8 +57,8 @@ import tensorflow as tf
 
 from reid_tf import config
 from reid_tf.datasets import Record
-
-IMAGE_SHAPE = (config.INPUT_HEIGHT, config.INPUT_WIDTH, config.INPUT_CHANNELS)
+# Image reading lives in reid_tf.images; load_images is re-exported for callers of pairs.load_images.
+from reid_tf.images import IMAGE_SHAPE, load_images, load_uint8, read_image  # noqa: F401
 PAIRS_PER_POSITIVE = 1 + config.NEGATIVES_PER_POSITIVE  # one triple: (positive, negative, negative)
 _TAG_TRAIN, _TAG_EVAL = 1, 2  # numpy seed-sequence tags: epoch plans vs the evaluation plan
 # Largest integer shift, in pixels, of the translated crops (Ahmed et al. 2015): ±8 rows, ±3 columns.
@@ -229,39 +230,6 @@ def plan_eval(records: Sequence[Record], seed: int, batch_size: int
 
 
 # ----------------------------------------------------------------------------- image ops
-def decode_image(contents: tf.Tensor) -> tf.Tensor:
-    """Encoded PNG / BMP / JPEG bytes -> uint8 (160, 60, 3), resized only when needed."""
-    image = tf.io.decode_image(contents, channels=3, expand_animations=False)  # (h, w, 3) uint8
-    size = tf.shape(image)[:2]
-
-    def resize() -> tf.Tensor:
-        resized = tf.image.resize(tf.cast(image, tf.float32), IMAGE_SHAPE[:2], antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
-
-    same = tf.reduce_all(tf.equal(size, IMAGE_SHAPE[:2]))
-    image = tf.cond(same, lambda: image, resize)
-    image.set_shape(IMAGE_SHAPE)
-    return image
-
-
-def _read_image(path: tf.Tensor) -> tf.Tensor:
-    return decode_image(tf.io.read_file(path))
-
-
-def _load_uint8(paths: Sequence[str]) -> np.ndarray:
-    """Decode images in parallel, in order -> uint8 (N, 160, 60, 3)."""
-    if not len(paths):
-        return np.zeros((0, *IMAGE_SHAPE), np.uint8)
-    ds = tf.data.Dataset.from_tensor_slices(list(paths))
-    ds = ds.map(_read_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
-    return np.concatenate([batch.numpy() for batch in ds])
-
-
-def load_images(paths: Sequence[str]) -> np.ndarray:
-    """Images for evaluation: decoded, resized, no augmentation -> float32 (N, 160, 60, 3) in [0, 1]."""
-    return _load_uint8(paths).astype(np.float32) / 255.0
-
-
 def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Translated crop + horizontal flip (§4.2, Ahmed et al. 2015), deterministic in seed.
 
@@ -309,10 +277,10 @@ def _check(records: Sequence[Record], batch_size: int, seed: int, crops_per_imag
 def _image_source(records: Sequence[Record], cache_images: bool):
     """record index (int64 scalar) -> uint8 (160, 60, 3): from the in-memory cache or the file."""
     if cache_images:
-        table = tf.constant(_load_uint8([r.path for r in records]))  # (N, 160, 60, 3) uint8
+        table = tf.constant(load_uint8([r.path for r in records]))  # (N, 160, 60, 3) uint8
         return lambda i: tf.gather(table, i)
     paths = tf.constant([r.path for r in records])
-    return lambda i: _read_image(tf.gather(paths, i))
+    return lambda i: read_image(tf.gather(paths, i))
 
 
 def _plan_dataset(records: Sequence[Record], batch_size: int, seed: int, crops_per_image: int,

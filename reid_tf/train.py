@@ -1,14 +1,16 @@
 """Train the paper's network and evaluate single-shot CMC: `python -m reid_tf.train --dataset=viper`.
 
-With no prepared dataset (or with --dataset=synthetic, the default) it trains on the built-in
-synthetic dataset, generating it under --data_dir on first use, and says so in one line.
-Recipe defaults are the paper's (§4.2, reid_tf.config): Adam 5e-4, weight decay 5e-4, batch 256
-for CUHK03 and 128 otherwise, 5 epochs. --max_minutes / --max_steps bound a run on a small machine.
+Without --dataset it trains on the built-in synthetic dataset (the main job), generating it under
+--data_dir on first use; a named dataset that is not prepared is an error giving the command that
+prepares it. Recipe defaults are the paper's (§4.2, reid_tf.config): Adam 5e-4, weight decay 5e-4,
+batch 256 for CUHK03 and 128 otherwise, 5 epochs. --max_minutes / --max_steps bound a run.
 
-Workdir layout: checkpoints/ (atomic, every --checkpoint_every steps; --resume continues exactly),
-tb/ (TensorBoard: losses, accuracy, learning rate, validation CMC, Figure 4 panels),
-run.json (the resolved options), history.json (validation rank-k against step and time),
-model.keras (final network), eval.json / eval.md (test CMC, written by reid_tf.evaluate).
+Workdir layout: .lock (held while a training runs: a second one is refused), checkpoints/ (atomic,
+every --checkpoint_every steps and on Ctrl-C / SIGTERM; --resume continues exactly, from the newest
+checkpoint that restores; damaged ones go to checkpoints/damaged/), tb/ (TensorBoard: losses,
+accuracy, learning rate, validation CMC, Figure 4 panels), run.json (the resolved options, checked
+by --resume), history.json (validation rank-k against step and time), model.keras (final network),
+eval.json / eval.md (test CMC, written by reid_tf.evaluate).
 """
 from __future__ import annotations
 
@@ -16,12 +18,14 @@ import dataclasses
 import json
 import math
 import os
-import sys
+import signal
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from reid_tf import config, datasets
+from reid_tf import config, datasets, fileio
+from reid_tf.cli import Interrupted, UsageError
+from reid_tf.workdir import lock as lock_workdir
 
 FLAGS = flags.FLAGS
 
@@ -56,17 +60,78 @@ class TrainOptions:
     evaluate: bool = True  # evaluate on the trial's test split at the end
     figures: bool = True  # Figure 4 panels in TensorBoard at each validation
 
+    def check(self) -> None:
+        """Refuse values that cannot mean anything, naming the flag (UsageError)."""
+        positive = {"epochs": self.epochs, "checkpoint_every": self.checkpoint_every, "max_steps": self.max_steps,
+                    "max_minutes": self.max_minutes, "synthetic_identities": self.synthetic_identities}
+        for name, value in positive.items():
+            if value is not None and not value > 0:  # also refuses NaN
+                raise UsageError(f"--{name}={value}: must be > 0")
+        for name in ("trial", "seed", "eval_every", "log_every_seconds", "learning_rate"):
+            if not getattr(self, name) >= 0:  # also refuses NaN; learning rate 0 freezes the weights
+                raise UsageError(f"--{name}={getattr(self, name)}: must be >= 0")
+        if self.batch_size is not None and self.batch_size < 3:
+            raise UsageError(f"--batch_size={self.batch_size}: must be >= 3 (a batch is made of "
+                             "(positive, negative, negative) triples)")
+        for name in ("val_identities", "test_identities"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise UsageError(f"--{name}={getattr(self, name)}: must be >= 0")
+        if os.path.exists(self.data_dir) and not os.path.isdir(self.data_dir):
+            raise UsageError(f"--data_dir={self.data_dir} is a file, not a folder of prepared datasets")
+        if os.path.exists(self.workdir) and not os.path.isdir(self.workdir):
+            raise UsageError(f"--workdir={self.workdir} is a file, not a folder")
+        config.get_model_config(self.model)  # unknown preset: ValueError listing the valid ones
+        if self.pairing not in config.PAIRINGS:
+            raise UsageError(f"unknown pairing {self.pairing!r}; valid: {', '.join(config.PAIRINGS)}")
+        if self.shared_images_per_camera < 1:
+            raise UsageError(f"--shared_images_per_camera={self.shared_images_per_camera}: must be >= 1")
+        if self.recipe not in config.RECIPES:
+            raise UsageError(f"unknown recipe {self.recipe!r}; valid: {', '.join(config.RECIPES)}")
+        if self.pairing == "shared" and self.recipe != "cross_camera":
+            raise UsageError(f"--pairing=shared serves --recipe=cross_camera only so far; use "
+                             f"--pairing=per_pair with --recipe={self.recipe}")
+        if self.pairing == "shared" and self.strategy == "mirrored":
+            raise UsageError("--pairing=shared forms each batch's pairs among its own images, which "
+                             "--strategy=mirrored would split across replicas; use --pairing=per_pair "
+                             "with it")
 
-def resolve_dataset(opts: TrainOptions) -> datasets.Dataset:
-    """Load the requested dataset, or fall back to (and if needed generate) the synthetic one."""
+
+# What a checkpoint depends on: a resumed run must have the same (batch_size as resolved). The other
+# options (epochs, max_steps, max_minutes, checkpoint_every, eval_every, log_every_seconds,
+# strategy, evaluate, figures, data_dir) may change on --resume (README, "Using it").
+RESUME_FIXED = ("dataset", "model", "trial", "seed", "batch_size", "learning_rate", "pairing", "recipe",
+                "val_identities", "test_identities", "synthetic_identities", "shared_images_per_camera")
+
+
+def resume_mismatches(recorded: dict, current: dict) -> list[str]:
+    """The RESUME_FIXED settings whose values differ, as "--name=old (now new)" strings."""
+    only_when = {"synthetic_identities": current["dataset"] == "synthetic",
+                 "shared_images_per_camera": current.get("pairing") == "shared"}
+    names = [n for n in RESUME_FIXED if only_when.get(n, True)]
+    # A setting a run.json predates (e.g. pairing) had its default then.
+    old = {n: recorded.get(n, getattr(TrainOptions, n, None)) for n in names}
+    return [f"--{n}={old[n]} (now {current[n]})" for n in names if old[n] != current[n]]
+
+
+def check_dataset(opts: TrainOptions) -> None:
+    """The dataset must be known, and prepared unless it is the synthetic one (generated on use).
+
+    The synthetic set is only the default of a run that names no dataset, never a stand-in for a
+    dataset the run names: that is an error giving the command that prepares it.
+    """
     name = opts.dataset
     if name not in datasets.DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(datasets.DATASETS)}")
+        raise UsageError(f"unknown dataset {name!r}; valid datasets: {', '.join(datasets.DATASETS)}")
     if name != "synthetic" and not datasets.is_prepared(name, opts.data_dir):
-        logging.warning("dataset %s is not prepared under %s (prepare it with: %s); training on the "
-                        "built-in synthetic dataset instead", name, opts.data_dir,
-                        datasets.prepare_command(name, opts.data_dir))
-        name = opts.dataset = "synthetic"
+        raise UsageError(f"dataset {name} is not prepared under {opts.data_dir}; prepare it with: "
+                         f"{datasets.prepare_command(name, opts.data_dir)} (or pass the --data_dir "
+                         "that holds it)")
+
+
+def resolve_dataset(opts: TrainOptions) -> datasets.Dataset:
+    """Load the requested dataset (check_dataset), generating the synthetic one when missing."""
+    check_dataset(opts)
+    name = opts.dataset
     root = datasets.dataset_dir(name, opts.data_dir)
     if name == "synthetic":
         from data_tools.make_synthetic import make_synthetic
@@ -85,18 +150,11 @@ def _strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def _atomic_json(path: str, body) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(body, f, indent=1)
-    os.replace(tmp, path)
-
-
 def save_network(network, workdir: str) -> str:
     """workdir/model.keras, written atomically (Keras needs the .keras suffix on the temp file)."""
-    final, tmp = os.path.join(workdir, "model.keras"), os.path.join(workdir, "model.tmp.keras")
-    network.save(tmp)
-    os.replace(tmp, final)
+    final = os.path.join(workdir, "model.keras")
+    with fileio.atomic_path(final, suffix=".keras") as tmp:
+        network.save(tmp)
     return final
 
 
@@ -116,42 +174,75 @@ def init_from(network, source: str) -> None:
 
 
 def run(opts: TrainOptions) -> dict:
-    """Train (and by default evaluate) one model for one trial; returns a summary dict."""
+    """Train (and by default evaluate) one model for one trial; returns a summary dict.
+
+    Holds the workdir's lock throughout (a second run on it is refused, naming this one's pid).
+    """
+    opts.check()
+    check_dataset(opts)  # before the lock creates the workdir
+    with lock_workdir(opts.workdir):
+        return _run_locked(opts)
+
+
+def _previous_settings(opts: TrainOptions, has_checkpoint: bool) -> dict | None:
+    """run.json of the run to resume (None when starting fresh); refuses a fresh start over one."""
+    if has_checkpoint and not opts.resume:
+        raise FileExistsError(f"{opts.workdir} already holds checkpoints; pass --resume to continue "
+                              "that run, or choose a new --workdir")
+    if not opts.resume:
+        return None
+    if not has_checkpoint:
+        logging.info("--resume: %s holds no checkpoint; starting a fresh run", opts.workdir)
+        return None
+    path = os.path.join(opts.workdir, "run.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        logging.warning("--resume: cannot read %s (%s); the settings of the run are not checked", path, e)
+        return None
+
+
+def _run_locked(opts: TrainOptions) -> dict:
     import keras
+    import tensorflow as tf
 
     from reid_tf import pairs, trainer
     from reid_tf.model import build_model
     from reid_tf.monitor import Validation
 
     model_cfg = config.get_model_config(opts.model)
+    checkpoints = trainer.checkpoint_dir(opts.workdir)
+    removed = trainer.remove_partial_checkpoints(checkpoints)  # safe: we hold the workdir's lock
+    previous = _previous_settings(opts, tf.train.get_checkpoint_state(checkpoints) is not None)
     dataset = resolve_dataset(opts)
+    batch = opts.batch_size if opts.batch_size is not None else config.per_dataset(
+        config.BATCH_SIZE, dataset.name)
+    settings = {**dataclasses.asdict(opts), "dataset": dataset.name, "batch_size": batch}
+    if previous is not None:
+        differ = resume_mismatches(previous, settings)
+        if differ:
+            raise UsageError(
+                f"--resume: {opts.workdir} was trained with other settings: {'; '.join(differ)}. A "
+                "checkpoint continues only with the dataset, trial, seed, model, batch size, learning "
+                "rate and split it was trained with; use them, or start a new --workdir")
     if dataset.name == "synthetic" and opts.max_minutes is None and opts.max_steps is None:
-        opts.max_minutes = config.SYNTHETIC_MINUTES
+        opts.max_minutes = settings["max_minutes"] = config.SYNTHETIC_MINUTES
         logging.info("synthetic dataset: training for at most %.0f minutes (config.SYNTHETIC_MINUTES; "
                      "--max_minutes or --max_steps to change)", opts.max_minutes)
     split = dataset.split(opts.trial, opts.seed, opts.val_identities, opts.test_identities)
     train_records = datasets.records_of(dataset, split.train)
-    batch = opts.batch_size or config.per_dataset(config.BATCH_SIZE, dataset.name)
     crops = config.per_dataset(config.CROPS_PER_IMAGE, dataset.name)
-    if opts.pairing not in config.PAIRINGS:
-        raise ValueError(f"unknown pairing {opts.pairing!r}; valid: {', '.join(config.PAIRINGS)}")
-    shared = opts.pairing == "shared"
-    if opts.recipe not in config.RECIPES:
-        raise ValueError(f"unknown recipe {opts.recipe!r}; valid: {', '.join(config.RECIPES)}")
-    if shared and opts.recipe != "cross_camera":
-        raise ValueError(f"--pairing=shared serves --recipe=cross_camera only so far; use "
-                         f"--pairing=per_pair with --recipe={opts.recipe}")
-    if shared and opts.strategy == "mirrored":
-        raise ValueError("--pairing=shared forms each batch's pairs among its own images, which "
-                         "--strategy=mirrored would split across replicas; use --pairing=per_pair with it")
+    shared = opts.pairing == "shared"  # TrainOptions.check has refused shared + mirrored
     if shared:
         k = opts.shared_images_per_camera
-        if k < 1:
-            raise ValueError(f"--shared_images_per_camera must be >= 1, got {k}")
         per_epoch = pairs.shared_steps_per_epoch(train_records, batch, crops, k)
         pairs_per_step = pairs.shared_batch_shape(train_records, batch, k)[1]
     else:
         per_epoch, pairs_per_step = pairs.steps_per_epoch(train_records, batch, crops, opts.recipe), batch
+    if per_epoch < 1:
+        raise UsageError(f"--batch_size={batch} is larger than one epoch of {dataset.name} trial "
+                         f"{opts.trial}")
     total = opts.max_steps or max(1, math.ceil(opts.epochs * per_epoch))
     logging.info("%s trial %d: %d train / %d val / %d test identities; %d steps per epoch of %d "
                  "pairs (%s); training %d steps (%.2f epochs)", dataset.name, opts.trial, len(split.train),
@@ -159,24 +250,19 @@ def run(opts: TrainOptions) -> dict:
                  "shared images: %d images a batch" % pairs.shared_batch_shape(train_records, batch, k)[0]
                  if shared else "per pair", total, total / per_epoch)
 
-    os.makedirs(opts.workdir, exist_ok=True)
     keras.utils.set_random_seed(opts.seed)  # initial weights (Python, NumPy and TF seeds) per run
     strategy = _strategy(opts.strategy)
     with strategy.scope():
         network = build_model(model_cfg)
         model = trainer.PairTrainer(network, contrastive=model_cfg.contrastive)
         model.compile(optimizer=trainer.make_optimizer(opts.learning_rate), jit_compile=False)
-        manager = trainer.checkpoint_manager(model, trainer.checkpoint_dir(opts.workdir))
-        if manager.latest_checkpoint and not opts.resume:
-            raise FileExistsError(
-                f"{opts.workdir} already holds checkpoints ({manager.latest_checkpoint}); pass "
-                "--resume to continue that run, or choose a new --workdir")
-        start = trainer.restore(model, manager) if opts.resume else 0
+        manager = trainer.checkpoint_manager(model, checkpoints)
+        start, manager = trainer.restore(model, manager) if opts.resume else (0, manager)
         if opts.init_from and not start:
             init_from(network, opts.init_from)
-    _atomic_json(os.path.join(opts.workdir, "run.json"),
-                 {**dataclasses.asdict(opts), "batch_size": batch, "total_steps": total,
-                  "steps_per_epoch": per_epoch, "split_sizes": [len(s) for s in split]})
+    fileio.write_json(os.path.join(opts.workdir, "run.json"),
+                      {**settings, "total_steps": total, "steps_per_epoch": per_epoch,
+                       "split_sizes": [len(s) for s in split]})
     if start >= total:
         logging.info("checkpoint step %d already reaches the %d steps asked for", start, total)
 
@@ -188,26 +274,35 @@ def run(opts: TrainOptions) -> dict:
     every = max(1, min(opts.checkpoint_every, total))
     checkpoint = trainer.StepCheckpoint(manager, every, total)
     budget = trainer.TimeBudget(opts.max_minutes)
+    stop = trainer.StopOnSignal()
     monitor_ids = split.val or split.test  # VIPeR/CUHK01 have no validation split (see Validation)
+    validation = Validation(dataset, monitor_ids, "val" if split.val else "test_monitor", opts,
+                            every=opts.eval_every, network=network)
     callbacks = [
-        checkpoint, budget,
+        stop, checkpoint, budget,
         trainer.ProgressLogger(total, pairs_per_step, opts.log_every_seconds),
         keras.callbacks.TensorBoard(os.path.join(opts.workdir, "tb"), update_freq=every),
-        Validation(dataset, monitor_ids, "val" if split.val else "test_monitor", opts,
-                   every=opts.eval_every, network=network),
+        validation,
         *trainer.testing_callbacks(),  # last: a test's crash comes after this step's checkpoint, if any
     ]
+    validation.skip_final = lambda: stop.signum is not None  # exit promptly on Ctrl-C / SIGTERM
     t0 = time.monotonic()
     if start < total:
-        model.fit(data, epochs=math.ceil(total / every), initial_epoch=start // every,
-                  steps_per_epoch=every, callbacks=callbacks, verbose=0)
+        with stop:
+            model.fit(data, epochs=math.ceil(total / every), initial_epoch=start // every,
+                      steps_per_epoch=every, callbacks=callbacks, verbose=0)
     train_seconds = time.monotonic() - t0
     step = int(model.optimizer.iterations.numpy())
+    if stop.signum is not None:
+        raise Interrupted(f"stopped by {signal.Signals(stop.signum).name} at step {step}; checkpoint "
+                          f"{checkpoint.manager.latest_checkpoint} written; continue with --resume",
+                          stop.signum)
     path = save_network(network, opts.workdir)
     logging.info("trained to step %d in %.1f min%s; network saved to %s", step, train_seconds / 60,
                  " (time budget reached)" if budget.exhausted else "", path)
     summary = {"dataset": dataset.name, "model": model_cfg.name, "trial": opts.trial, "step": step,
-               "train_minutes": train_seconds / 60, "time_budget_reached": budget.exhausted}
+               "train_minutes": train_seconds / 60, "time_budget_reached": budget.exhausted,
+               "removed_partial_checkpoints": removed}
     if opts.evaluate:
         from reid_tf import evaluate
         summary["test"] = evaluate.evaluate_workdir(opts.workdir, network=network)
@@ -264,17 +359,19 @@ def split_cpu(n: int) -> None:
 
 def main(argv):
     del argv
+    opts = options_from_flags()
+    opts.check()  # before TensorFlow loads: a bad value fails at once
     from reid_tf.trainer import NonFiniteLossError
     if FLAGS.cpu_devices:
         split_cpu(FLAGS.cpu_devices)
     try:
-        summary = run(options_from_flags())
-    except (NonFiniteLossError, FileExistsError, FileNotFoundError, ValueError) as e:
-        logging.error("%s", e)
-        sys.exit(1)
+        summary = run(opts)
+    except NonFiniteLossError as e:
+        raise UsageError(str(e)) from None  # one line: lower the learning rate or check the data
     logging.info("done: %s", json.dumps({k: v for k, v in summary.items() if k != "test"}))
 
 
 if __name__ == "__main__":
+    from reid_tf import cli
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -10,6 +10,11 @@ Pieces, and why each is not a stock Keras one:
   does the atomic part (the state file is replaced only after the checkpoint is complete), and the
   pair pipeline is a pure function of (seed, step), so restoring the step restores the data.
   It also refuses to save non-finite weights and stops the run on a NaN/Inf loss.
+- `restore` continues from the newest checkpoint that restores, moving damaged newer ones to
+  checkpoints/damaged/ (kept); `remove_partial_checkpoints` deletes the `ckpt-N_temp/` staging
+  folders of killed saves; `restore_network` is the read-only form for evaluation.
+- `StopOnSignal`: SIGINT/SIGTERM set a flag read at the end of a step, so training stops on a step
+  boundary, StepCheckpoint saves there, and the CLI exits with one line (reid_tf.cli.Interrupted).
 - A Keras "epoch" here is one checkpoint interval (`checkpoint_every` steps) so that fit's
   initial_epoch can express a resume point; the paper's epochs are converted to steps
   (reid_tf.pairs.steps_per_epoch).
@@ -18,9 +23,12 @@ Pieces, and why each is not a stock Keras one:
 """
 from __future__ import annotations
 
+import glob
 import math
 import os
+import shutil
 import signal
+import threading
 import time
 
 import keras
@@ -28,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from reid_tf import config, losses
+from reid_tf import config, fileio, losses
 from reid_tf import model as model_lib
 
 
@@ -127,7 +135,7 @@ class StepCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        self.save(f"interval {epoch + 1}")
+        self.save(f"interval {epoch + 1}" if self.step % self.every == 0 else "training stopped")
 
     def on_train_end(self, logs=None):
         if self.manager.latest_checkpoint != self.manager._checkpoint_prefix + f"-{self.step}":
@@ -186,25 +194,169 @@ def make_optimizer(learning_rate: float = config.LEARNING_RATE) -> keras.optimiz
     return keras.optimizers.Adam(learning_rate)
 
 
+MAX_TO_KEEP = 3  # checkpoints kept on disk: the newest can be damaged, an older one still restores
+DAMAGED_DIR = "damaged"  # damaged checkpoints are moved here, never deleted
+
+
 def checkpoint_manager(trainer: keras.Model, directory: str) -> tf.train.CheckpointManager:
     checkpoint = tf.train.Checkpoint(model=trainer.network, optimizer=trainer.optimizer)
-    return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=3)
+    return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=MAX_TO_KEEP)
 
 
-def restore(trainer: keras.Model, manager: tf.train.CheckpointManager) -> int:
-    """Restore the latest checkpoint into `trainer` (model, optimizer); return its global step."""
+def checkpoint_step(path: str) -> int:
+    """The global step of a checkpoint: StepCheckpoint numbers them by step (".../ckpt-150")."""
+    return int(path.rsplit("-", 1)[1])
+
+
+def remove_partial_checkpoints(directory: str) -> list[str]:
+    """Delete the `ckpt-N_temp/` folders a killed checkpoint write leaves behind; returns them.
+
+    TensorFlow writes a checkpoint's shards into `<prefix>_temp/` and only then publishes it, so
+    these folders are never part of a checkpoint. Call it only while holding the workdir's lock.
+    """
+    removed = []
+    if os.path.isdir(directory):
+        for name in sorted(os.listdir(directory)):
+            path = os.path.join(directory, name)
+            if name.endswith("_temp") and os.path.isdir(path):
+                shutil.rmtree(path)
+                removed.append(path)
+                logging.info("removed %s, left by an interrupted checkpoint write", path)
+    return removed
+
+
+def newest_restorable(restore_one, paths: list[str]) -> tuple[str | None, list[tuple[str, str]]]:
+    """Try restore_one(path) from the newest path to the oldest; stop at the first that works.
+
+    Returns (the path that restored or None, [(newer path that failed, its error)]). When none
+    restores, nothing is said to be damaged: that is a mismatch (e.g. another model), not damage.
+    """
+    failed = []
+    for path in reversed(paths):
+        try:
+            restore_one(path)
+            return path, failed
+        except Exception as e:  # noqa: BLE001  (DataLossError, IndexError, NotFoundError, ...)
+            failed.append((path, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"))
+    return None, failed
+
+
+def _set_aside(directory: str, path: str) -> str:
+    """Move the files of checkpoint `path` into directory/damaged/<name>[.k]/; returns that folder."""
+    name = os.path.basename(path)
+    target = os.path.join(directory, DAMAGED_DIR, name)
+    k = 1
+    while os.path.exists(target):
+        target, k = os.path.join(directory, DAMAGED_DIR, f"{name}.{k}"), k + 1
+    os.makedirs(target)
+    for f in glob.glob(glob.escape(path) + ".*"):
+        shutil.move(f, target)
+    return target
+
+
+def _forget(directory: str, paths: list[str]) -> None:
+    """Drop `paths` from the directory's checkpoint state file (the text-format CheckpointState
+    proto that CheckpointManager reads), keeping the other entries and their timestamps."""
+    state = tf.train.get_checkpoint_state(directory)
+    stamps = list(state.all_model_checkpoint_timestamps) or [time.time()] * len(
+        state.all_model_checkpoint_paths)
+    gone = {os.path.basename(p) for p in paths}
+    entries = [(os.path.basename(p), t) for p, t in zip(state.all_model_checkpoint_paths, stamps)
+               if os.path.basename(p) not in gone]
+    lines = [f'model_checkpoint_path: "{entries[-1][0]}"']
+    lines += [f'all_model_checkpoint_paths: "{name}"' for name, _ in entries]
+    lines += [f"all_model_checkpoint_timestamps: {t!r}" for _, t in entries]
+    fileio.write_text(os.path.join(directory, "checkpoint"), "\n".join(lines) + "\n")
+
+
+def restore(trainer: keras.Model, manager: tf.train.CheckpointManager
+            ) -> tuple[int, tf.train.CheckpointManager]:
+    """Restore the newest checkpoint that restores into `trainer` (model, optimizer).
+
+    A newer checkpoint that fails to restore (damaged: truncated, checksum mismatch, missing shard)
+    is moved to checkpoints/damaged/ and the run continues from the newest older one that works,
+    saying so. Returns (global step, the manager to save with from now on: a fresh one when the
+    checkpoint list changed). No checkpoint: (0, manager). None restores: ValueError.
+    """
     if manager.latest_checkpoint is None:
-        return 0
+        return 0, manager
     if not trainer.optimizer.built:
         trainer.optimizer.build(trainer.trainable_variables)
-    manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    restored, failed = newest_restorable(
+        lambda p: manager.checkpoint.restore(p).assert_existing_objects_matched(), manager.checkpoints)
+    if restored is None:
+        raise ValueError(f"no checkpoint in {manager.directory} restores into this model; the newest, "
+                         f"{failed[0][0]}, fails with {failed[0][1]}")
+    if failed:
+        for path, error in failed:
+            logging.warning("checkpoint %s is damaged (%s); moved to %s", path, error,
+                            _set_aside(manager.directory, path))
+        _forget(manager.directory, [p for p, _ in failed])
+        manager = tf.train.CheckpointManager(manager.checkpoint, manager.directory,
+                                             max_to_keep=MAX_TO_KEEP)
     step = int(trainer.optimizer.iterations.numpy())
-    logging.info("resumed from %s at step %d", manager.latest_checkpoint, step)
-    return step
+    logging.info("resumed from %s at step %d%s", restored, step,
+                 f" (the newest good checkpoint; {len(failed)} damaged one(s) set aside)" if failed else "")
+    return step, manager
+
+
+def restore_network(network: keras.Model, directory: str) -> tuple[str, int]:
+    """Load the network's weights from the newest checkpoint in `directory` that restores (read
+    only: a damaged one is skipped with a warning, not moved). Returns (path, step)."""
+    state = tf.train.get_checkpoint_state(directory)
+    paths = list(state.all_model_checkpoint_paths) if state else []
+    if not paths:
+        raise FileNotFoundError(f"{directory} holds no checkpoint")
+    checkpoint = tf.train.Checkpoint(model=network)
+    restored, failed = newest_restorable(
+        lambda p: checkpoint.restore(p).expect_partial().assert_existing_objects_matched(), paths)
+    for path, error in failed:
+        logging.warning("checkpoint %s is damaged (%s); skipped", path, error)
+    if restored is None:
+        raise ValueError(f"no checkpoint in {directory} restores into this model ({failed[0][1]})")
+    return restored, checkpoint_step(restored)
 
 
 def checkpoint_dir(workdir: str) -> str:
     return os.path.join(workdir, "checkpoints")
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """SIGINT (Ctrl-C) or SIGTERM: finish the current step, then stop training, so that StepCheckpoint
+    writes a checkpoint at this step and --resume continues from it. A second signal acts at once.
+
+    Use as a context manager around fit (it installs the handlers, in the main thread only);
+    `signum` is the signal received, or None.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore_handlers()
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+        self._restore_handlers()  # a second Ctrl-C / SIGTERM is not deferred
+        logging.warning("%s received: stopping after the current step and writing a checkpoint "
+                        "(send it again to stop at once, without one)", signal.Signals(signum).name)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.signum is not None:
+            self.model.stop_training = True
 
 
 # Test-only: tests/test_train.py sets this to crash a run at a known step (deterministic, where a test

@@ -1,0 +1,62 @@
+"""Files that are either complete or absent: the one atomic-write helper of reid_tf.
+
+A reader (evaluate, a resumed run, a dataset loader) must never see half a file, because a run can
+be killed at any instant. Every file reid_tf writes for later use (run.json, history.json,
+model.keras, eval.json, manifests, extracted PNGs, result tables) is therefore written under a
+temporary name in the same folder and renamed onto its final name by `os.replace`, which POSIX makes
+atomic within one file system. Temporary names start with "." and end with ".tmp" (plus the writer's
+own suffix, e.g. ".keras", when a library insists on one), so a leftover from a killed writer is
+hidden and recognisable (`is_temporary`).
+
+API: `atomic_path(path)` (a context manager giving the temporary path to write to, for writers that
+take a path: Keras, PIL); `write_text(path, text)` and `write_json(path, body)`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from typing import Any, Iterator
+
+TEMP_SUFFIX = ".tmp"
+
+
+def is_temporary(name: str) -> bool:
+    """True for a file name this module uses while writing (a leftover of an interrupted write)."""
+    base = os.path.basename(name)
+    return base.startswith(".") and TEMP_SUFFIX in base
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
+    """Yield a fresh temporary path beside `path`; when the block ends without an exception, the file
+    written there is flushed to disk and renamed onto `path`; otherwise it is removed.
+
+    suffix: the ending the writer needs on the temporary name (e.g. ".keras" for keras Model.save).
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    # A unique name (not tempfile.mkstemp, whose files are private to the user): the writer creates
+    # the file, so it gets the usual permissions.
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}{suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:  # the data must be on disk before the rename makes it visible
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> str:
+    """Write `text` to `path` atomically; returns path."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+    return path
+
+
+def write_json(path: str, body: Any, indent: int | None = 1) -> str:
+    """Write `body` as JSON to `path` atomically; returns path."""
+    return write_text(path, json.dumps(body, indent=indent))

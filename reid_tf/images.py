@@ -1,0 +1,105 @@
+"""Reading person images: one decoder and one conversion to 8-bit RGB, for every path.
+
+Preparation (data_tools), training (reid_tf.pairs), evaluation, validation and ranking all read an
+image through `decode`, so an image that passes preparation is read the same way everywhere and no
+two paths can disagree about its pixels. The decoder is PIL, not `tf.io.decode_image`: TensorFlow
+rejects 1-bit BMPs (an error naming no file, mid-training) and returns an 8-bit palette BMP as its
+grey palette indices (wrong colours, silently), while PIL reads every mode the datasets use.
+
+Conversion to 8-bit RGB (`to_rgb8`), per PIL mode:
+- RGB: as stored; RGBA / LA / PA: the colour without the alpha (what TensorFlow's channels=3 did);
+- L (greyscale), 1 (1-bit: 0 → 0, 1 → 255), P (palette: the palette's colours): PIL's conversion;
+- I;16* / I (16-bit greyscale): the high byte (v >> 8), as PIL itself reduces 16-bit colour PNGs.
+  PIL's own I;16 → RGB conversion clips every value above 255 to white, hence the explicit rule.
+- anything else (CMYK, YCbCr, ...): PIL's conversion to RGB.
+
+Size: images that are not 160 × 60 are resized with TensorFlow's bilinear resampling with
+antialiasing, rounded to uint8 (`resize`); images of the right size are left untouched.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import os
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from reid_tf import config
+
+IMAGE_SHAPE = (config.INPUT_HEIGHT, config.INPUT_WIDTH, config.INPUT_CHANNELS)
+_SIXTEEN_BIT_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+class ImageError(ValueError):
+    """An image file cannot be decoded; the message names the file."""
+
+
+def to_rgb8(image: Image.Image) -> np.ndarray:
+    """A loaded PIL image of any mode -> uint8 (h, w, 3) RGB (rules in the module docstring)."""
+    if image.mode in _SIXTEEN_BIT_GREY:
+        grey = np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8  # (h, w): high byte
+        return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=-1)
+    if image.mode != "RGB":
+        image = image.convert("RGB")  # 1, L, P, RGBA, LA, PA, CMYK, ...; alpha is dropped
+    return np.asarray(image, dtype=np.uint8)
+
+
+def decode(source: str | bytes, name: str | None = None) -> np.ndarray:
+    """An image file (path) or its bytes -> uint8 (h, w, 3) RGB at its own size.
+
+    Raises ImageError naming the file (`name`, or the path) when it cannot be decoded completely.
+    """
+    name = name or (source if isinstance(source, str) else "<image bytes>")
+    try:
+        with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as image:
+            image.load()  # decode everything now: a truncated file fails here, not later
+            return to_rgb8(image)
+    except (OSError, SyntaxError, ValueError) as e:  # PIL reports bad data as any of these
+        raise ImageError(f"{name}: unreadable or truncated image ({e})") from None
+
+
+def resize(images):
+    """uint8 (h, w, 3) or (n, h, w, 3) -> uint8 (160, 60, 3) or (n, 160, 60, 3) tf.Tensor; unchanged
+    when the size is already right, else bilinear with antialiasing, rounded. Eager or in tf.data."""
+    import tensorflow as tf  # here, so that preparation (decode only) does not load TensorFlow
+    images = tf.convert_to_tensor(images, tf.uint8)
+    size = tf.shape(images)[-3:-1]
+
+    def scaled() -> tf.Tensor:
+        out = tf.image.resize(tf.cast(images, tf.float32), IMAGE_SHAPE[:2], antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
+
+    same = tf.reduce_all(tf.equal(size, IMAGE_SHAPE[:2]))
+    out = tf.cond(same, lambda: images, scaled)
+    out.set_shape([*images.shape[:-3], *IMAGE_SHAPE])
+    return out
+
+
+def read_image(path):
+    """A path as a string tf.Tensor -> uint8 (160, 60, 3), for tf.data pipelines (via `decode`)."""
+    import tensorflow as tf  # see resize
+    image = tf.numpy_function(lambda p: decode(p.decode()), [path], tf.uint8, stateful=False)
+    image.set_shape([None, None, IMAGE_SHAPE[2]])
+    return resize(image)
+
+
+def load_uint8(paths: Sequence[str]) -> np.ndarray:
+    """Decode and resize images, in order -> uint8 (N, 160, 60, 3)."""
+    # PIL releases the GIL while decoding: one thread per core helps.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        decoded = list(pool.map(decode, paths))
+    out = np.empty((len(decoded), *IMAGE_SHAPE), np.uint8)
+    by_shape: dict[tuple, list[int]] = {}
+    for i, image in enumerate(decoded):
+        by_shape.setdefault(image.shape, []).append(i)
+    for shape, index in by_shape.items():  # one batched resize per distinct size
+        out[index] = resize(np.stack([decoded[i] for i in index])).numpy()
+    return out
+
+
+def load_images(paths: Sequence[str]) -> np.ndarray:
+    """Images for evaluation and ranking: decoded, resized, no augmentation -> float32
+    (N, 160, 60, 3) in [0, 1]."""
+    return load_uint8(paths).astype(np.float32) / 255.0
