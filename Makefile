@@ -12,7 +12,7 @@ PYTEST_FLAGS ?=
 DEMO_FLAGS ?=
 PROFILE_FLAGS ?=
 
-.PHONY: demo test test-slow bench bench-data profile-train tensorboard table5 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-market1501 clean
+.PHONY: demo test test-slow bench bench-data bench-rank profile-train tensorboard table5 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-market1501 clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ bench: $(STAMP)
 
 bench-data: $(STAMP)
 	$(PY) -m benchmarks.bench_data
+
+# Ranking one query against 1,000 / 10,000 synthetic gallery images, exhaustive vs shortlist
+# (MODEL=runs/x/model.keras: a trained model; docs/RESULTS.md "Ranking a gallery").
+MODEL ?= $(WORKDIR)/model.keras
+bench-rank: $(STAMP)
+	$(PY) -m benchmarks.bench_rank --model=$(MODEL)
 
 # Where a training step's time goes, per block and op type (PROFILE_FLAGS, e.g. --preset=l234).
 profile-train: $(STAMP)

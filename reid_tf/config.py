@@ -72,6 +72,13 @@ SCORE_EPS = 1e-4  # §3.1, Eq. 7: "ε is set to be a small value like 0.0001"
 SYNTHETIC_BATCH_SIZE = 32
 SYNTHETIC_MINUTES = 12.0  # default --max_minutes when training on the synthetic dataset
 
+# Ranking a gallery with a trained model (reid_tf.rank; ours, not the paper's). Above
+# RANK_SHORTLIST_ABOVE gallery images the two-stage scoring is the default: Eq. 7 on each query's
+# RANK_SHORTLIST_K nearest gallery images by d. Both chosen by measurement: docs/RESULTS.md
+# "Ranking a gallery".
+RANK_SHORTLIST_ABOVE = 500
+RANK_SHORTLIST_K = 100
+
 # Training recipe, §4.2.
 LEARNING_RATE = 5e-4  # "ADAM ... with learning rate 0.0005"
 WEIGHT_DECAY = 5e-4  # "Weighting decay is set to be 0.0005"

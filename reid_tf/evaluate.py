@@ -295,6 +295,38 @@ def shortlist_markdown(study: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def visrank(n: int, workdir: str | None = None, checkpoint: str | None = None, out: str | None = None) -> str:
+    """--visrank=N: ranked-results pictures of N test queries (reid_tf.rank.visrank_trial).
+
+    A workdir's go to workdir/visrank and to TensorBoard (workdir/tb/test, beside the Figure 4
+    panels, at the last validated step); a checkpoint's to <checkpoint>_visrank (or --out). Returns
+    the folder.
+    """
+    from reid_tf.rank import visrank_trial
+
+    f = flags.FLAGS
+    if workdir:
+        run = _load_run(workdir)
+        network = workdir_network(workdir, run)[0]
+        dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))
+        split = dataset.split(run["trial"], run["seed"], run["val_identities"], run["test_identities"])
+        trial, seed, folder, tb = run["trial"], run["seed"], os.path.join(workdir, "visrank"), os.path.join(workdir, "tb", "test")
+        step = 0
+        if os.path.isfile(os.path.join(workdir, "history.json")):
+            with open(os.path.join(workdir, "history.json")) as h:
+                step = json.load(h)[-1]["step"]
+    else:
+        network = load_saved_network(checkpoint)
+        dataset = datasets.load_dataset(f.dataset, datasets.dataset_dir(f.dataset, f.data_dir))
+        split = dataset.split(f.trial, f.seed)
+        trial, seed, tb, step = f.trial, f.seed, None, 0
+        folder = out or os.path.splitext(checkpoint)[0] + "_visrank"
+    visrank_trial(network, dataset, split.test, trial, seed, n, folder, tb, step,
+                  title=f"{dataset.name} / {network.name} / trial {trial}: {n} test queries")
+    logging.info("ranked results of %d test queries: %s", n, os.path.join(folder, "index.html"))
+    return folder
+
+
 def main(argv):
     del argv
     f = flags.FLAGS
@@ -333,6 +365,9 @@ def main(argv):
     else:
         raise UsageError("pass --workdir=DIR[,DIR...] or --checkpoint=PATH.keras")
     print(table)
+    if f.visrank:
+        for workdir in (f.workdir.split(",") if f.workdir else [None]):
+            visrank(f.visrank, workdir, f.checkpoint, f.out and f.out + "_visrank")
 
 
 if __name__ == "__main__":
@@ -350,4 +385,6 @@ if __name__ == "__main__":
                          "Eq. 7 on each query's K nearest gallery images by d (reid_tf.shortlist)")
     flags.DEFINE_string("shortlist", None, "e.g. 10,20,50: compare two-stage scoring (top-K by d, then "
                         "Eq. 7) with exhaustive scoring on --workdir's test split")
+    flags.DEFINE_integer("visrank", 0, "also write ranked-results pictures (and TensorBoard images) of "
+                         "this many test queries")
     cli.run(main)

@@ -287,6 +287,7 @@ def _run_locked(opts: TrainOptions) -> dict:
     if validation is not None:
         callbacks.append(validation)
         validation.skip_final = lambda: stop.signum is not None  # exit promptly on Ctrl-C / SIGTERM
+    callbacks += trainer.testing_callbacks()  # last: a test's crash comes after this step's checkpoint, if any
     t0 = time.monotonic()
     if start < total:
         with stop:

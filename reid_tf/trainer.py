@@ -357,3 +357,26 @@ class StopOnSignal(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.signum is not None:
             self.model.stop_training = True
+
+
+# Test-only: tests/test_train.py sets this to crash a run at a known step (deterministic, where a test
+# polling for a checkpoint and then killing the process would race against a fast machine).
+KILL_AT_STEP_ENV = "REID_TF_TEST_KILL_AT_STEP"
+
+
+class KillAtStep(keras.callbacks.Callback):
+    """SIGKILL this process once the global step reaches `step`: a hard crash, no clean-up, no save."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step = int(step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def testing_callbacks() -> list[keras.callbacks.Callback]:
+    """The callbacks a test asked for through the environment (none in normal use)."""
+    step = os.environ.get(KILL_AT_STEP_ENV)
+    return [KillAtStep(int(step))] if step else []

@@ -79,8 +79,12 @@ def cuhk03_image(kind: str, pair: int, identity: int, column: int,
 
 
 def write_cuhk03_mat(path: str, identities: tuple[int, ...] = (6, 5, 4, 3, 2), testsets: int = 20,
-                     test_size: int = 3, shape: tuple[int, int] = (12, 5), seed: int = 0) -> str:
+                     test_size: int = 3, shape: tuple[int, int] = (12, 5), seed: int = 0,
+                     testset_rows: list[list[tuple[int, int]]] | None = None) -> str:
     """Write a v7.3-style cuhk-03.mat with `identities[p]` identities in camera pair p + 1.
+
+    The testsets are `testsets` random draws of `test_size` kept identities, or exactly
+    `testset_rows` (1-based [camera pair, identity] rows, one list per testset) when given.
 
     Layout as MATLAB writes it (DESIGN "cuhk-03.mat layout"): a 512-byte MATLAB header (HDF5
     user block), data in `#refs#`, every cell an object reference, everything stored transposed.
@@ -119,8 +123,10 @@ def write_cuhk03_mat(path: str, identities: tuple[int, ...] = (6, 5, 4, 3, 2), t
         rng = np.random.default_rng(seed)
         kept = [(p, i) for p, n in enumerate(identities[:3], start=1) for i in range(1, n + 1)]
         sets = []
-        for _ in range(testsets):
-            rows = np.array([kept[k] for k in rng.choice(len(kept), test_size, replace=False)], dtype=float)
+        for t in range(testsets if testset_rows is None else len(testset_rows)):
+            chosen = ([kept[k] for k in rng.choice(len(kept), test_size, replace=False)] if testset_rows is None
+                      else testset_rows[t])
+            rows = np.array(chosen, dtype=float)
             sets.append(store(rows.T, "double"))  # MATLAB test_size × 2, stored (2, test_size)
         cell_dataset(f, "testsets", np.array([sets], dtype=object))  # (1, 20)
     # MATLAB's 128-byte header: 116 bytes of text, 8 of subsystem offset, version 0x0200, endianness.

@@ -69,31 +69,99 @@ def test_block_of():
     assert complexity.block_of("reid_l23_1/Identity", names) == "other"
 
 
+# ---- whole presets against hand totals ----------------------------------------------------------
+# Every conv is "same" padded, stride 1, so its MACs are (output positions) × filters × k·k·C_in;
+# a dense layer is inputs × outputs. Shapes from DESIGN "Shapes"; one pair = both images.
+def conv_macs(h, w, k, c_in, c_out):
+    return h * w * c_out * k * k * c_in
+
+
+def conv_params(k, c_in, c_out):
+    return k * k * c_in * c_out + 4 * c_out  # kernel (no bias) + BN γ, β, moving mean, variance
+
+
+def csn_macs(stripe_hw, f, map_hw):
+    """One level's CSN for a pair: 6 localisation nets (3 stripes × 2 images), the sampler's θ·grid
+    products (2 × 3 per output point) and Eq. 2 in 2 directions × 3 parts (H·W·96 outputs × f² taps)."""
+    (h, w), (H, W) = stripe_hw, map_hw
+    h2, w2 = -(-h // 2), -(-w // 2)  # after the 2×2 "same" pools
+    h3, w3 = -(-h2 // 2), -(-w2 // 2)
+    loc = (conv_macs(h, w, 3, 96, 32) + conv_macs(h2, w2, 3, 32, 32) + conv_macs(h3, w3, 1, 32, 128)
+           + 128 * 6)
+    return 6 * loc + 6 * (2 * 3 * f * f) + 2 * 3 * H * W * 96 * f * f
+
+
+def rank_macs(f):
+    """One level's ranking branch for a pair: conv 3×3 on each of 3 f×f parts, pool, the 3 results
+    stacked, conv 3×3 on the stack; both images."""
+    g = -(-f // 2)
+    return 2 * (3 * conv_macs(f, f, 3, 96, 96) + conv_macs(3 * g, g, 3, 96, 96))
+
+
+TRUNK_MACS = 2 * (conv_macs(160, 60, 5, 3, 32) + conv_macs(80, 30, 3, 32, 96) + conv_macs(40, 15, 3, 96, 96))
+CONV3B_MACS = 2 * conv_macs(20, 8, 3, 96, 96)
+LEVEL_MACS = {2: csn_macs((20, 15), 10, (40, 15)) + rank_macs(10),
+              3: csn_macs((10, 8), 5, (20, 8)) + rank_macs(5),
+              4: csn_macs((5, 4), 3, (10, 4)) + rank_macs(3)}
+
+
+def head_macs(levels):
+    c = 576 * len(levels)  # the concatenated 10 × 4 similarity grid
+    return (conv_macs(10, 4, 1, c, 32) + conv_macs(10, 4, 3, 32, 32) + conv_macs(5, 2, 1, 32, 500)
+            + 500 * 2 + 2 * 96 * len(levels) * 256)  # logits; the 256-d embedding of both images
+
+
+def hand_params(levels):
+    loc = conv_params(3, 96, 32) + conv_params(3, 32, 32) + conv_params(1, 32, 128) + 128 * 6 + 6
+    rank = 2 * conv_params(3, 96, 96)
+    trunk = conv_params(5, 3, 32) + conv_params(3, 32, 96) + conv_params(3, 96, 96)
+    trunk += conv_params(3, 96, 96) if 4 in levels else 0
+    head = (conv_params(1, 576 * len(levels), 32) + conv_params(3, 32, 32) + conv_params(1, 32, 500)
+            + 500 * 2 + 2 + 96 * len(levels) * 256 + 256)
+    return trunk + len(levels) * (loc + rank) + head
+
+
 @pytest.fixture(scope="module")
 def measured():
     return {name: complexity.complexity(name) for name in ("l23", "l234")}
 
 
-def test_model_counts(measured):
+def test_whole_presets_against_hand_totals(measured):
     l23, l234 = measured["l23"], measured["l234"]
-    assert 0 < l23["flops"] < l234["flops"] and 0 < l23["params"] < l234["params"]
-    assert l23["flops"] > 2 * l23["macs"] > 0  # elementwise work on top of the conv/matmul FLOPs
-    for name, r in measured.items():
-        assert r["params"] == build_model(name).count_params()
-        assert r["params"] == r["trainable_params"] + r["non_trainable_params"]
+    assert l23["macs"] == TRUNK_MACS + LEVEL_MACS[2] + LEVEL_MACS[3] + head_macs((2, 3))
+    assert l234["macs"] == (TRUNK_MACS + CONV3B_MACS + LEVEL_MACS[2] + LEVEL_MACS[3] + LEVEL_MACS[4]
+                            + head_macs((2, 3, 4)))
+    assert l23["params"] == hand_params((2, 3)) and l234["params"] == hand_params((2, 3, 4))
+    # BN moving mean and variance: 2 per channel of every conv
+    bn_channels = 32 + 96 + 96 + 2 * (32 + 32 + 128 + 96 + 96) + 32 + 32 + 500
+    assert l23["non_trainable_params"] == 2 * bn_channels
+    assert l23["params"] == l23["trainable_params"] + l23["non_trainable_params"]
+    # blocks, from the real graph: CSN-2's correlation, 2 directions × 3 parts × 40·15·96 outputs ×
+    # 10·10 taps; conv2 on both images, 2 × 80·30 positions × 96 filters × 3·3·32 taps.
+    assert l23["breakdown"]["csn_2.xcorr"]["macs"] == 2 * 3 * 40 * 15 * 96 * 100
+    assert l23["breakdown"]["conv2"]["macs"] == 2 * 80 * 30 * 96 * 288
+    assert l23["breakdown"]["rank_3"]["macs"] == rank_macs(5)
+    for r in measured.values():
         assert sum(b["params"] for b in r["breakdown"].values()) == r["params"]
         assert sum(b["flops"] for b in r["breakdown"].values()) == r["flops"]
-    # CSN-2's correlation, from the real graph: 2 directions × 3 parts × 40·15·96 outputs × 10·10 taps.
-    assert l23["breakdown"]["csn_2.xcorr"]["macs"] == 2 * 3 * 40 * 15 * 96 * 100
-    # conv2 runs on both images: 2 × 80·30 positions × 96 filters × 3·3·32 taps.
-    assert l23["breakdown"]["conv2"]["macs"] == 2 * 80 * 30 * 96 * 288
+        # FLOPs = 2 × MACs + the elementwise work (BN, ReLU, pooling, the sampler): > 0, < 1 %
+        assert 0 < r["flops"] - 2 * r["macs"] < 0.01 * r["flops"]
 
 
-def test_report_formats(measured):
-    table = complexity.format_table(list(measured.values()))
-    assert "0.96" in table and "1.31" in table
-    assert "csn_2.xcorr" in complexity.format_breakdown(measured["l23"])
-    assert "within ±25 %" in complexity.format_gaps(measured["l23"])
-    assert "conv3b" in complexity.format_increment(measured["l23"], measured["l234"])
-    np.testing.assert_allclose(dict(complexity.readings(measured["l23"])["flops"])[
-        "MACs, both images"], measured["l23"]["macs"] / 1e9)
+def test_report_shows_the_counted_values(measured):
+    """The report prints our counts (not only the paper's constants, which it always prints)."""
+    l23, l234 = measured["l23"], measured["l234"]
+    table = complexity.format_table([l23, l234])
+    row = next(line for line in table.splitlines() if line.startswith("l23 "))
+    cells = row.split()
+    assert cells[1] == f"{hand_params((2, 3)) / 1e6:.3f}" and cells[5] == f"{l23['macs'] / 1e9:.3f}"
+    assert float(cells[7]) == pytest.approx(hand_params((2, 3)) / 1e6 / 0.5, abs=0.006)  # ratio to 0.5 M
+    assert "csn_2.xcorr" in complexity.format_breakdown(l23)
+    assert f"{2 * 3 * 40 * 15 * 96 * 100 / 1e6:.2f}" in complexity.format_breakdown(l23)  # its MMACs
+    gaps = complexity.format_gaps(l23)
+    readings = dict(complexity.readings(l23)["flops"])
+    assert readings["MACs, both images"] == pytest.approx(l23["macs"] / 1e9)
+    # 0.466 GMACs is 0.49 of the paper's 0.96: a gap, not "within ±25 %"
+    assert any("MACs, both images" in line and line.endswith("gap") for line in gaps.splitlines())
+    increment = complexity.format_increment(l23, l234)
+    assert f"params +{(hand_params((2, 3, 4)) - hand_params((2, 3))) / 1e6:.3f} M" in increment

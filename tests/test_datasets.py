@@ -1,6 +1,7 @@
 """reid_tf.datasets: folders, loading, the split protocols of §4.1 (DESIGN "Protocols"), single-shot."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -67,6 +68,39 @@ def test_unprepared_folder_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"manifest\.json not found.*prepare_viper --src /path/to/VIPeR"):
         datasets.load_dataset("viper", str(tmp_path / "viper"))
 
+
+
+def _edit_manifest(root: str, edit) -> None:
+    path = os.path.join(root, datasets.MANIFEST)
+    with open(path) as f:
+        body = json.load(f)
+    edit(body)
+    with open(path, "w") as f:
+        json.dump(body, f)
+
+
+def test_broken_manifests_fail_naming_the_problem(tmp_path):
+    root = write_dataset(str(tmp_path / "synthetic"), "synthetic")
+    with open(os.path.join(root, datasets.MANIFEST), "w") as f:
+        f.write('{"format": ')  # a preparation cut short while writing (not atomically)
+    with pytest.raises(ValueError, match=r"manifest\.json is not valid JSON .*re-run the preparation"):
+        datasets.load_dataset("synthetic", root)
+    root = write_dataset(str(tmp_path / "old"), "synthetic")
+    _edit_manifest(root, lambda body: body.update(format="reid_tf/0"))
+    with pytest.raises(ValueError, match=r"format 'reid_tf/0', expected"):
+        datasets.load_dataset("synthetic", root)
+    root = write_dataset(str(tmp_path / "camera"), "synthetic")
+    _edit_manifest(root, lambda body: body["records"][5].update(camera=2))
+    with pytest.raises(ValueError, match=r"camera must be 0 or 1, got Record\(.*camera=2\)"):
+        datasets.load_dataset("synthetic", root)
+
+
+def test_cuhk03_manifest_without_testsets_fails(tmp_path):
+    root = write_dataset(str(tmp_path / "cuhk03"), "cuhk03_labeled")
+    assert datasets.load_dataset("cuhk03_labeled", root).testsets == [[0, 1]]
+    _edit_manifest(root, lambda body: body.pop("testsets"))
+    with pytest.raises(ValueError, match="CUHK03 manifest without testsets"):
+        datasets.load_dataset("cuhk03_labeled", root)
 
 @pytest.mark.parametrize("name, n, sets, sizes", [
     ("cuhk03_detected", 1360, 20, (1160, 100, 100)),  # §4.1: 1,160 / 100 / 100

@@ -1,16 +1,21 @@
 """Numerics of the layers against independent references (DESIGN "Sampler convention", Eq. 1–2)."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from layer_testing import run_layer_test
 from reid_tf import config
-from reid_tf.layers import AffineSTN, DepthwiseCrossCorrelation, affine_sample, central_crop_theta, theta_from_unit
+from reid_tf.layers import (CSN, AffineSTN, ConvBlock, DepthwiseCrossCorrelation, RankingBranch, affine_sample,
+                            central_crop_theta, theta_from_unit)
+from reid_tf.layers.blocks import FusedBatchNormalization
+from reid_tf.layers.csn import CSNParts, CSNSimilarity
+from reid_tf.layers.correlation import depthwise_xcorr_parts_shift
+from reid_tf.layers.scores import EmbeddingDistance, FinalScore, MatchProbability
 from reid_tf.layers.stn import R_H, R_W, S_H, S_W, T_H, T_W
 from references import xcorr_loop
 
 RNG = np.random.default_rng(0)
-
-
 
 
 @pytest.mark.parametrize("kernel", [(4, 4), (3, 3), (4, 3), (1, 1)])
@@ -126,6 +131,17 @@ def test_theta_constraints_hold_for_any_localisation_output():
         assert np.all(np.abs(theta[:, row]).sum(axis=1) <= 1.0 + 1e-5)
 
 
+def centred_window(stripe, f):
+    """The f × f window centred in each (B, H, W, C) stripe, one output pixel per input pixel, by
+    hand: with an odd margin (H − f or W − f; every level has one: 20×15, 10×8, 5×4 against f = 10,
+    5, 3) the window lies half-way between pixels, i.e. the mean of the two windows beside it."""
+    for axis in (1, 2):
+        margin = stripe.shape[axis] - f
+        lo, hi = margin // 2, (margin + 1) // 2
+        stripe = (np.take(stripe, range(lo, lo + f), axis=axis) + np.take(stripe, range(hi, hi + f), axis=axis)) / 2
+    return stripe
+
+
 @pytest.mark.parametrize("level", [2, 3, 4])
 def test_stn_starts_at_the_c2_central_crop(level):
     start, stop = config.STRIPES[level][0]
@@ -137,9 +153,7 @@ def test_stn_starts_at_the_c2_central_crop(level):
     expect = central_crop_theta((stop - start, width), f)
     np.testing.assert_allclose(theta.numpy(), np.broadcast_to(expect, (2, 2, 3)), atol=1e-5)
     # one output pixel per input pixel: the part is the centred f × f window of the stripe
-    top, left = (stop - start - f) // 2, (width - f) // 2
-    if (stop - start - f) % 2 == 0 and (width - f) % 2 == 0:
-        np.testing.assert_allclose(part.numpy(), stripe[:, top:top + f, left:left + f], atol=1e-4)
+    np.testing.assert_allclose(part.numpy(), centred_window(stripe, f), atol=1e-5)
     fixed_part, fixed_theta = AffineSTN(f, fixed=True)(stripe)
     np.testing.assert_allclose(fixed_theta.numpy(), theta.numpy(), atol=1e-5)
     np.testing.assert_allclose(fixed_part.numpy(), part.numpy(), atol=1e-4)
@@ -160,8 +174,8 @@ def test_stn_theta_respects_constraints_after_random_training():
 
 @pytest.mark.parametrize("kernel", [(3, 2), (2, 3)])
 def test_shift_cross_correlation_gradients_match_finite_differences(kernel):
-    """The hand-written gradient (shifted sums for the signal, FFT for the kernels), in float64."""
-    from reid_tf.layers.correlation import depthwise_xcorr_parts_shift
+    """The hand-written gradient (shifted sums for the signal and, in blocks of rows, for the kernels),
+    in float64."""
     signal = tf.constant(RNG.normal(size=(2, 5, 4, 2)), tf.float64)
     kernels = tf.constant(RNG.normal(size=(2, 2, *kernel, 2)), tf.float64)
     theoretical, numerical = tf.test.compute_gradient(depthwise_xcorr_parts_shift, [signal, kernels], delta=1e-6)
@@ -171,7 +185,6 @@ def test_shift_cross_correlation_gradients_match_finite_differences(kernel):
 
 
 def test_csn_correlation_forms_agree_in_values_and_gradients():
-    from reid_tf.layers import CSN
     x_a = tf.constant(RNG.normal(size=(2, 40, 15, 8)).astype("float32"))
     x_b = tf.constant(RNG.normal(size=(2, 40, 15, 8)).astype("float32"))
     csns = {form: CSN(10, config.STRIPES[2], correlation=form) for form in ("shift", "fft", "direct")}
@@ -197,8 +210,6 @@ def test_csn_correlation_forms_agree_in_values_and_gradients():
 
 def test_fused_batch_norm_equals_keras_batch_norm():
     """Same outputs, gradients and moving statistics as keras.layers.BatchNormalization."""
-    import keras
-    from reid_tf.layers.blocks import FusedBatchNormalization
     x = tf.constant(RNG.normal(2.0, 3.0, size=(4, 5, 6, 7)).astype("float32"))
     fused, plain = FusedBatchNormalization(synchronized=True), keras.layers.BatchNormalization(synchronized=True)
     for bn in (fused, plain):
@@ -215,3 +226,189 @@ def test_fused_batch_norm_equals_keras_batch_norm():
         results.append([y, *tape.gradient(loss, [x, bn.gamma, bn.beta]), bn.moving_mean, bn.moving_variance, bn(x)])
     for got, want in zip(*results):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+def _randomise_theta_head(stn):
+    """A non-zero θ head, so that θ depends on the stripe's content (at C2 initialisation it does not)."""
+    kernel = stn.theta_dense.kernel
+    kernel.assign(RNG.normal(scale=0.5, size=kernel.shape).astype("float32"))
+
+
+@pytest.mark.parametrize("level,dividing", [(2, True), (3, True), (4, True), (2, False), (4, False)])
+def test_csn_parts_are_the_stn_of_plain_stripe_slices(level, dividing):
+    """CSN.parts (map split once, stripes from segments, B·P stripes through one STN) equals the STN
+    of each plain slice x[:, start:stop], sample by sample; C1 (no dividing) is one stripe, the map."""
+    H, W = {2: (40, 15), 3: (20, 8), 4: (10, 4)}[level]
+    x = RNG.normal(size=(2, H, W, 4)).astype("float32")
+    csn = CSN(config.PART_SIZE[level], config.STRIPES[level] if dividing else None)
+    csn([x, x])
+    _randomise_theta_head(csn.stn)
+    parts, theta = csn.parts(tf.constant(x), training=False)
+    rows = config.STRIPES[level] if dividing else [(0, H)]
+    assert tuple(parts.shape) == (2, len(rows), config.PART_SIZE[level], config.PART_SIZE[level], 4)
+    for p, (start, stop) in enumerate(rows):
+        want_part, want_theta = csn.stn(tf.constant(x[:, start:stop]), training=False)
+        np.testing.assert_allclose(theta[:, p], want_theta, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(parts[:, p], want_part, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(theta[0], theta[1])  # the stripes' own θ, not one shared by the batch
+
+
+def test_ranking_branch_stacks_upper_middle_bottom():
+    """The 3 parts' conv outputs are stacked vertically in the order upper, middle, bottom (DESIGN
+    "Ranking net"): compared by value with the stack built by hand from the branch's own convs."""
+    branch = RankingBranch()
+    parts = RNG.normal(size=(2, 3, 5, 5, 4)).astype("float32")
+    got = branch(parts, training=False).numpy()
+    per_part = [branch.conv_a(parts[:, p], training=False).numpy() for p in range(3)]  # (2, 3, 3, 96) each
+    stacked = np.concatenate(per_part, axis=1)  # (2, 9, 3, 96): upper rows 0–2, middle 3–5, bottom 6–8
+    want = np.mean(branch.conv_b(stacked, training=False).numpy(), axis=(1, 2))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # the order matters (zero padding at the stack's ends), so the check above can tell
+    assert not np.allclose(branch(parts[:, ::-1], training=False).numpy(), got, atol=1e-4)
+
+
+# ---- every custom layer: the contract of tests/layer_testing.py, then its own numbers -------------
+def test_conv_block():
+    x = RNG.normal(size=(2, 5, 3, 4)).astype("float32")
+    kwargs = {"filters": 2, "kernel_size": 1, "pool": True}
+    run_layer_test(ConvBlock, kwargs, x, trainable_weights=3, non_trainable_weights=2)
+    block = ConvBlock(**kwargs)
+    block(x)
+    kernel = RNG.normal(size=(1, 1, 4, 2)).astype("float32")
+    block.conv.kernel.assign(kernel)
+    # by hand: 1×1 conv, BN at inference with its initial statistics (mean 0, variance 1, ε = 1e-3),
+    # ReLU, then 2×2 "same" max-pool: 5 × 3 → 3 × 2, the last row/column windows clipped.
+    y = np.maximum(np.einsum("bhwc,cf->bhwf", x, kernel[0, 0]) / np.sqrt(1.0 + 1e-3), 0.0)
+    want = np.zeros((2, 3, 2, 2))
+    for i in range(3):
+        for j in range(2):
+            want[:, i, j] = y[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].max(axis=(1, 2))
+    np.testing.assert_allclose(block(x, training=False).numpy(), want, rtol=1e-5, atol=1e-6)
+    unpooled = run_layer_test(ConvBlock, {"filters": 3, "kernel_size": 3, "pool": False}, x,
+                              trainable_weights=3, non_trainable_weights=2)[0]
+    assert unpooled.shape == (2, 5, 3, 3)
+
+
+def test_fused_batch_norm_layer():
+    """Contract only; its numbers are test_fused_batch_norm_equals_keras_batch_norm's."""
+    x = RNG.normal(size=(3, 4, 2, 5)).astype("float32")
+    run_layer_test(FusedBatchNormalization, {"synchronized": True}, x, trainable_weights=2, non_trainable_weights=2)
+
+
+def test_affine_stn_learned_and_fixed():
+    stripe = RNG.normal(size=(2, 5, 4, 3)).astype("float32")
+    # While the θ head's kernel is zero (the C2 initialisation) no gradient reaches the loc nets.
+    part, theta = run_layer_test(AffineSTN, {"part_size": 3}, stripe, trainable_weights=11,
+                                 non_trainable_weights=6, no_gradient=("loc_conv",))
+    np.testing.assert_allclose(theta, np.broadcast_to(central_crop_theta((5, 4), 3), (2, 2, 3)), atol=1e-5)
+    np.testing.assert_allclose(part, centred_window(stripe, 3), atol=1e-5)
+    # C2 (Table 4): no localisation net, θ fixed at the central crop
+    part, theta = run_layer_test(AffineSTN, {"part_size": 3, "fixed": True}, stripe, trainable_weights=0)
+    np.testing.assert_allclose(theta, np.broadcast_to(central_crop_theta((5, 4), 3), (2, 2, 3)), atol=0)
+    np.testing.assert_allclose(part, centred_window(stripe, 3), atol=1e-5)
+
+
+STRIPES_8 = ((0, 4), (2, 6), (4, 8))  # a small level: three overlapping stripes of height 4
+
+
+@pytest.mark.parametrize("correlation", ["shift", "direct"])
+def test_csn_divided_with_stn(correlation):
+    x_a, x_b = (RNG.normal(size=(2, 8, 5, 4)).astype("float32") for _ in range(2))
+    sim, parts_a, parts_b, theta_a, _ = run_layer_test(
+        CSN, {"part_size": 3, "stripes": STRIPES_8, "correlation": correlation}, [x_a, x_b],
+        trainable_weights=11, non_trainable_weights=6, no_gradient=("loc_conv",))
+    assert sim.shape == (2, 8, 5, 24) and parts_a.shape == (2, 3, 3, 3, 4) and theta_a.shape == (2, 3, 2, 3)
+    # Eq. 2 by the loop: channel group 1 = x_a * the middle part of b, group 3 = x_b * the upper part of a
+    np.testing.assert_allclose(sim[..., 4:8], xcorr_loop(x_a, parts_b[:, 1]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(sim[..., 12:16], xcorr_loop(x_b, parts_a[:, 0]), rtol=1e-4, atol=1e-4)
+
+
+def test_csn_c1_no_dividing():
+    """C1 (Table 4): one stripe, the whole map; its part is the centred crop of the whole map."""
+    x_a, x_b = (RNG.normal(size=(2, 8, 5, 4)).astype("float32") for _ in range(2))
+    sim, parts_a, parts_b, theta_a, _ = run_layer_test(
+        CSN, {"part_size": 3, "stripes": None}, [x_a, x_b], trainable_weights=11, non_trainable_weights=6,
+        no_gradient=("loc_conv",))
+    assert sim.shape == (2, 8, 5, 8) and parts_a.shape == (2, 1, 3, 3, 4) and theta_a.shape == (2, 1, 2, 3)
+    np.testing.assert_allclose(parts_a[:, 0], centred_window(x_a, 3), atol=1e-5)
+    np.testing.assert_allclose(sim[..., :4], xcorr_loop(x_a, parts_b[:, 0]), rtol=1e-4, atol=1e-4)
+
+
+def test_csn_c2_fixed_crop():
+    """C2 (Table 4): no weights at all; each part is the centred crop of its plain stripe slice."""
+    x_a, x_b = (RNG.normal(size=(2, 8, 5, 4)).astype("float32") for _ in range(2))
+    sim, parts_a, parts_b, theta_a, _ = run_layer_test(
+        CSN, {"part_size": 3, "stripes": STRIPES_8, "stn": False}, [x_a, x_b], trainable_weights=0)
+    for p, (start, stop) in enumerate(STRIPES_8):
+        np.testing.assert_allclose(parts_a[:, p], centred_window(x_a[:, start:stop], 3), atol=1e-5)
+        np.testing.assert_allclose(parts_b[:, p], centred_window(x_b[:, start:stop], 3), atol=1e-5)
+    np.testing.assert_allclose(sim[..., 8:12], xcorr_loop(x_a, parts_b[:, 2]), rtol=1e-4, atol=1e-4)
+
+
+def test_ranking_branch_layer():
+    """Contract; its numbers are test_ranking_branch_stacks_upper_middle_bottom's."""
+    parts = RNG.normal(size=(2, 3, 3, 3, 4)).astype("float32")
+    out = run_layer_test(RankingBranch, {}, parts, trainable_weights=6, non_trainable_weights=4)[0]
+    assert out.shape == (2, config.RANK_CONV[1])
+
+
+def test_depthwise_cross_correlation_layer():
+    signal, kernels = RNG.normal(size=(2, 5, 4, 3)).astype("float32"), RNG.normal(size=(2, 2, 3, 3)).astype("float32")
+    out = run_layer_test(DepthwiseCrossCorrelation, {}, [signal, kernels], trainable_weights=0)[0]
+    np.testing.assert_allclose(out, xcorr_loop(signal, kernels), rtol=1e-5, atol=1e-5)
+
+
+def test_match_probability():
+    logits = np.array([[0.0, 0.0], [1.0, 3.0], [2.0, -1.0]], "float32")
+    p = run_layer_test(MatchProbability, {}, logits, trainable_weights=0)[0]
+    np.testing.assert_allclose(p, [0.5, 1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(3.0))], rtol=1e-6)
+
+
+def test_embedding_distance_and_its_guard_at_equal_embeddings():
+    r1 = np.array([[0.6, 0.8, 0.0], [1.0, 0.0, 0.0]], "float32")
+    r2 = np.array([[0.0, 0.8, 0.6], [1.0, 0.0, 0.0]], "float32")  # sample 1: r1 = r2
+    d = run_layer_test(EmbeddingDistance, {}, [r1, r2], trainable_weights=0)[0]
+    np.testing.assert_allclose(d, [0.6 * np.sqrt(2.0), 1e-6], rtol=1e-5)  # √(max(0, 1e-12)) at r1 = r2
+    a, b = tf.constant(r1), tf.constant(r2)
+    with tf.GradientTape() as tape:
+        tape.watch([a, b])
+        total = tf.reduce_sum(EmbeddingDistance()([a, b]))
+    grad_a, _ = tape.gradient(total, [a, b])
+    # ∂d/∂r1 = (r1 − r2)/d: finite at r1 = r2 (the guard; a plain sqrt gives 0/0 = NaN there)
+    np.testing.assert_allclose(grad_a.numpy(), [[0.6 / (0.6 * np.sqrt(2)), 0, -0.6 / (0.6 * np.sqrt(2))], [0, 0, 0]],
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_final_score_eq7_and_cls():
+    p, d = np.array([0.2, 0.9, 0.5], "float32"), np.array([1.0, 0.0, 0.25], "float32")
+    score = run_layer_test(FinalScore, {"use_distance": True, "lam": 0.2, "eps": 1e-4}, [p, d], trainable_weights=0)[0]
+    np.testing.assert_allclose(score, [0.2 + 0.2 / 1.0001, 0.9 + 0.2 / 1e-4, 0.5 + 0.2 / 0.2501], rtol=1e-6)
+    # "cls" (Ours-cls, Table 3): p(match) alone, and d gets no gradient
+    cls = run_layer_test(FinalScore, {"use_distance": False}, [p, d], trainable_weights=0,
+                         no_gradient=("input 1",))[0]
+    np.testing.assert_array_equal(cls, p)
+
+
+@pytest.mark.parametrize("kwargs,parts", [({"stripes": STRIPES_8}, 3), ({"stripes": None}, 1),
+                                          ({"stripes": STRIPES_8, "stn": False}, 3)], ids=["divided", "c1", "c2"])
+def test_csn_parts_layer(kwargs, parts):
+    """The encoder's half of a CSN, in the three configurations the presets use; at the C2
+    initialisation (or fixed) every part is the centred crop of its plain stripe slice."""
+    x = RNG.normal(size=(2, 8, 5, 4)).astype("float32")
+    learned = kwargs.get("stn", True)
+    got, theta = run_layer_test(CSNParts, {"part_size": 3, **kwargs}, x, trainable_weights=11 if learned else 0,
+                                non_trainable_weights=6 if learned else 0, no_gradient=("loc_conv",))
+    assert got.shape == (2, parts, 3, 3, 4) and theta.shape == (2, parts, 2, 3)
+    for p, (start, stop) in enumerate(kwargs["stripes"] or [(0, 8)]):
+        np.testing.assert_allclose(got[:, p], centred_window(x[:, start:stop], 3), atol=1e-5)
+
+
+@pytest.mark.parametrize("correlation", ["shift", "fft", "direct"])
+def test_csn_similarity_layer(correlation):
+    """The pair head's half of a CSN: no weights; channel groups [x_a * parts_b, x_b * parts_a]."""
+    x_a, x_b = (RNG.normal(size=(2, 6, 5, 3)).astype("float32") for _ in range(2))
+    parts_a, parts_b = (RNG.normal(size=(2, 2, 3, 3, 3)).astype("float32") for _ in range(2))
+    sim = run_layer_test(CSNSimilarity, {"correlation": correlation}, [x_a, x_b, parts_a, parts_b],
+                         trainable_weights=0)[0]
+    want = [xcorr_loop(x, p[:, k]) for x, p in ((x_a, parts_b), (x_b, parts_a)) for k in range(2)]
+    np.testing.assert_allclose(sim, np.concatenate(want, axis=-1), rtol=1e-4, atol=1e-4)

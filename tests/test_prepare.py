@@ -194,14 +194,16 @@ def test_cuhk03_names_cameras_and_pixels(cuhk03_out, kind):
         np.testing.assert_array_equal(np.asarray(Image.open(r.path)), expected)
 
 
-def test_cuhk03_testsets(cuhk03_out, cuhk03_mat):
-    out, _ = cuhk03_out
-    with h5py.File(cuhk03_mat) as f:
-        raw = [f[ref][()].T.astype(int) for ref in f["testsets"][0]]
-    detected = datasets.load_dataset("cuhk03_detected", os.path.join(out, "detected"))
-    labeled = datasets.load_dataset("cuhk03_labeled", os.path.join(out, "labeled"))
-    assert len(detected.testsets) == 20 and detected.testsets == labeled.testsets
-    assert detected.testsets[4] == [1000 * p + i for p, i in raw[4]]
+def test_cuhk03_testsets(tmp_path):
+    """Testsets written as MATLAB [camera pair, identity] rows; the labels (1000 · pair + identity)
+    written out by hand. Pair ≠ identity in every row, so a swapped or untransposed read shows."""
+    rows = [[(1, 2), (3, 1), (2, 5)], [(2, 1), (1, 6), (3, 4)]]
+    mat = fixtures.write_cuhk03_mat(str(tmp_path / "cuhk-03.mat"), testset_rows=rows)
+    prepare_cuhk03.prepare(mat, str(tmp_path / "out"))
+    detected = datasets.load_dataset("cuhk03_detected", str(tmp_path / "out" / "detected"))
+    labeled = datasets.load_dataset("cuhk03_labeled", str(tmp_path / "out" / "labeled"))
+    assert detected.testsets == [[1002, 3001, 2005], [2001, 1006, 3004]]
+    assert labeled.testsets == detected.testsets
 
 
 def test_cuhk03_outer_cells_either_orientation(cuhk03_mat, cuhk03_out, tmp_path):

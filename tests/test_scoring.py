@@ -10,6 +10,7 @@ from reid_tf.im2col import correlate_and_pool, kernel_matrix, signal_patches_num
 from reid_tf.layers import CSN, depthwise_xcorr
 from reid_tf.layers.correlation import depthwise_xcorr_parts_fft, depthwise_xcorr_parts_shift
 from reid_tf.layers.csn import similarity_fft, similarity_shift
+from reid_tf.metrics import match_ranks
 from reid_tf.model import build_model, encoder_of, head_inputs, pair_head_of, structure
 from reid_tf.scoring import ScoringEngine
 from references import xcorr_loop
@@ -210,13 +211,41 @@ def test_features_are_reusable_and_buffer_chunks_change_nothing(l23):
         np.testing.assert_allclose(got[key], want[key][:, 1:], rtol=0, atol=ATOL)
 
 
-def test_shortlist_of_the_whole_gallery_is_exhaustive(l23):
+# Two-stage scoring by hand: 3 queries (identity i, true match gallery i), 4 gallery images, K = 2.
+# Eq. 7 = p + 0.2 / (d + 1e-4):
+#   q0: d .30 .20 .90 .80, p .60 .70 .99 .10 → 1.266 1.700 1.212 0.350. Shortlist {g1, g0} holds the
+#       true match and everything above it: rank 2 either way (must not change).
+#   q1: d .10 .95 .20 .99, p .20 .90 .10 .30 → 2.198 1.110 1.100 0.502: exhaustive rank 2; the true
+#       match is outside {g0, g2}: −inf, tied last with g3 → rank 4 (must change; by its λ/(d + ε)
+#       alone it would still beat g3's, rank 3).
+#   q2: d .50 .40 .30 .60, p .95 .10 .50 .20 → 1.350 0.600 1.166 0.533: exhaustive rank 2 behind g0,
+#       which the shortlist {g2, g1} leaves out → rank 1 (must change, for the better).
+HAND_D = np.array([[.30, .20, .90, .80], [.10, .95, .20, .99], [.50, .40, .30, .60]], np.float32)
+HAND_P = np.array([[.60, .70, .99, .10], [.20, .90, .10, .30], [.95, .10, .50, .20]], np.float32)
+
+
+def test_shortlist_by_hand(l23, monkeypatch):
     model, engine, query, gallery, _ = l23
-    fq, fg = engine.image_features(query), engine.image_features(gallery)
+    fq, fg = engine.image_features(query[:3]), engine.image_features(gallery[:4])
+    asked = []
+
+    def pair_p_match(fq_, fg_, q_idx, g_idx):
+        asked.extend(zip(q_idx.tolist(), g_idx.tolist()))
+        return HAND_P[q_idx, g_idx]
+
+    monkeypatch.setattr(engine, "distance_matrix", lambda emb_q, emb_g: HAND_D.copy())
+    monkeypatch.setattr(engine, "pair_p_match", pair_p_match)
+    ids = np.arange(4)
     full = engine.score_matrix(fq, fg)
-    short = engine.score_matrix(fq, fg, shortlist=len(gallery))
-    for key in ("p_match", "distance", "score", "evaluated"):
-        np.testing.assert_array_equal(short[key], full[key])
+    np.testing.assert_allclose(full["score"], HAND_P + 0.2 / (HAND_D + 1e-4), rtol=1e-6)
+    np.testing.assert_array_equal(match_ranks(full["score"], ids[:3], ids), [2, 2, 2])
+    asked.clear()
+    short = engine.score_matrix(fq, fg, shortlist=2)
+    assert sorted(asked) == [(0, 0), (0, 1), (1, 0), (1, 2), (2, 1), (2, 2)]  # the 2 nearest by d only
+    np.testing.assert_array_equal(short["evaluated"], [[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 0]])
+    np.testing.assert_array_equal(match_ranks(short["score"], ids[:3], ids), [2, 4, 1])
+    np.testing.assert_array_equal(short["distance"], HAND_D)
+    assert np.all(short["score"][~short["evaluated"]] == -np.inf)
 
 
 def test_shortlist_evaluates_only_q_times_k_pairs(l23):
@@ -235,3 +264,12 @@ def test_shortlist_evaluates_only_q_times_k_pairs(l23):
     assert np.all(got["score"][~evaluated] == -np.inf) and np.all(got["p_match"][~evaluated] == -np.inf)
     ranked = np.argsort(-got["score"], axis=1)[:, :K]  # the shortlisted pairs rank first
     assert np.all(np.take_along_axis(evaluated, ranked, axis=1))
+
+
+def test_distance_matrix_in_chunks_equals_the_loop():
+    """More queries than one chunk (7 = 3 + 3 + 1): every row, in order, against ‖r_q − r_g‖ by loop."""
+    emb_q, emb_g = normal(7, 5), normal(4, 5)
+    got = ScoringEngine.distance_matrix(emb_q, emb_g, chunk=3)
+    want = [[np.sqrt(np.sum((emb_q[q].astype(np.float64) - emb_g[g]) ** 2)) for g in range(4)] for q in range(7)]
+    assert got.shape == (7, 4)
+    np.testing.assert_allclose(got, want, rtol=1e-6)

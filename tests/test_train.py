@@ -5,13 +5,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from reid_tf import config
+from reid_tf import config, datasets, trainer
+from reid_tf.model import load_network
+from reid_tf.pairs import load_images
+from reid_tf.scoring import ScoringEngine
 
 TINY = ["--synthetic_identities=24", "--batch_size=6", "--checkpoint_every=2", "--log_every_seconds=0",
         "--nofigures"]
@@ -43,12 +46,12 @@ def checkpoint_weights(workdir, step=None):
 
 
 def assert_same_training(got, ref, lr=config.LEARNING_RATE, steps=2):
-    """Two trainings that should compute the same thing, up to float nondeterminism.
+    """Two trainings that compute the same mathematics in a different order (MirroredStrategy sums
+    the replicas' gradients; one device sums the whole batch), so they agree only up to rounding.
 
-    The XLA correlation and multi-threaded reductions are not bit-reproducible, and Adam turns a
-    rounding-level difference in a near-zero gradient into a ±lr step; so a few elements may differ
-    by up to 2·steps·lr, while a real fault (wrong data position, lost optimizer state, per-replica
-    BN) moves most elements of most variables.
+    Adam turns a rounding-level difference in a near-zero gradient into a ±lr step; so a few
+    elements may differ by up to 2·steps·lr, while a real fault (wrong data position, lost optimizer
+    state, per-replica BN) moves most elements of most variables.
     """
     assert set(got) == set(ref)
     for name in ref:
@@ -57,8 +60,24 @@ def assert_same_training(got, ref, lr=config.LEARNING_RATE, steps=2):
             assert float(diff.max()) <= 0.1 * float(np.abs(ref[name]).max()) + 1e-6, name
             continue
         tol = 1e-4 + 1e-2 * np.abs(ref[name])  # weights (optimizer/_trainable_variables) and BN statistics
-        assert np.mean(diff > tol) < 1e-2, (name, float(np.mean(diff > tol)))
+        # at most 1 % of the elements, or one in a small variable (a BN γ of 32 channels)
+        assert np.sum(diff > tol) <= max(1, 0.01 * diff.size), (name, int(np.sum(diff > tol)), diff.size)
         assert float(diff.max()) <= 2 * steps * lr + float(tol.max()), (name, float(diff.max()))
+
+
+# A run repeated on one machine is bit-reproducible: the same 6-step run five times (two of them
+# concurrently, the machine busy) and a SIGKILL + resume all gave identical checkpoints (max |Δ| = 0
+# over every weight, BN statistic and Adam moment). The bound leaves room for rounding only; a resume
+# that skips one step of data is off by ~2e-3 (median over the weights), 1000× outside it.
+RESUME_RTOL, RESUME_ATOL = 1e-5, 1e-6
+
+
+def assert_same_checkpoint(got, ref):
+    """A resumed run and an uninterrupted one: every variable (weights, BN statistics, Adam's
+    moments and step) equal up to float rounding."""
+    assert set(got) == set(ref)
+    for name in ref:
+        np.testing.assert_allclose(got[name], ref[name], rtol=RESUME_RTOL, atol=RESUME_ATOL, err_msg=name)
 
 
 def logged_losses(stderr):
@@ -99,26 +118,26 @@ def test_end_to_end_outputs(reference_run):
 
 
 def test_sigkill_then_resume_ends_where_the_uninterrupted_run_ends(data_dir, reference_run, tmp_path):
+    """The run SIGKILLs itself after step 3 (a test-only hook, so no race with the machine's speed):
+    checkpoint 2 survives, step 3 is lost, and the resume redoes it from checkpoint 2's data position."""
     workdir = str(tmp_path / "killed")
-    proc = subprocess.Popen(train_cmd(data_dir, workdir, "--max_steps=6", "--noevaluate"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = os.path.join(workdir, "checkpoints", "checkpoint")
-    deadline = time.time() + 300
-    while not os.path.isfile(state) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    env = {**os.environ, trainer.KILL_AT_STEP_ENV: "3"}
+    proc = subprocess.run(train_cmd(data_dir, workdir, "--max_steps=6", "--noevaluate"), env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert "step 3/6" in proc.stderr and "step 4/6" not in proc.stderr
     killed_at, _ = checkpoint_weights(workdir)
-    assert not killed_at.endswith("ckpt-6"), "the run finished before it could be killed"
+    assert killed_at.endswith("ckpt-2")
     # A second start without --resume refuses to overwrite the run.
     refused = run_train(data_dir, workdir, "--max_steps=6", check=False)
     assert refused.returncode == 1 and "--resume" in refused.stderr
-    run_train(data_dir, workdir, "--max_steps=6", "--resume", "--noevaluate")
+    resumed = run_train(data_dir, workdir, "--max_steps=6", "--resume", "--noevaluate")
+    assert "at step 2" in resumed.stderr
     ref_path, ref = checkpoint_weights(reference_run[0])
     path, got = checkpoint_weights(workdir)
     assert path.endswith("ckpt-6") and set(got) == set(ref)
     assert sum("_trainable_variables" in n for n in ref) > 50  # the weights themselves are compared
-    assert_same_training(got, ref, steps=6)
+    assert_same_checkpoint(got, ref)
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
@@ -148,19 +167,118 @@ def test_mirrored_strategy_matches_single_device(data_dir, reference_run, tmp_pa
     assert_same_training(got, ref, steps=2)
 
 
+def exhaustive_scores(workdir):
+    """The run's test queries × gallery scored by every pair (the engine, tested against the model)."""
+    with open(os.path.join(workdir, "run.json")) as f:
+        run = json.load(f)
+    dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))
+    split = dataset.split(run["trial"], run["seed"], run["val_identities"], run["test_identities"])
+    queries, gallery = datasets.single_shot(dataset, split.test, run["trial"], run["seed"])
+    scores = ScoringEngine(load_network(os.path.join(workdir, "model.keras"))).score_matrix(
+        load_images([q.path for q in queries]), load_images([g.path for g in gallery]))
+    return scores, np.array([q.identity for q in queries]), np.array([g.identity for g in gallery])
+
+
+def shortlist_ranks_loop(scores, q_ids, g_ids, k):
+    """Two-stage ranks by a plain loop: the true match's place among its query's k nearest gallery
+    images by d, by Eq. 7 (ties against it); outside them it ranks last (−inf, tied with the rest)."""
+    ranks = []
+    for q in range(len(q_ids)):
+        near = list(np.argsort(scores["distance"][q], kind="stable")[:k])
+        true = int(np.nonzero(g_ids == q_ids[q])[0][0])
+        s = scores["score"][q]
+        ranks.append(1 + sum(s[g] >= s[true] for g in near if g != true) if true in near else len(g_ids))
+    return np.array(ranks)
+
+
 def test_evaluate_cli_loads_the_saved_network_and_compares_shortlists(reference_run):
-    """A fresh process (nothing registered yet) loads model.keras; K = G equals exhaustive scoring."""
+    """A fresh process (nothing registered yet) loads model.keras; two-stage scoring at K < G equals
+    a loop over the exhaustive scores."""
     workdir = reference_run[0]
-    proc = subprocess.run([sys.executable, "-m", "reid_tf.evaluate", f"--workdir={workdir}", "--shortlist=2,6"],
+    proc = subprocess.run([sys.executable, "-m", "reid_tf.evaluate", f"--workdir={workdir}", "--shortlist=2,5"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(workdir, "shortlist.json")) as f:
         rows = json.load(f)["rows"]
-    exhaustive, k2, k6 = rows
+    exhaustive, k2, k5 = rows
     assert exhaustive["exhaustive"] and exhaustive["pairs"] == 36
-    assert k2["pairs"] == 12 and k6["pairs"] == 36
-    for k in (1, 5, 10):
-        assert k6[f"rank{k}"] == exhaustive[f"rank{k}"]
+    assert k2["pairs"] == 12 and k5["pairs"] == 30
     with open(os.path.join(workdir, "eval.json")) as f:
         assert exhaustive["rank1"] == pytest.approx(json.load(f)["summary"]["eq7"]["rank"]["1"]["mean"])
+    scores, q_ids, g_ids = exhaustive_scores(workdir)
+    for row, k in ((k2, 2), (k5, 5)):
+        ranks = shortlist_ranks_loop(scores, q_ids, g_ids, k)
+        for r in (1, 5, 10):
+            assert row[f"rank{r}"] == pytest.approx(100 * np.mean(ranks <= r)), (k, r)
     assert "two-stage scoring" in proc.stdout
+
+
+def test_evaluate_cli_checkpoint_equals_the_runs_own_evaluation(reference_run, data_dir, tmp_path):
+    """--checkpoint evaluates a saved network on --dataset/--trial/--seed: the same split and draw as
+    the run that trained it, so the same numbers as its eval.json."""
+    workdir = reference_run[0]
+    out = str(tmp_path / "checkpoint_eval")
+    proc = subprocess.run([sys.executable, "-m", "reid_tf.evaluate", f"--checkpoint={workdir}/model.keras",
+                           "--dataset=synthetic", f"--data_dir={data_dir}", "--trial=0", "--seed=0", f"--out={out}"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out + ".json") as f:
+        got = json.load(f)["summary"]
+    with open(os.path.join(workdir, "eval.json")) as f:
+        want = json.load(f)["summary"]
+    assert set(got) == set(want) == {"eq7", "p_match", "distance"}
+    for name in want:
+        np.testing.assert_allclose(got[name]["curve"], want[name]["curve"], atol=1e-9, err_msg=name)
+        assert got[name]["map"]["mean"] == pytest.approx(want[name]["map"]["mean"]), name
+
+
+def test_epochs_become_steps_with_the_datasets_recipe(data_dir, tmp_path):
+    """--epochs with no --batch_size: the synthetic recipe's batch (32) and crops (1), an epoch = every
+    cross-camera positive of the train identities × crops, each with 2 negatives, in whole batches."""
+    workdir = str(tmp_path / "epochs")
+    proc = subprocess.run([sys.executable, "-m", "reid_tf.train", f"--data_dir={data_dir}", f"--workdir={workdir}",
+                           "--synthetic_identities=24", "--checkpoint_every=2", "--log_every_seconds=0",
+                           "--nofigures", "--noevaluate", "--epochs=0.5"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dataset = datasets.load_dataset("synthetic", datasets.dataset_dir("synthetic", data_dir))
+    train = set(dataset.split(0, 0).train)
+    positives = 0
+    for identity in train:
+        cameras = [r.camera for r in dataset.records if r.identity == identity]
+        positives += cameras.count(0) * cameras.count(1)
+    per_epoch = 3 * positives * 1 // 32
+    with open(os.path.join(workdir, "run.json")) as f:
+        run = json.load(f)
+    assert (run["batch_size"], run["steps_per_epoch"]) == (32, per_epoch)
+    assert run["total_steps"] == -(-per_epoch // 2) > 1  # ⌈0.5 · per_epoch⌉
+    path, _ = checkpoint_weights(workdir)
+    assert path.endswith(f"ckpt-{run['total_steps']}")
+
+
+def test_time_budget_stops_at_the_first_step_past_it(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(trainer.time, "monotonic", lambda: clock[0])
+    model = types.SimpleNamespace(stop_training=False)
+    budget = trainer.TimeBudget(0.5)  # --max_minutes=0.5: 30 s
+    budget.set_model(model)
+    budget.on_train_begin()
+    for now, stop in ((110.0, False), (129.9, False), (130.1, True)):
+        clock[0] = now
+        budget.on_train_batch_end(0)
+        assert (model.stop_training, budget.exhausted) == (stop, stop), now
+    unbounded = trainer.TimeBudget(None)
+    unbounded.set_model(model := types.SimpleNamespace(stop_training=False))
+    unbounded.on_train_begin()
+    clock[0] = 1e9
+    unbounded.on_train_batch_end(0)
+    assert not model.stop_training and not unbounded.exhausted
+
+
+@pytest.mark.parametrize("name,batch,crops,trials", [
+    ("cuhk03_detected", 256, 2, 20), ("cuhk03_labeled", 256, 2, 20),  # §4.2: 256 and 2 for CUHK03
+    ("cuhk01", 128, 5, 10), ("viper", 128, 5, 10),  # §4.2: 128 and 5 for the others; §4.1: 10 trials
+    ("synthetic", 32, 1, 10)])  # ours (config.py: the synthetic recipe)
+def test_per_dataset_recipe(name, batch, crops, trials):
+    assert config.per_dataset(config.BATCH_SIZE, name) == batch
+    assert config.per_dataset(config.CROPS_PER_IMAGE, name) == crops
+    assert config.per_dataset(config.TRIALS, name) == trials
