@@ -128,6 +128,18 @@ XCORR_GALLERY_DRAWS = 10
 
 
 
+def dataset_family(name: str) -> str:
+    """'cuhk03_detected' -> 'cuhk03': the key of the paper's per-family tables above (CUHK03-NP is
+    not the paper's CUHK03: its recipe is in reid_tf.datasets.cuhk03_np)."""
+    return "cuhk03" if name in ("cuhk03_detected", "cuhk03_labeled") else name
+
+
+def per_dataset(table: dict, name: str):
+    """The paper's per-family value (batch size, crops, trials) for a dataset name. The dataset
+    modules (reid_tf.datasets.*) read these tables into their specs, which training uses."""
+    return table.get(dataset_family(name), table["default"])
+
+
 # ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
