@@ -58,8 +58,8 @@ def evaluate_checkpoint(run: dict, path: str, dataset, test_ids, protocols) -> d
 
 def markdown(body: dict) -> str:
     run = body["run"]
-    lines = [f"### {run['dataset']} / {run['model']} / recipe {run.get('recipe', 'cross_camera')} / "
-             f"pairing {run.get('pairing', 'per_pair')} / trial {run['trial']}: test CMC (Eq. 7) against "
+    lines = [f"### {run['dataset']} / {run['model']} / recipe {run.get('recipe') or 'cross_camera'} / "
+             f"pairing {run.get('pairing') or 'per_pair'} / trial {run['trial']}: test CMC (Eq. 7) against "
              "pairs seen", "",
              "| step | epochs | pairs seen | protocol | top-1 | top-5 | top-10 | mAP |",
              "|---|---|---|---|---|---|---|---|"]
@@ -71,13 +71,14 @@ def markdown(body: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(body: dict, path: str, size=(640, 400)) -> None:
-    """Rank-1 (%) against pairs seen, one line per protocol, with axes and a legend (PIL only)."""
-    from PIL import Image, ImageDraw
+def plot(body: dict, path: str, size=(720, 440), paper_rank1: float | None = None) -> None:
+    """Rank-1 (%) against pairs seen, one line per protocol, the paper's rank-1 dashed (PIL only)."""
+    from PIL import Image, ImageDraw, ImageFont
     w, h = size
-    left, right, top, bottom = 60, 20, 30, 50
+    left, right, top, bottom = 60, 170, 36, 50
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=13)
     points = body["points"]
     max_x = max((p["pairs_seen"] for p in points), default=1) or 1
 
@@ -88,20 +89,33 @@ def plot(body: dict, path: str, size=(640, 400)) -> None:
     for v in range(0, 101, 20):
         y = xy(0, v)[1]
         draw.line([(left - 4, y), (left, y)], fill="black")
-        draw.text((left - 30, y - 6), f"{v}", fill="black")
+        draw.text((left - 32, y - 7), f"{v}", fill="black", font=font)
     for i in range(5):
         x = left + (w - left - right) * i / 4
-        draw.text((x - 20, h - bottom + 6), f"{max_x * i / 4 / 1000:.0f}k", fill="black")
-    draw.text((w // 2 - 40, h - 20), "pairs seen", fill="black")
-    draw.text((5, 8), f"rank-1 (%): {body['run']['dataset']} / {body['run']['model']}", fill="black")
-    for n, protocol in enumerate(COLOURS):
+        draw.line([(x, h - bottom), (x, h - bottom + 4)], fill="black")
+        draw.text((x - 14, h - bottom + 8), f"{max_x * i / 4 / 1000:.0f}k", fill="black", font=font)
+    draw.text((left + (w - left - right) // 2 - 30, h - 22), "pairs seen", fill="black", font=font)
+    run = body["run"]
+    draw.text((8, 10), f"rank-1 (%), Eq. 7: {run['dataset']} / {run['model']} / "
+              f"{run.get('recipe') or 'cross_camera'} / {run.get('pairing') or 'per_pair'}", fill="black", font=font)
+    legend = []
+    if paper_rank1 is not None:
+        y = xy(0, paper_rank1)[1]
+        for x0 in range(left, w - right, 12):
+            draw.line([(x0, y), (min(x0 + 6, w - right), y)], fill=(90, 90, 90))
+        legend.append(((90, 90, 90), f"paper {paper_rank1:.2f}"))
+    for protocol, colour in COLOURS.items():
         line = [xy(p["pairs_seen"], p["results"][protocol]["rank1"]) for p in points if protocol in p["results"]]
         if len(line) > 1:
-            draw.line(line, fill=COLOURS[protocol], width=2)
+            draw.line(line, fill=colour, width=2)
         for x, y in line:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=COLOURS[protocol])
-        draw.text((w - 160, top + 14 * n), f"— {protocol}", fill=COLOURS[protocol])
-    with fileio.atomic_path(path, suffix=".png") as tmp:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        legend.append((colour, f"{protocol} protocol"))
+    for n, (colour, label) in enumerate(legend):
+        y = top + 20 * n + 7
+        draw.line([(w - right + 12, y), (w - right + 34, y)], fill=colour, width=2)
+        draw.text((w - right + 40, y - 7), label, fill=colour, font=font)
+    with fileio.atomic_path(path, ".png") as tmp:
         image.save(tmp)
 
 
@@ -129,7 +143,7 @@ def main(argv):
         os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
         fileio.write_json(out_json, body)
         fileio.write_text(FLAGS.out + ".md", markdown(body))
-        plot(body, FLAGS.out + ".png")
+        plot(body, FLAGS.out + ".png", paper_rank1=FLAGS.paper_rank1)
     print(markdown(body))
 
 
@@ -138,5 +152,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("checkpoints", None, "folder of its checkpoints (default: WORKDIR/checkpoints)")
     flags.DEFINE_string("out", None, "output prefix, e.g. results/cuhk01_l23_curve", required=True)
     flags.DEFINE_list("protocols", list(evaluate.PROTOCOL_TITLES), "test protocols")
+    flags.DEFINE_float("paper_rank1", None, "the paper's rank-1 for this row, drawn dashed (e.g. 86.55)")
     flags.DEFINE_integer("every", 1, "evaluate checkpoints whose step is a multiple of this (and the last)")
     cli.run(main)
