@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import re
 import sys
@@ -39,7 +38,7 @@ from typing import Callable, Sequence
 import numpy as np
 from absl import app, flags, logging
 
-from reid_tf import config
+from reid_tf import config, fileio
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # what training's decoder reads
 CACHE_FORMAT = "reid_tf-features-v1"  # part of every cache key: bump when the stored features change
@@ -213,9 +212,8 @@ class FeatureCache:
     def save(self, key: str, arrays: dict[str, np.ndarray]) -> None:
         path = self.path(key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp.npz"  # np.savez adds .npz to names without it
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)  # a reader never sees half a file
+        with fileio.atomic_path(path, ".npz") as tmp:  # np.savez adds .npz to names without it
+            np.savez(tmp, **arrays)  # a reader never sees half a file
 
     def load(self, key: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         with np.load(self.path(key)) as z:
@@ -506,7 +504,7 @@ def run(model: str, query: str, gallery: str, out: str, top: int = 10, shortlist
                         seconds={"total": time.monotonic() - t0, "ranking": rank_seconds})
     if pictures:
         ranked_results.write_all(out, body, images_q)
-    _write_json(os.path.join(out, "ranking.json"), body)
+    fileio.write_json(os.path.join(out, "ranking.json"), body)
     return body
 
 
@@ -533,7 +531,7 @@ def visrank_trial(network, dataset, identities: Sequence[int], trial: int, seed:
                         model=getattr(network, "name", ""), gallery=dataset.root, gallery_images=len(gallery),
                         top=int(ranking.index.shape[1]))
     pictures = ranked_results.write_all(out, body, q_images, dict(zip(g_paths, g_images)))
-    _write_json(os.path.join(out, "ranking.json"), body)
+    fileio.write_json(os.path.join(out, "ranking.json"), body)
     if tb_dir:
         import tensorflow as tf
 
@@ -543,13 +541,6 @@ def visrank_trial(network, dataset, identities: Sequence[int], trial: int, seed:
                 image_summary(f"visrank/{os.path.splitext(os.path.basename(entry['picture']))[0]}", picture, step)
         writer.flush()
     return body
-
-
-def _write_json(path: str, body: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(body, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _default_cache() -> str:

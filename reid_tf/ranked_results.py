@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from reid_tf import config
+from reid_tf import config, fileio
 
 MATCH, NON_MATCH, UNKNOWN, QUERY = (0, 160, 60), (220, 30, 30), (170, 170, 170), (40, 90, 220)
 _BACKGROUND = (255, 255, 255)
@@ -143,8 +143,7 @@ def write_all(out: str, body: dict, query_images: Sequence[np.ndarray], gallery_
         os.makedirs(os.path.dirname(path), exist_ok=True)
         save_png(picture, path)
         pictures.append(picture)
-    with open(os.path.join(out, "index.html"), "w", encoding="utf-8") as f:
-        f.write(index_html(body))
+    fileio.write_text(os.path.join(out, "index.html"), index_html(body))
     return pictures
 
 
