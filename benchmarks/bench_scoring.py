@@ -36,8 +36,8 @@ from benchmarks.common import per_pair_batch, random_images, shared_batch, train
 from benchmarks.correlation_forms import xcorr_depthwise_multiplier, xcorr_im2col, xcorr_shared_kernels
 from reid_tf import config
 from reid_tf.im2col import correlate_and_pool, kernel_matrix, signal_patches_numpy
-from reid_tf.layers import CSN, depthwise_xcorr
-from reid_tf.layers.csn import CORRELATIONS, similarity_fft, similarity_shift
+from reid_tf.layers import depthwise_xcorr
+from reid_tf.layers.csn import CORRELATIONS, similarity_direct, similarity_fft, similarity_shift
 from reid_tf.model import build_model
 from reid_tf.parallel import parallel_map
 from reid_tf.scoring import ScoringEngine
@@ -218,7 +218,7 @@ def training_forms(repeats: int, pairs: int = 16) -> dict[str, tuple[float, floa
             return form(signal, tf.concat([kb, ka], 0))
         return similarity
 
-    forms = {"folded depth-wise (CSN.similarity_direct)": CSN.similarity_direct,
+    forms = {"folded depth-wise (similarity_direct)": similarity_direct,
              "FFT, map spectrum shared (similarity_fft)": similarity_fft,
              "XLA shifted sums (similarity_shift, the layer's default)": similarity_shift}
     if FLAGS.xcorr_im2col_training:
@@ -282,16 +282,17 @@ def main(argv: list[str]) -> None:
             rows.append((f"(d) {name}-sized trial {n}×{n} (engine, wall)", f"{seconds:.1f} s ({n * n / seconds:.0f} pairs/s)"))
 
     if FLAGS.train_steps:
+        train_rates = {}  # (pairing, form) -> pairs/s
         for form, pairing in [(f, "per_pair") for f in FLAGS.train_forms] + [(CORRELATIONS[0], "shared")]:
-            rate = train_pairs_per_second(FLAGS.preset, FLAGS.train_batch, FLAGS.train_steps, form, pairing)
+            rate = train_rates[pairing, form] = train_pairs_per_second(FLAGS.preset, FLAGS.train_batch,
+                                                                 FLAGS.train_steps, form, pairing)
             label = f"{pairing}, correlation={form!r}" + (" (default)" if form == CORRELATIONS[0] else "")
             logging.info("(e) training, %s: %.1f pairs/s", label, rate)
             rows.append((f"(e) training batch {FLAGS.train_batch}, {label}, pairs/s", f"{rate:.1f}"))
             if pairing == "shared":
-                rows.append(("    shared / per-pair (both 'shift')", f"{rate / rates_per_pair:.2f}×"))
+                if ("per_pair", form) in train_rates:
+                    rows.append((f"    shared / per-pair (both {form!r})", f"{rate / train_rates['per_pair', form]:.2f}×"))
                 continue
-            if form == CORRELATIONS[0]:
-                rates_per_pair = rate
             if flops:
                 achieved = 3 * rate * flops / 1e9
                 rows.append(("    training GFLOP/s achieved (3× forward), % of tf / numpy matmul",

@@ -204,14 +204,16 @@ def xcorr_version(image: tf.Tensor, version: tf.Tensor, seed: tf.Tensor, version
     draws = tf.random.stateless_uniform([2], seed=seed)
     dy = tf.cast(tf.floor(draws[0] * (2 * shift + 1)), tf.int32) - shift
     dx = tf.cast(tf.floor(draws[1] * (2 * shift + 1)), tf.int32) - shift
-    rows, cols = tf.range(height) - dy, tf.range(width) - dx  # out[y, x] = image[y − dy, x − dx]
-    inside = ((rows >= 0) & (rows < height))[:, None] & ((cols >= 0) & (cols < width))[None, :]
-    moved = tf.gather(tf.gather(image, tf.clip_by_value(rows, 0, height - 1), axis=0),
-                      tf.clip_by_value(cols, 0, width - 1), axis=1)
-    moved = tf.where(inside[..., None], moved, tf.zeros_like(moved))  # zero fill, as image.translate
+
+    def moved():  # out[y, x] = image[y − dy, x − dx], zero outside as [31]'s image.translate
+        rows, cols = tf.range(height) - dy, tf.range(width) - dx
+        inside = ((rows >= 0) & (rows < height))[:, None] & ((cols >= 0) & (cols < width))[None, :]
+        out = tf.gather(tf.gather(image, tf.clip_by_value(rows, 0, height - 1), axis=0),
+                        tf.clip_by_value(cols, 0, width - 1), axis=1)
+        return tf.where(inside[..., None], out, tf.zeros_like(out))
+
     return tf.case([(tf.equal(version, 0), lambda: image),
-                    (tf.equal(version, versions - 1), lambda: tf.reverse(image, [1]))],
-                   default=lambda: moved)
+                    (tf.equal(version, versions - 1), lambda: tf.reverse(image, [1]))], default=moved)
 
 
 def _other_identity(pool: np.ndarray, identities: np.ndarray, avoid: np.ndarray,

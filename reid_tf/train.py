@@ -236,7 +236,7 @@ def _run_locked(opts: TrainOptions) -> dict:
     if shared:
         k = opts.shared_images_per_camera
         per_epoch = pairs.shared_steps_per_epoch(train_records, batch, crops, k)
-        pairs_per_step = pairs.shared_batch_shape(train_records, batch, k)[1]
+        images_per_step, pairs_per_step = pairs.shared_batch_shape(train_records, batch, k)
     else:
         per_epoch, pairs_per_step = pairs.steps_per_epoch(train_records, batch, crops, opts.recipe), batch
     if per_epoch < 1:
@@ -246,7 +246,7 @@ def _run_locked(opts: TrainOptions) -> dict:
     logging.info("%s trial %d: %d train / %d val / %d test identities; %d steps per epoch of %d "
                  "pairs (%s); training %d steps (%.2f epochs)", dataset.name, opts.trial, len(split.train),
                  len(split.val), len(split.test), per_epoch, pairs_per_step,
-                 "shared images: %d images a batch" % pairs.shared_batch_shape(train_records, batch, k)[0]
+                 "shared images: %d images a batch" % images_per_step
                  if shared else "per pair", total, total / per_epoch)
 
     keras.utils.set_random_seed(opts.seed)  # initial weights (Python, NumPy and TF seeds) per run

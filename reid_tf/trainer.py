@@ -53,6 +53,7 @@ class PairTrainer(keras.Model):
     def __init__(self, network: keras.Model, contrastive: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.network, self.contrastive = network, bool(contrastive)
+        self.levels = model_lib.structure(network).levels  # the CSN levels, for shared-image inputs
         self.trackers = {name: keras.metrics.Mean(name=name) for name in (*self.TERMS, "loss")}
         self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="pair_accuracy")
 
@@ -62,7 +63,7 @@ class PairTrainer(keras.Model):
         once and run the pair head on (images[index_a[i]], images[index_b[i]]): the same outputs."""
         if "images" not in inputs:
             return self.network(inputs, training=training)
-        levels = model_lib.structure(self.network).levels
+        levels = self.levels
         features = model_lib.encoder_of(self.network)(inputs["images"], training=training)
         fa = {k: tf.gather(v, inputs["index_a"]) for k, v in features.items()}  # (N, …) -> (M, …)
         fb = {k: tf.gather(v, inputs["index_b"]) for k, v in features.items()}

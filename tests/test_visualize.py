@@ -10,6 +10,7 @@ from PIL import Image
 
 from reid_tf import config, visualize
 from reid_tf.layers import CSN, central_crop_theta, depthwise_xcorr
+from reid_tf.layers.csn import similarity_direct
 from reid_tf.model import build_model
 
 RNG = np.random.default_rng(4)
@@ -110,7 +111,7 @@ def test_score_maps_follow_the_csn_layout():
     """Direction 0, part k = mean over channels of x_a * part k of b (Eq. 2) as the CSN lays it out."""
     x_a, x_b = RNG.normal(size=(2, 1, 8, 5, 4)).astype("float32")
     parts_a, parts_b = RNG.normal(size=(2, 1, 3, 3, 3, 4)).astype("float32")
-    sim = np.asarray(CSN.similarity_direct(x_a, x_b, parts_a, parts_b))[0]
+    sim = np.asarray(similarity_direct(x_a, x_b, parts_a, parts_b))[0]
     for direction, (x, parts) in enumerate(((x_a, parts_b), (x_b, parts_a))):
         maps = visualize.score_maps(sim, 3, direction)
         for k in range(3):

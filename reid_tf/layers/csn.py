@@ -192,8 +192,6 @@ class CSN(CSNParts):
         """Eq. 2 in both directions: (B, H, W, 2·P·C) from maps (B,H,W,C) and parts (B,P,f,f,C)."""
         return similarity(self.correlation, x_a, x_b, parts_a, parts_b)
 
-    similarity_direct = staticmethod(similarity_direct)
-
     def call(self, inputs, training=None):
         x_a, x_b = inputs
         parts_a, theta_a = self.parts(x_a, training=training)
