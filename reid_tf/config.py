@@ -121,7 +121,7 @@ RANKS = (1, 5, 10)  # Tables 2–4 report top-1/5/10
 # Standard protocol (Market-1501, DukeMTMC-reID, CUHK03-NP; ours): Eq. 7 on each query's K nearest
 # gallery images by d, the rest ranked by d (reid_tf.shortlist; docs/RESULTS.md has the timing and
 # the rank-1 change against exhaustive scoring at K = 50, 100, 200).
-STANDARD_SHORTLIST = 100
+STANDARD_SHORTLIST = RANK_SHORTLIST_K  # the same measured K as for ranking a gallery
 # [31] (Subramaniam et al., NIPS 2016), whose CUHK01 setting §4.1 follows: its test
 # (src/doallTest.lua of InnovArul/personreid_normxcorr) averages CMC over 10 random gallery draws.
 XCORR_GALLERY_DRAWS = 10

@@ -228,7 +228,7 @@ def _evaluated(workdir: str, repeats: int, protocol: str = "single_shot") -> dic
         return None
     with open(path) as f:
         body = json.load(f)
-    draws = repeats * (config.XCORR_GALLERY_DRAWS if protocol == "xcorr" else 1)
+    draws = 1 if protocol == "standard" else repeats * (config.XCORR_GALLERY_DRAWS if protocol == "xcorr" else 1)
     ok = body.get("protocol", "single_shot") == protocol and len(body["per_trial"]["eq7"]["curves"]) == draws
     return body if ok else None
 
@@ -239,7 +239,12 @@ def evaluate_workdirs(workdirs: list[str], out_prefix: str, repeats: int = 1, re
 
     reuse: take a run's eval json when it is newer than its model.keras (the trainer writes it).
     """
-    bodies = [(reuse and _evaluated(w, repeats, protocol))
+    def protocol_of(workdir: str) -> str:  # standard-protocol datasets have their own (evaluate_workdir)
+        run = _load_run(workdir)
+        standard = datasets.REGISTRY[run["dataset"]].protocol == datasets.STANDARD
+        return "standard" if standard else protocol
+
+    bodies = [(reuse and _evaluated(w, repeats, protocol_of(w)))
               or evaluate_workdir(w, repeats=repeats, protocol=protocol, shortlist=shortlist)
               for w in workdirs]
     summary = summarize([b["per_trial"] for b in bodies])

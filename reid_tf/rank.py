@@ -517,7 +517,7 @@ def visrank_trial(network, dataset, identities: Sequence[int], trial: int, seed:
     out/index.html, and logs each picture to TensorBoard in tb_dir as "visrank/<query>" at `step`.
     """
     from reid_tf import datasets, ranked_results
-    from reid_tf.pairs import load_images
+    from reid_tf.images import load_images
     from reid_tf.visualize import image_summary
 
     queries, gallery = datasets.single_shot(dataset, identities, trial, seed)

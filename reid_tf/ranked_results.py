@@ -173,10 +173,10 @@ def index_html(body: dict) -> str:
              ".yes{color:#0a0} .no{color:#c11}", "</style></head><body>",
              f"<h1>{e(body.get('title', 'Ranked results'))}</h1>",
              "<p class=facts>" + " · ".join(facts) + "</p>",
-             '<p class="facts legend">frame:<span style="background:rgb(40,90,220)"></span>query'
-             '<span style="background:rgb(0,160,60)"></span>same identity'
-             '<span style="background:rgb(220,30,30)"></span>another identity'
-             '<span style="background:rgb(170,170,170)"></span>identity unknown</p>']
+             f'<p class="facts legend">frame:<span style="background:rgb{QUERY}"></span>query'
+             f'<span style="background:rgb{MATCH}"></span>same identity'
+             f'<span style="background:rgb{NON_MATCH}"></span>another identity'
+             f'<span style="background:rgb{UNKNOWN}"></span>identity unknown</p>']
     for i, q in enumerate(queries):
         parts.append(f'<section><h2>{i + 1}. {e(q["query"])}'
                      + (f" (identity {q['identity']})" if q.get("identity") is not None else "") + "</h2>")

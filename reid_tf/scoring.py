@@ -248,7 +248,7 @@ class ScoringEngine:
         self.stats["pairs_evaluated"] += len(q_idx)
         return self._p_match(pre)
 
-    def _score(self, p_match: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    def score(self, p_match: np.ndarray, distance: np.ndarray) -> np.ndarray:
         """Eq. 7 (or p(match) alone for the "cls" preset), as the model's FinalScore."""
         if not self.use_distance:
             return p_match.copy()
@@ -286,7 +286,7 @@ class ScoringEngine:
             q_idx, g_idx = np.nonzero(evaluated[start:stop])
             p_match[q_idx + start, g_idx] = self.pair_p_match(fq, fg, q_idx + start, g_idx)
             start = stop
-        score = np.where(evaluated, self._score(np.where(evaluated, p_match, 0), distance), -np.inf)
+        score = np.where(evaluated, self.score(np.where(evaluated, p_match, 0), distance), -np.inf)
         return {"p_match": p_match, "distance": distance, "score": score.astype(np.float32),
                 "evaluated": evaluated}
 
@@ -314,4 +314,4 @@ class ScoringEngine:
         p_match = self._p_match(np.concatenate(pre))
         self.stats["pairs_evaluated"] += n
         distance = losses.embedding_distance(tf.constant(fa.embedding), tf.constant(fb.embedding)).numpy()
-        return {"p_match": p_match, "distance": distance, "score": self._score(p_match, distance)}
+        return {"p_match": p_match, "distance": distance, "score": self.score(p_match, distance)}

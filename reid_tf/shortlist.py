@@ -225,10 +225,7 @@ def score_shortlists(engine: ScoringEngine, query, gallery, k: int, image_chunk:
             p_match.reshape(-1)[piece] = p
             progress.add(len(piece))
     seconds["pairs"] = time.monotonic() - t
-    if engine.use_distance:
-        score = np.asarray(losses.final_score(p_match, distance, engine.lam, engine.eps), np.float32)
-    else:
-        score = p_match.copy()  # the "cls" preset ranks by p(match) alone
+    score = engine.score(p_match, distance)  # Eq. 7 (p(match) alone for "cls"), as the model's FinalScore
     seconds["total"] = time.monotonic() - t0
     return Shortlisted(shortlist, distance, p_match, score, all_d, seconds, Q * K)
 

@@ -162,11 +162,12 @@ def init_from(network, source: str) -> None:
     """Start from a trained network's weights (model.keras, or a workdir holding one): every layer
     of the same name and shapes is copied (the practice of the time for CUHK01 and VIPeR was to
     start from a CUHK03 model); the rest keep their initial values."""
-    from reid_tf.model import copy_weights, load_network
+    from reid_tf.evaluate import load_saved_network
+    from reid_tf.model import copy_weights
     path = os.path.join(source, "model.keras") if os.path.isdir(source) else source
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--init_from: {path} not found (give a model.keras or a finished run's workdir)")
-    copied, kept = copy_weights(load_network(path), network)
+    copied, kept = copy_weights(load_saved_network(path), network)
     if not copied:
         raise ValueError(f"--init_from: {path} shares no layer with preset {network.name!r}")
     logging.info("initialised %d layers from %s%s", len(copied), path,

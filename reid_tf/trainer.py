@@ -53,7 +53,9 @@ class PairTrainer(keras.Model):
     def __init__(self, network: keras.Model, contrastive: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.network, self.contrastive = network, bool(contrastive)
-        self.levels = model_lib.structure(network).levels  # the CSN levels, for shared-image inputs
+        # the parts that shared-image inputs run separately (found once, not per call)
+        self.levels = model_lib.structure(network).levels
+        self.encoder, self.head = model_lib.encoder_of(network), model_lib.pair_head_of(network)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in (*self.TERMS, "loss")}
         self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="pair_accuracy")
 
@@ -64,10 +66,10 @@ class PairTrainer(keras.Model):
         if "images" not in inputs:
             return self.network(inputs, training=training)
         levels = self.levels
-        features = model_lib.encoder_of(self.network)(inputs["images"], training=training)
+        features = self.encoder(inputs["images"], training=training)
         fa = {k: tf.gather(v, inputs["index_a"]) for k, v in features.items()}  # (N, …) -> (M, …)
         fb = {k: tf.gather(v, inputs["index_b"]) for k, v in features.items()}
-        head = model_lib.pair_head_of(self.network)(model_lib.head_inputs(fa, fb, levels), training=training)
+        head = self.head(model_lib.head_inputs(fa, fb, levels), training=training)
         return model_lib.pair_outputs(fa, fb, head, levels)
 
     def loss_terms(self, y, y_pred) -> dict:
@@ -139,7 +141,8 @@ class StepCheckpoint(keras.callbacks.Callback):
         self.save(f"interval {epoch + 1}" if self.step % self.every == 0 else "training stopped")
 
     def on_train_end(self, logs=None):
-        if self.manager.latest_checkpoint != self.manager._checkpoint_prefix + f"-{self.step}":
+        latest = self.manager.latest_checkpoint
+        if latest is None or checkpoint_step(latest) != self.step:
             self.save("end of training")
 
 

@@ -58,8 +58,8 @@ def test_k_at_least_g_is_exhaustive(engine, data):
 def test_ranking_puts_the_shortlist_first_then_the_rest_by_d():
     result = shortlist.Shortlisted(
         shortlist=np.array([[2, 0]]), distance=np.array([[0.1, 0.3]]), p_match=np.array([[0.2, 0.9]]),
-        score=np.array([[2.2, 1.6]]), all_distance=np.array([[0.3, 1.5, 0.1, 0.7]]), seconds={}, pairs=2)
-    assert np.argsort(-result.ranking("score")[0]).tolist() == [2, 0, 3, 1]
+        score=np.array([[1.6, 2.2]]), all_distance=np.array([[0.3, 1.5, 0.1, 0.7]]), seconds={}, pairs=2)
+    assert np.argsort(-result.ranking("score")[0]).tolist() == [0, 2, 3, 1]  # differs from d's order
     assert np.argsort(-result.ranking("p_match")[0]).tolist() == [0, 2, 3, 1]
     assert np.argsort(-result.ranking("distance")[0]).tolist() == [2, 0, 3, 1]
 
