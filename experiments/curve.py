@@ -29,7 +29,7 @@ def pairs_per_step(run: dict, records) -> int:
     """Pairs a step of this run trains on (a shared batch holds 3K²V pairs, not batch_size)."""
     if run.get("pairing", "per_pair") == "shared":
         most = run.get("shared_images_per_camera", config.SHARED_IMAGES_PER_CAMERA)
-        return pairs.shared_batch_shape(records, run["batch_size"], most)[1]
+        return pairs.shared_batch_shape(records, run["batch_size"], most, run.get("recipe", "cross_camera"))[1]
     return run["batch_size"]
 
 

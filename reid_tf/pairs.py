@@ -216,6 +216,13 @@ def xcorr_version(image: tf.Tensor, version: tf.Tensor, seed: tf.Tensor, version
                     (tf.equal(version, versions - 1), lambda: tf.reverse(image, [1]))], default=moved)
 
 
+def _virtual_image(fetch, index: tf.Tensor, seed: int, versions: int) -> tf.Tensor:
+    """paper_xcorr: virtual image index -> its version of its record (fetch: record -> image), the
+    copy's translation seeded by (seed, index): the same picture in every epoch and pairing."""
+    return xcorr_version(fetch(index // versions), index % versions,
+                         tf.stack([tf.constant(seed, tf.int64), index]), versions)
+
+
 def _other_identity(pool: np.ndarray, identities: np.ndarray, avoid: np.ndarray,
                     rng: np.random.Generator, cameras: np.ndarray | None = None,
                     avoid_camera: np.ndarray | None = None) -> np.ndarray:
@@ -400,13 +407,10 @@ def make_pair_dataset(records: Sequence[Record], batch_size: int, seed: int, cro
     fetch = _image_source(records, cache_images)
     versions = xcorr_versions(crops_per_image)
 
-    def virtual(index):  # paper_xcorr: virtual image index -> its version of its record
-        record, version = index // versions, index % versions
-        return xcorr_version(fetch(record), version, tf.stack([tf.constant(seed, tf.int64), index]), versions)
-
     def make_pair(index_a, index_b, label, position):
         if xcorr:
-            return {"image_a": _to_float(virtual(index_a)), "image_b": _to_float(virtual(index_b))}, label
+            return {"image_a": _to_float(_virtual_image(fetch, index_a, seed, versions)),
+                    "image_b": _to_float(_virtual_image(fetch, index_b, seed, versions))}, label
         image_a, image_b = fetch(index_a), fetch(index_b)
         if training:
             image_a = augment(image_a, tf.stack([tf.constant(seed, tf.int64), 2 * position]))
@@ -437,6 +441,16 @@ def make_pair_dataset(records: Sequence[Record], batch_size: int, seed: int, cro
 # CUHK01 (2 + 2 images, K = 2) that is exactly every positive crops_per_image times, as per pair.
 # The visits are shuffled; a batch whose visits are all one identity (possible only at the junction
 # of repeats) swaps its last visit with the next visit of another identity.
+#
+# [31]'s recipe (recipe="paper_xcorr") on shared images: a visit is one of its positives, two
+# virtual images of one identity (any cameras) in random order, as a K = 1 visit whose first image
+# stands where camera A does above. Every positive comes once per epoch, as per pair; the negatives
+# pair each of its images with an image of another identity's visit in the batch (either side of
+# it: the sides are random), i.e. a random virtual image of another identity, drawn from the batch
+# instead of the whole set. The images are [31]'s versions (xcorr_version, seeded by (seed, virtual
+# index) exactly as per pair), with no further augmentation. K > 1 has no exact counterpart: an
+# identity's C(n, 2) pairs cannot be cut into equal K × K blocks (the pairs inside a block's side
+# are left over), so this recipe shares with K = 1 only (train.py refuses more).
 #
 # Determinism and resume as above: the plan of epoch e comes from default_rng([seed, 3, e]); the
 # augmentation of image slot g (global position step × N + i) uses the stateless seed (seed, g).
@@ -491,18 +505,40 @@ def _epoch_visits(records: Sequence[Record], k: int, crops_per_image: int, rng: 
     return np.asarray(idents, np.int64)[order], np.asarray(images, np.int64).reshape(len(idents), 2 * k)[order]
 
 
+def _xcorr_visits(records: Sequence[Record], crops_per_image: int, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """paper_xcorr: every [31] positive once, shuffled, each in a random order: identities (P,),
+    images (P, 2) virtual image indices."""
+    versions = xcorr_versions(crops_per_image)
+    positives = xcorr_positive_pairs(records, versions)
+    positives = positives[rng.permutation(len(positives))]
+    positives = np.where((rng.random(len(positives)) < 0.5)[:, None], positives[:, ::-1], positives)
+    identities = np.array([r.identity for r in records], np.int64)[positives[:, 0] // versions]
+    return identities, positives
+
+
+def _shared_k(records: Sequence[Record], most: int, recipe: str) -> int:
+    """K of a shared batch: 1 for paper_xcorr (section comment), else images_per_camera."""
+    _check_recipe(recipe)
+    return 1 if recipe == "paper_xcorr" else images_per_camera(records, most)
+
+
 def shared_steps_per_epoch(records: Sequence[Record], batch_size: int, crops_per_image: int,
-                           most: int = config.SHARED_IMAGES_PER_CAMERA) -> int:
+                           most: int = config.SHARED_IMAGES_PER_CAMERA, recipe: str = "cross_camera") -> int:
     """Whole shared batches per epoch (the partial last batch is dropped); `most` bounds K."""
-    k = images_per_camera(records, most)
-    visits = sum(crops_per_image * -(-len(a) // k) * -(-len(b) // k) for _, a, b in _identity_images(records))
+    k = _shared_k(records, most, recipe)
+    if recipe == "paper_xcorr":
+        visits = len(xcorr_positive_pairs(records, xcorr_versions(crops_per_image)))
+    else:
+        visits = sum(crops_per_image * -(-len(a) // k) * -(-len(b) // k) for _, a, b in _identity_images(records))
     return visits // visits_per_batch(batch_size, k)
 
 
 def shared_batch_shape(records: Sequence[Record], batch_size: int,
-                       most: int = config.SHARED_IMAGES_PER_CAMERA) -> tuple[int, int]:
+                       most: int = config.SHARED_IMAGES_PER_CAMERA, recipe: str = "cross_camera"
+                       ) -> tuple[int, int]:
     """(images, pairs) of every shared batch: (2·K·V, 3·K²·V)."""
-    k = images_per_camera(records, most)
+    k = _shared_k(records, most, recipe)
     v = visits_per_batch(batch_size, k)
     return 2 * k * v, PAIRS_PER_POSITIVE * k * k * v
 
@@ -556,13 +592,18 @@ def batch_pairs(idents: np.ndarray, k: int, rng: np.random.Generator, swap: bool
 
 
 def plan_shared_epoch(records: Sequence[Record], seed: int, epoch: int, crops_per_image: int,
-                      batch_size: int, most: int = config.SHARED_IMAGES_PER_CAMERA) -> tuple[np.ndarray, ...]:
-    """The shared batches of one epoch: image records (S, N), pair index_a, index_b (S, M) into the
-    batch's images, labels (S, M), for S = shared_steps_per_epoch batches."""
+                      batch_size: int, most: int = config.SHARED_IMAGES_PER_CAMERA,
+                      recipe: str = "cross_camera") -> tuple[np.ndarray, ...]:
+    """The shared batches of one epoch: image records (S, N) (virtual image indices for
+    paper_xcorr), pair index_a, index_b (S, M) into the batch's images, labels (S, M), for
+    S = shared_steps_per_epoch batches."""
     rng = np.random.default_rng([seed, _TAG_SHARED, epoch])
-    k = images_per_camera(records, most)
+    k = _shared_k(records, most, recipe)
     v = visits_per_batch(batch_size, k)
-    idents, images = _epoch_visits(records, k, crops_per_image, rng)
+    if recipe == "paper_xcorr":
+        idents, images = _xcorr_visits(records, crops_per_image, rng)
+    else:
+        idents, images = _epoch_visits(records, k, crops_per_image, rng)
     _separate_identities(idents, images, v)
     steps = len(idents) // v
     pairs = [batch_pairs(idents[s * v:(s + 1) * v], k, rng, swap=True) for s in range(steps)]
@@ -572,25 +613,32 @@ def plan_shared_epoch(records: Sequence[Record], seed: int, epoch: int, crops_pe
 
 def make_shared_dataset(records: Sequence[Record], batch_size: int, seed: int, crops_per_image: int,
                         start_step: int = 0, num_epochs: int | None = None,
-                        cache_images: bool = True, most: int = config.SHARED_IMAGES_PER_CAMERA
-                        ) -> tf.data.Dataset:
-    """Shared-image training batches; see the section comment above (`most` bounds K).
+                        cache_images: bool = True, most: int = config.SHARED_IMAGES_PER_CAMERA,
+                        recipe: str = "cross_camera") -> tf.data.Dataset:
+    """Shared-image training batches; see the section comment above (`most` bounds K; recipe
+    config.RECIPES, paper_xcorr with K = 1).
 
     Returns:
       Dataset of ({"images": (N, 160, 60, 3) float32 in [0, 1], "index_a": (M,) int64, "index_b":
       (M,) int64}, label (M,) int32): the batch's pairs are (images[index_a[i]], images[index_b[i]]).
     """
     _check(records, PAIRS_PER_POSITIVE, seed, crops_per_image)
-    steps = shared_steps_per_epoch(records, batch_size, crops_per_image, most)
+    steps = shared_steps_per_epoch(records, batch_size, crops_per_image, most, recipe)
     if steps < 1:
         raise ValueError(f"an epoch of shared batches is shorter than one batch of {batch_size} pairs")
-    n, m = shared_batch_shape(records, batch_size, most)
+    n, m = shared_batch_shape(records, batch_size, most, recipe)
     first_epoch, step_in_epoch = divmod(start_step, steps)
     fetch = _image_source(records, cache_images)
+    versions = xcorr_versions(crops_per_image)
+
+    def image(index, position):  # one slot of the batch: a record augmented, or a [31] version
+        if recipe == "paper_xcorr":
+            return _virtual_image(fetch, index, seed, versions)
+        return augment(fetch(index), tf.stack([tf.constant(seed, tf.int64), position]))
 
     def epoch_dataset(epoch: tf.Tensor) -> tf.data.Dataset:
         plan = tf.numpy_function(
-            lambda e: plan_shared_epoch(records, seed, int(e), crops_per_image, batch_size, most),
+            lambda e: plan_shared_epoch(records, seed, int(e), crops_per_image, batch_size, most, recipe),
             [epoch], (tf.int64, tf.int64, tf.int64, tf.int32))
         for column, width in zip(plan, (n, m, m, m)):
             column.set_shape([steps, width])
@@ -599,9 +647,8 @@ def make_shared_dataset(records: Sequence[Record], batch_size: int, seed: int, c
 
     def make_batch(image_records, index_a, index_b, labels, step):
         positions = step * n + tf.range(n, dtype=tf.int64)  # global image slots: augmentation seeds
-        images = tf.map_fn(
-            lambda rp: _to_float(augment(fetch(rp[0]), tf.stack([tf.constant(seed, tf.int64), rp[1]]))),
-            (image_records, positions), fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.float32))
+        images = tf.map_fn(lambda rp: _to_float(image(rp[0], rp[1])), (image_records, positions),
+                           fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.float32))
         return {"images": images, "index_a": index_a, "index_b": index_b}, labels
 
     last_epoch = sys.maxsize if num_epochs is None else num_epochs

@@ -51,6 +51,7 @@ class TrainOptions:
     shared_images_per_camera: int = config.SHARED_IMAGES_PER_CAMERA  # K at most, --pairing=shared
     pairing: str = "per_pair"  # "per_pair" or "shared" (reid_tf.pairs; DESIGN "Training on shared images")
     checkpoint_every: int = 50  # steps
+    keep_every: int = 0  # steps: checkpoints at its multiples are kept in checkpoints/kept/ (0: none)
     eval_every: int = 0  # steps between validation CMC runs (0: only at the end)
     max_steps: int | None = None
     max_minutes: float | None = None
@@ -68,7 +69,7 @@ class TrainOptions:
         for name, value in positive.items():
             if value is not None and not value > 0:  # also refuses NaN
                 raise UsageError(f"--{name}={value}: must be > 0")
-        for name in ("trial", "seed", "eval_every", "log_every_seconds", "learning_rate"):
+        for name in ("trial", "seed", "eval_every", "keep_every", "log_every_seconds", "learning_rate"):
             if not getattr(self, name) >= 0:  # also refuses NaN; learning rate 0 freezes the weights
                 raise UsageError(f"--{name}={getattr(self, name)}: must be >= 0")
         if self.batch_size is not None and self.batch_size < 3:
@@ -88,9 +89,10 @@ class TrainOptions:
             raise UsageError(f"--shared_images_per_camera={self.shared_images_per_camera}: must be >= 1")
         if self.recipe not in config.RECIPES:
             raise UsageError(f"unknown recipe {self.recipe!r}; valid: {', '.join(config.RECIPES)}")
-        if self.pairing == "shared" and self.recipe != "cross_camera":
-            raise UsageError(f"--pairing=shared serves --recipe=cross_camera only so far; use "
-                             f"--pairing=per_pair with --recipe={self.recipe}")
+        if self.pairing == "shared" and self.recipe == "paper_xcorr" and self.shared_images_per_camera > 1:
+            raise UsageError(f"--recipe=paper_xcorr shares images one positive a visit (K = 1: [31]'s "
+                             f"all-pairs positives cannot be cut into equal K × K blocks); drop "
+                             f"--shared_images_per_camera={self.shared_images_per_camera} or set it to 1")
         if self.pairing == "shared" and self.strategy == "mirrored":
             raise UsageError("--pairing=shared forms each batch's pairs among its own images, which "
                              "--strategy=mirrored would split across replicas; use --pairing=per_pair "
@@ -98,7 +100,7 @@ class TrainOptions:
 
 
 # What a checkpoint depends on: a resumed run must have the same (batch_size as resolved). The other
-# options (epochs, max_steps, max_minutes, checkpoint_every, eval_every, log_every_seconds,
+# options (epochs, max_steps, max_minutes, checkpoint_every, keep_every, eval_every, log_every_seconds,
 # strategy, evaluate, figures, data_dir) may change on --resume (README, "Using it").
 RESUME_FIXED = ("dataset", "model", "trial", "seed", "batch_size", "learning_rate", "pairing", "recipe",
                 "val_identities", "test_identities", "synthetic_identities", "shared_images_per_camera")
@@ -236,8 +238,8 @@ def _run_locked(opts: TrainOptions) -> dict:
     shared = opts.pairing == "shared"  # TrainOptions.check has refused shared + mirrored
     if shared:
         k = opts.shared_images_per_camera
-        per_epoch = pairs.shared_steps_per_epoch(train_records, batch, crops, k)
-        images_per_step, pairs_per_step = pairs.shared_batch_shape(train_records, batch, k)
+        per_epoch = pairs.shared_steps_per_epoch(train_records, batch, crops, k, opts.recipe)
+        images_per_step, pairs_per_step = pairs.shared_batch_shape(train_records, batch, k, opts.recipe)
     else:
         per_epoch, pairs_per_step = pairs.steps_per_epoch(train_records, batch, crops, opts.recipe), batch
     if per_epoch < 1:
@@ -267,12 +269,13 @@ def _run_locked(opts: TrainOptions) -> dict:
         logging.info("checkpoint step %d already reaches the %d steps asked for", start, total)
 
     if shared:
-        data = pairs.make_shared_dataset(train_records, batch, opts.seed, crops, start_step=start, most=k)
+        data = pairs.make_shared_dataset(train_records, batch, opts.seed, crops, start_step=start, most=k,
+                                         recipe=opts.recipe)
     else:
         data = pairs.make_pair_dataset(train_records, batch, opts.seed, crops, start_step=start,
                                        recipe=opts.recipe)
     every = max(1, min(opts.checkpoint_every, total))
-    checkpoint = trainer.StepCheckpoint(manager, every, total)
+    checkpoint = trainer.StepCheckpoint(manager, every, total, opts.keep_every)
     budget = trainer.TimeBudget(opts.max_minutes)
     stop = trainer.StopOnSignal()
     monitor_ids = split.val or split.test  # VIPeR/CUHK01 have no validation split (see Validation)
@@ -336,6 +339,9 @@ def define_flags() -> None:
                       "encoded for it; shared: a batch of identity visits, each image encoded once and "
                       "paired within the batch (faster; docs/DESIGN.md)")
     flags.DEFINE_integer("checkpoint_every", d.checkpoint_every, "steps between checkpoints")
+    flags.DEFINE_integer("keep_every", d.keep_every, "keep the checkpoints at multiples of this many "
+                         "steps in checkpoints/kept/ (never deleted; the points of experiments.curve); "
+                         "0: keep only the newest few")
     flags.DEFINE_integer("eval_every", d.eval_every, "steps between validation CMC runs (0: at end)")
     flags.DEFINE_integer("max_steps", None, "stop after this many steps (overrides --epochs)")
     flags.DEFINE_float("max_minutes", None, "stop (and checkpoint) after this much training time")

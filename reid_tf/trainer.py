@@ -106,10 +106,15 @@ class PairTrainer(keras.Model):
 class StepCheckpoint(keras.callbacks.Callback):
     """Atomic checkpoints every `every` steps (and at the end); NaN/Inf guard. See module docstring."""
 
-    def __init__(self, manager: tf.train.CheckpointManager, every: int, total_steps: int):
+    def __init__(self, manager: tf.train.CheckpointManager, every: int, total_steps: int, keep_every: int = 0):
         super().__init__()
         self.manager, self.every, self.total_steps = manager, int(every), int(total_steps)
         self.stopped_early = False
+        # Checkpoints at multiples of keep_every also go to checkpoints/kept/, never deleted: the
+        # points of an accuracy curve (experiments.curve), which the rolling MAX_TO_KEEP would drop.
+        self.keep_every = int(keep_every)
+        self.kept = tf.train.CheckpointManager(manager.checkpoint, os.path.join(manager.directory, KEPT_DIR),
+                                               max_to_keep=None) if keep_every else None
 
     @property
     def step(self) -> int:
@@ -118,12 +123,12 @@ class StepCheckpoint(keras.callbacks.Callback):
     def _weights_finite(self) -> bool:
         return all(np.all(np.isfinite(v.numpy())) for v in self.model.trainable_variables)
 
-    def save(self, reason: str):
+    def save(self, reason: str, manager: tf.train.CheckpointManager | None = None):
         if not self._weights_finite():
             raise NonFiniteLossError(
                 f"weights became NaN/Inf at step {self.step}; not saving. The last good checkpoint "
                 f"is {self.manager.latest_checkpoint}")
-        path = self.manager.save(checkpoint_number=self.step)
+        path = (manager or self.manager).save(checkpoint_number=self.step)
         logging.info("checkpoint %s (%s)", path, reason)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -134,6 +139,8 @@ class StepCheckpoint(keras.callbacks.Callback):
                 f"loss is {float(loss)} at step {self.step}: training stopped. The last good "
                 f"checkpoint {self.manager.latest_checkpoint} is kept; lower --learning_rate or "
                 "check the data, then --resume.")
+        if self.kept is not None and self.step % self.keep_every == 0:
+            self.save(f"kept: a multiple of {self.keep_every} steps", self.kept)
         if self.step >= self.total_steps:
             self.model.stop_training = True
 
@@ -200,6 +207,7 @@ def make_optimizer(learning_rate: float = config.LEARNING_RATE) -> keras.optimiz
 
 MAX_TO_KEEP = 3  # checkpoints kept on disk: the newest can be damaged, an older one still restores
 DAMAGED_DIR = "damaged"  # damaged checkpoints are moved here, never deleted
+KEPT_DIR = "kept"  # StepCheckpoint's keep_every checkpoints, never deleted
 
 
 def checkpoint_manager(trainer: keras.Model, directory: str) -> tf.train.CheckpointManager:

@@ -59,6 +59,9 @@ def a_file(tmp_path_factory):
     (["--workdir={file}/run"], ["cannot be created or written"]),
     (["--model=nope"], ["nope", "l23"]),
     (["--dataset=nope"], ["nope", "viper"]),
+    (["--pairing=shared", "--recipe=paper_xcorr", "--shared_images_per_camera=2"],
+     ["paper_xcorr", "K = 1", "--shared_images_per_camera=2"]),
+    (["--pairing=shared", "--strategy=mirrored"], ["--pairing=shared", "mirrored"]),
 ])
 def test_train_refuses_meaningless_values(args, expected, a_file, tmp_path):
     workdir = str(tmp_path / "run")

@@ -90,3 +90,56 @@ def test_paper_xcorr_batches_resume_exactly(records):
 def test_unknown_recipe_is_refused(records):
     with pytest.raises(ValueError, match="unknown recipe.*cross_camera"):
         pairs.epoch_size(records, CROPS, "nope")
+
+
+def test_paper_xcorr_on_shared_images_is_every_positive_once_with_batch_negatives(records):
+    """--pairing=shared --recipe=paper_xcorr: visits of one [31] positive (K = 1), every positive of
+    the epoch once (all but the dropped tail of < V), negatives another identity of the batch."""
+    versions, batch = pairs.xcorr_versions(CROPS), 9
+    v = pairs.visits_per_batch(batch, 1)
+    assert pairs.shared_batch_shape(records, 128, 2, "paper_xcorr") == (86, 129)  # K = 1 whatever `most`
+    image_ids, index_a, index_b, labels = pairs.plan_shared_epoch(records, 0, 0, CROPS, batch, 2, "paper_xcorr")
+    steps = pairs.shared_steps_per_epoch(records, batch, CROPS, 2, "paper_xcorr")
+    everything = pairs.xcorr_positive_pairs(records, versions)
+    assert steps == len(everything) // v and image_ids.shape == (steps, 2 * v) and labels.shape == (steps, 3 * v)
+    identity = np.repeat([r.identity for r in records], versions)
+    camera = np.repeat([r.camera for r in records], versions)
+    first = np.take_along_axis(image_ids, index_a, 1)  # (steps, 3V) virtual indices
+    second = np.take_along_axis(image_ids, index_b, 1)
+    pos = labels == 1
+    assert np.all(identity[first[pos]] == identity[second[pos]])
+    assert np.all(identity[first[~pos]] != identity[second[~pos]])
+    assert np.any(camera[first[pos]] == camera[second[pos]])  # same-camera positives, as [31]
+    assert np.any(first[pos] // versions == second[pos] // versions)  # an image with its own copy
+    got = np.sort(np.stack([first[pos], second[pos]], 1), axis=1)
+    seen = {tuple(p) for p in got}
+    assert len(seen) == len(got) == steps * v  # each at most once
+    assert seen <= {tuple(p) for p in everything} and len(everything) - len(seen) < v
+    # every negative holds one of its positive's two images, its partner another visit's image
+    for s in range(steps):
+        for t in range(v):
+            ids = set(image_ids[s, 2 * t:2 * t + 2])
+            for j in (1, 2):
+                pair = {first[s, 3 * t + j], second[s, 3 * t + j]}
+                assert len(pair & ids) == 1
+    # the positive's order is random: its lower virtual index comes first about half the time
+    lower_first = np.mean(first[pos] < second[pos])
+    assert 0.3 < lower_first < 0.7
+
+
+def test_paper_xcorr_shared_images_are_its_versions_and_resume_exactly(records):
+    versions = pairs.xcorr_versions(CROPS)
+    full = [(x["images"].numpy(), x["index_a"].numpy(), y.numpy()) for x, y in
+            pairs.make_shared_dataset(records, 9, 1, CROPS, recipe="paper_xcorr", num_epochs=1).take(5)]
+    resumed = [(x["images"].numpy(), x["index_a"].numpy(), y.numpy()) for x, y in
+               pairs.make_shared_dataset(records, 9, 1, CROPS, start_step=3, recipe="paper_xcorr",
+                                         num_epochs=1).take(2)]
+    for got, want in zip(resumed, full[3:]):
+        assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    # batch 0's images are [31]'s versions, the same pictures as per pair's (seed, virtual index)
+    image_ids = pairs.plan_shared_epoch(records, 1, 0, CROPS, 9, recipe="paper_xcorr")[0][0]
+    originals = pairs.load_uint8([r.path for r in records])
+    for slot, index in enumerate(image_ids):
+        want = pairs.xcorr_version(tf.constant(originals[index // versions]), tf.constant(index % versions),
+                                   tf.constant([1, index], tf.int64), versions).numpy() / 255.0
+        np.testing.assert_allclose(full[0][0][slot], want, atol=1e-7)

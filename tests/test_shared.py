@@ -144,3 +144,30 @@ def test_shared_training_runs_and_learns_a_step(records):
     hist = model.fit(pairs.make_shared_dataset(records, 18, 2, CROPS), steps_per_epoch=2, epochs=1, verbose=0)
     assert np.isfinite(hist.history["loss"][-1])
     assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
+
+
+def test_keep_every_keeps_the_curve_checkpoints_the_rolling_ones_drop(records, tmp_path):
+    """StepCheckpoint(keep_every=3) over 8 steps saved every 2: checkpoints/ rolls (MAX_TO_KEEP),
+    checkpoints/kept/ holds steps 3 and 6 for good, each restoring that step's weights."""
+    keras.utils.set_random_seed(0)
+    model = trainer.PairTrainer(build_model("l2"))
+    model.compile(optimizer=trainer.make_optimizer(), jit_compile=False)
+    directory = str(tmp_path / "checkpoints")
+    manager = trainer.checkpoint_manager(model, directory)
+    weights = {}
+
+    class Record_(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            weights[int(self.model.optimizer.iterations.numpy())] = self.model.network.get_weights()[0].copy()
+
+    callback = trainer.StepCheckpoint(manager, 2, 8, keep_every=3)
+    model.fit(pairs.make_shared_dataset(records, 18, 2, CROPS), steps_per_epoch=2, epochs=4, verbose=0,
+              callbacks=[callback, Record_()])
+    rolling = sorted(trainer.checkpoint_step(p) for p in manager.checkpoints)
+    assert rolling == [4, 6, 8]
+    kept = tf.train.get_checkpoint_state(f"{directory}/{trainer.KEPT_DIR}").all_model_checkpoint_paths
+    assert sorted(trainer.checkpoint_step(p) for p in kept) == [3, 6]
+    for path in kept:
+        network = build_model("l2")
+        tf.train.Checkpoint(model=network).restore(path).expect_partial()
+        np.testing.assert_array_equal(network.get_weights()[0], weights[trainer.checkpoint_step(path)])
