@@ -9,18 +9,28 @@ reproduction continues where it stopped; an interrupted trial resumes from its l
 
 --smoke runs the same code path on a tiny synthetic dataset in a few minutes (the test suite does,
 so the table machinery can't rot); its numbers mean nothing and the table says so.
+
+--from_results=DIR trains nothing: it writes the table from the committed result files of DIR
+(`results/*_curve.json`, written by experiments.curve: a run's settings and its test CMC per
+checkpoint and protocol), one line per (row, recipe, pairing, protocol): each run's point at the
+paper's 5 epochs, or its last point marked with the epochs it reached, averaged over the trials
+that have one (mean ± sample std). `make reproduce-table2 FROM_RESULTS=1` runs it.
 """
 from __future__ import annotations
 
 import dataclasses
+import glob
+import json
 import os
 import platform
 import time
 
+import numpy as np
 from absl import flags, logging
 
 from experiments.common import Row, rows
-from reid_tf import cli, config, datasets, fileio
+from reid_tf import cli, config, datasets, fileio, metrics
+from reid_tf.evaluate import PROTOCOL_TITLES
 
 SMOKE = dict(synthetic_identities=24, batch_size=6, max_steps=2, checkpoint_every=2, figures=False,
              log_every_seconds=60.0)
@@ -82,6 +92,81 @@ def table_markdown(table: int, results: list[dict], skipped: list[dict], smoke: 
     return "\n".join(head) + "\n"
 
 
+def _run_label(run: dict) -> tuple[str, str]:
+    """(recipe, pairing) of a curve's run, "K = k" added to shared pairing (older runs: defaults)."""
+    recipe = run.get("recipe") or "cross_camera"
+    pairing = run.get("pairing") or "per_pair"
+    if pairing == "shared":
+        pairing += f", K = {run.get('shared_images_per_camera') or (1 if recipe == 'paper_xcorr' else 2)}"
+    return recipe, pairing
+
+
+def from_results(table: int, results_dir: str) -> list[dict]:
+    """Measured lines of Table `table` from results_dir/*_curve.json (module docstring)."""
+    curves = []
+    for path in sorted(glob.glob(os.path.join(results_dir, "*_curve.json"))):
+        try:
+            with open(path) as f:
+                curves.append(json.load(f))
+        except (OSError, ValueError) as e:
+            raise cli.UsageError(f"{path}: not a readable curve file ({e})") from e
+    lines = []
+    for row in rows(table):
+        groups: dict[tuple, list] = {}
+        for body in curves:
+            run = body["run"]
+            if (run["dataset"], run["model"]) != (row.dataset, row.model) or not body["points"]:
+                continue
+            full = [p for p in body["points"] if p["epochs"] >= config.EPOCHS - 1e-9]
+            point = full[0] if full else body["points"][-1]
+            for protocol, result in point["results"].items():
+                key = (*_run_label(run), protocol, round(point["epochs"], 2))
+                groups.setdefault(key, []).append(result)
+        for (recipe, pairing, protocol, epochs), results in sorted(groups.items()):
+            summary = {name: {"mean": float(np.mean([r[name] for r in results])),
+                              "std": metrics.spread([r[name] for r in results])}
+                       for name in ("rank1", "rank5", "rank10", "map")}
+            lines.append({**dataclasses.asdict(row), "recipe": recipe, "pairing": pairing,
+                          "protocol": protocol, "epochs": epochs, "trials": len(results), "summary": summary})
+    return lines
+
+
+def from_results_markdown(table: int, lines: list[dict], results_dir: str) -> str:
+    text = [f"# Table {table}: measured vs paper, from the committed results ({results_dir}/*_curve.json; "
+            "no training)", "",
+            "Each run's test CMC (Eq. 7) at the paper's 5 epochs, or at the epochs it reached (then the "
+            "epochs column says so); mean ± sample std over the trials that have it. Protocols: "
+            + "; ".join(f"**{k}** — {v}" for k, v in PROTOCOL_TITLES.items() if k != "standard"), "",
+            "| method | dataset | recipe | pairing | protocol | epochs | trials | top-1 (measured / paper / Δ) "
+            "| top-5 | top-10 | mAP |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for line in lines:
+        cells = []
+        for i, name in enumerate(("rank1", "rank5", "rank10")):
+            m, paper = line["summary"][name], line["paper"][i]
+            cells.append(f"{m['mean']:.2f} ± {m['std']:.2f} / {paper:.2f} / {m['mean'] - paper:+.2f}")
+        epochs = f"{line['epochs']:g}" + ("" if line["epochs"] >= config.EPOCHS else " (not the paper's 5)")
+        m = line["summary"]["map"]
+        text.append(f"| {line['method']} | {line['dataset']} | {line['recipe']} | {line['pairing']} | "
+                    f"{line['protocol']} | {epochs} | {line['trials']} | " + " | ".join(cells)
+                    + f" | {m['mean']:.2f} ± {m['std']:.2f} |")
+    measured = {(line["method"], line["dataset"]) for line in lines}
+    missing = [row for row in rows(table) if (row.method, row.dataset) not in measured]
+    if missing:
+        text += ["", "No committed result yet: " + "; ".join(f"{r.method} on {r.dataset}" for r in missing) + "."]
+    return "\n".join(text) + "\n"
+
+
+def write_from_results(table: int, results_dir: str, out_dir: str) -> str:
+    lines = from_results(table, results_dir)
+    text = from_results_markdown(table, lines, results_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    prefix = os.path.join(out_dir, f"table{table}")
+    fileio.write_json(prefix + ".json", {"table": table, "source": f"{results_dir}/*_curve.json", "lines": lines})
+    fileio.write_text(prefix + ".md", text)
+    logging.info("wrote %s.md and .json from %d measured line(s)", prefix, len(lines))
+    return text
+
+
 def reproduce(table: int, data_dir: str, trials: int | None, smoke: bool, out_dir: str,
               runs_dir: str, max_minutes: float | None = None) -> dict:
     hw = hardware()
@@ -110,6 +195,9 @@ def reproduce(table: int, data_dir: str, trials: int | None, smoke: bool, out_di
 def main(argv):
     del argv
     f = flags.FLAGS
+    if f.from_results:
+        print(write_from_results(f.table, f.from_results, f.out_dir))
+        return
     body = reproduce(f.table, f.data_dir, f.trials, f.smoke, f.out_dir,
                      f.runs_dir if not f.smoke else os.path.join(f.runs_dir, "smoke"), f.max_minutes)
     print(table_markdown(body["table"], body["rows"], body["skipped"], body["smoke"], body["hardware"]))
@@ -122,5 +210,7 @@ if __name__ == "__main__":
     flags.DEFINE_boolean("smoke", False, "tiny synthetic run of the same code path")
     flags.DEFINE_string("out_dir", "results", "where table{N}.md/.json go")
     flags.DEFINE_string("runs_dir", "runs", "where each trial's workdir goes")
+    flags.DEFINE_string("from_results", None, "train nothing: write the table from this folder's "
+                        "committed *_curve.json files (e.g. results)")
     flags.DEFINE_float("max_minutes", None, "training budget per trial (default: the paper's 5 epochs)")
     cli.run(main)

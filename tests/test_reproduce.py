@@ -61,3 +61,38 @@ def test_smoke_ablation_tables(tmp_path, table, n_rows):
     body = json.loads((tmp_path / "results" / f"table{table}_smoke.json").read_text())
     assert len(body["rows"]) == n_rows and body["skipped"] == []
     assert all(0.0 <= r["summary"]["rank"]["1"]["mean"] <= 100.0 for r in body["rows"])
+
+
+def _curve(tmp, name, trial, points, **run):
+    body = {"run": {"dataset": "cuhk01", "model": "l23", "trial": trial, "seed": 0, "batch_size": 128,
+                    "recipe": "cross_camera", "pairing": "shared", "shared_images_per_camera": 1,
+                    "steps_per_epoch": 405, "total_steps": 2025, **run},
+            "points": [{"step": int(e * 405), "epochs": e, "pairs_seen": int(e * 405 * 129),
+                        "results": {"xcorr": dict(zip(("rank1", "rank5", "rank10", "map"), r))}}
+                       for e, r in points]}
+    (tmp / f"{name}_curve.json").write_text(json.dumps(body))
+
+
+def test_table_from_committed_results_trains_nothing(tmp_path):
+    """Two trials at 5 epochs (their later points ignored), one run stopped at 1 epoch on another
+    recipe: hand-computed means and sample stds, the short run labelled, the missing rows named."""
+    res = tmp_path / "res"
+    res.mkdir()
+    _curve(res, "a", 0, [(1.0, (10, 20, 30, 15)), (5.0, (40, 60, 70, 50)), (6.0, (99, 99, 99, 99))])
+    _curve(res, "b", 1, [(5.0, (50, 70, 80, 60))])
+    _curve(res, "c", 0, [(1.0, (30, 50, 60, 40))], recipe="paper_xcorr", pairing="per_pair")
+    proc = reproduce(tmp_path, "--table=2", f"--from_results={res}")
+    body = json.loads((tmp_path / "results" / "table2.json").read_text())
+    assert not (tmp_path / "runs").exists()
+    lines = {(line["recipe"], line["pairing"]): line for line in body["lines"]}
+    assert set(lines) == {("cross_camera", "shared, K = 1"), ("paper_xcorr", "per_pair")}
+    both = lines["cross_camera", "shared, K = 1"]
+    assert both["trials"] == 2 and both["epochs"] == 5
+    assert both["summary"]["rank1"] == {"mean": 45.0, "std": pytest.approx(50 ** 0.5)}  # 40, 50: sd √50
+    assert both["summary"]["map"]["mean"] == 55.0
+    short = lines["paper_xcorr", "per_pair"]
+    assert short["trials"] == 1 and short["epochs"] == 1 and short["summary"]["rank1"]["std"] == 0
+    text = (tmp_path / "results" / "table2.md").read_text()
+    assert "45.00 ± 7.07 / 86.55 / -41.55" in text and "1 (not the paper's 5)" in text
+    assert "no training" in text and "Ours-(L2, L3, L4) on cuhk01" in text
+    assert "45.00 ± 7.07" in proc.stdout
