@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from benchmarks.common import per_pair_batch, random_images, shared_batch, train_step, training_model
+from benchmarks.common import SHARED_K, per_pair_batch, random_images, shared_batch, train_step, training_model
 from benchmarks.correlation_forms import xcorr_depthwise_multiplier, xcorr_im2col, xcorr_shared_kernels
 from reid_tf import config
 from reid_tf.im2col import correlate_and_pool, kernel_matrix, signal_patches_numpy
@@ -144,12 +144,12 @@ def engine_correlation_flops(engine: ScoringEngine, features) -> float:
 
 # ---- (e) training -------------------------------------------------------------------------------
 def train_pairs_per_second(preset: str, batch: int, steps: int, correlation: str,
-                           pairing: str = "per_pair") -> float:
+                           pairing: str = "per_pair", k: int = SHARED_K) -> float:
     """Pairs/s of the real training step (PairTrainer.train_on_batch: forward, the whole objective,
     backward, Adam) on a per-pair batch of `batch` pairs or on the shared batch reid_tf.pairs makes
-    for `batch` (3K²V pairs from 2KV images)."""
+    for `batch` with K = k (3K²V pairs from 2KV images)."""
     model = training_model(preset, correlation)
-    x, y = per_pair_batch(batch) if pairing == "per_pair" else shared_batch(batch)
+    x, y = per_pair_batch(batch) if pairing == "per_pair" else shared_batch(batch, k=k)
     step = train_step(model)
     step(x, y)  # tracing, optimizer slots
     step(x, y)  # the first backward pass also sets up oneDNN primitives
@@ -283,15 +283,19 @@ def main(argv: list[str]) -> None:
 
     if FLAGS.train_steps:
         train_rates = {}  # (pairing, form) -> pairs/s
-        for form, pairing in [(f, "per_pair") for f in FLAGS.train_forms] + [(CORRELATIONS[0], "shared")]:
-            rate = train_rates[pairing, form] = train_pairs_per_second(FLAGS.preset, FLAGS.train_batch,
-                                                                 FLAGS.train_steps, form, pairing)
-            label = f"{pairing}, correlation={form!r}" + (" (default)" if form == CORRELATIONS[0] else "")
+        shared = [(CORRELATIONS[0], f"shared K={k}") for k in sorted({SHARED_K, 1, 2})]
+        for form, pairing in [(f, "per_pair") for f in FLAGS.train_forms] + shared:
+            k = int(pairing[-1]) if pairing.startswith("shared") else SHARED_K
+            rate = train_rates[pairing, form] = train_pairs_per_second(
+                FLAGS.preset, FLAGS.train_batch, FLAGS.train_steps, form, pairing.split()[0], k)
+            default = form == CORRELATIONS[0] and pairing == f"shared K={SHARED_K}"  # what training runs
+            label = f"{pairing}, correlation={form!r}" + (" (default)" if default else "")
             logging.info("(e) training, %s: %.1f pairs/s", label, rate)
             rows.append((f"(e) training batch {FLAGS.train_batch}, {label}, pairs/s", f"{rate:.1f}"))
-            if pairing == "shared":
+            if pairing.startswith("shared"):
                 if ("per_pair", form) in train_rates:
-                    rows.append((f"    shared / per-pair (both {form!r})", f"{rate / train_rates['per_pair', form]:.2f}×"))
+                    rows.append((f"    {pairing} / per-pair (both {form!r})",
+                                 f"{rate / train_rates['per_pair', form]:.2f}×"))
                 continue
             if flops:
                 achieved = 3 * rate * flops / 1e9

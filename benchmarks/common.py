@@ -9,7 +9,7 @@ import tensorflow as tf
 from reid_tf import config, pairs, trainer
 from reid_tf.model import build_model
 
-# Shared batches as CUHK01 gives them (2 camera-A + 2 camera-B images an identity visit).
+# Shared batches as training makes them by default (K camera-A + K camera-B images a visit).
 SHARED_K = config.SHARED_IMAGES_PER_CAMERA
 
 

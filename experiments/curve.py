@@ -19,7 +19,8 @@ import re
 
 from absl import flags, logging
 
-from reid_tf import cli, config, datasets, evaluate, fileio, pairs
+from reid_tf import cli, datasets, evaluate, fileio, pairs
+from reid_tf.train import run_setting
 
 FLAGS = flags.FLAGS
 COLOURS = {"single_shot": (31, 119, 180), "xcorr": (214, 39, 40)}
@@ -27,9 +28,9 @@ COLOURS = {"single_shot": (31, 119, 180), "xcorr": (214, 39, 40)}
 
 def pairs_per_step(run: dict, records) -> int:
     """Pairs a step of this run trains on (a shared batch holds 3K²V pairs, not batch_size)."""
-    if run.get("pairing", "per_pair") == "shared":
-        most = run.get("shared_images_per_camera", config.SHARED_IMAGES_PER_CAMERA)
-        return pairs.shared_batch_shape(records, run["batch_size"], most, run.get("recipe", "cross_camera"))[1]
+    if run_setting(run, "pairing") == "shared":
+        return pairs.shared_batch_shape(records, run["batch_size"], run_setting(run, "shared_images_per_camera"),
+                                        run_setting(run, "recipe"))[1]
     return run["batch_size"]
 
 
@@ -58,8 +59,8 @@ def evaluate_checkpoint(run: dict, path: str, dataset, test_ids, protocols) -> d
 
 def markdown(body: dict) -> str:
     run = body["run"]
-    lines = [f"### {run['dataset']} / {run['model']} / recipe {run.get('recipe') or 'cross_camera'} / "
-             f"pairing {run.get('pairing') or 'per_pair'} / trial {run['trial']}: test CMC (Eq. 7) against "
+    lines = [f"### {run['dataset']} / {run['model']} / recipe {run_setting(run, 'recipe')} / "
+             f"pairing {run_setting(run, 'pairing')} / trial {run['trial']}: test CMC (Eq. 7) against "
              "pairs seen", "",
              "| step | epochs | pairs seen | protocol | top-1 | top-5 | top-10 | mAP |",
              "|---|---|---|---|---|---|---|---|"]
@@ -97,7 +98,7 @@ def plot(body: dict, path: str, size=(720, 440), paper_rank1: float | None = Non
     draw.text((left + (w - left - right) // 2 - 30, h - 22), "pairs seen", fill="black", font=font)
     run = body["run"]
     draw.text((8, 10), f"rank-1 (%), Eq. 7: {run['dataset']} / {run['model']} / "
-              f"{run.get('recipe') or 'cross_camera'} / {run.get('pairing') or 'per_pair'}", fill="black", font=font)
+              f"{run_setting(run, 'recipe')} / {run_setting(run, 'pairing')}", fill="black", font=font)
     legend = []
     if paper_rank1 is not None:
         y = xy(0, paper_rank1)[1]
@@ -127,8 +128,9 @@ def main(argv):
     per_step = pairs_per_step(run, datasets.records_of(dataset, split.train))
     out_json = FLAGS.out + ".json"
     body = json.load(open(out_json)) if os.path.isfile(out_json) else {"points": []}
-    body["run"] = {k: run.get(k) for k in ("dataset", "model", "trial", "seed", "batch_size", "recipe",
-                                           "pairing", "steps_per_epoch", "total_steps")}
+    body["run"] = {k: run_setting(run, k) for k in ("dataset", "model", "trial", "seed", "batch_size", "recipe",
+                                                    "pairing", "shared_images_per_camera", "steps_per_epoch",
+                                                    "total_steps")}
     done = {p["step"] for p in body["points"]}
     directory = FLAGS.checkpoints or os.path.join(FLAGS.workdir, "checkpoints")
     steps = checkpoint_steps(directory)

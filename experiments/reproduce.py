@@ -31,6 +31,7 @@ from absl import flags, logging
 from experiments.common import Row, rows
 from reid_tf import cli, config, datasets, fileio, metrics
 from reid_tf.evaluate import PROTOCOL_TITLES
+from reid_tf.train import run_setting
 
 SMOKE = dict(synthetic_identities=24, batch_size=6, max_steps=2, checkpoint_every=2, figures=False,
              log_every_seconds=60.0)
@@ -93,11 +94,11 @@ def table_markdown(table: int, results: list[dict], skipped: list[dict], smoke: 
 
 
 def _run_label(run: dict) -> tuple[str, str]:
-    """(recipe, pairing) of a curve's run, "K = k" added to shared pairing (older runs: defaults)."""
-    recipe = run.get("recipe") or "cross_camera"
-    pairing = run.get("pairing") or "per_pair"
+    """(recipe, pairing) of a curve's run, "K = k" added to shared pairing."""
+    recipe, pairing = run_setting(run, "recipe"), run_setting(run, "pairing")
     if pairing == "shared":
-        pairing += f", K = {run.get('shared_images_per_camera') or (1 if recipe == 'paper_xcorr' else 2)}"
+        k = 1 if recipe == "paper_xcorr" else run_setting(run, "shared_images_per_camera")
+        pairing += f", K = {k}"
     return recipe, pairing
 
 

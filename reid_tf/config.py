@@ -89,9 +89,11 @@ NEGATIVES_PER_POSITIVE = 2  # "we only randomly choose two negative pairs for ea
 CROPS_PER_IMAGE = {"cuhk03": 2, "default": 5,  # "randomly sample 2 images for CUHK03 and 5 for others"
                    "synthetic": 1}  # ours: synthetic images are new every generation; no repeats needed
 # Shared-image batches (ours, `--pairing=shared`, reid_tf.pairs): camera-A and camera-B images per
-# identity visit, at most. 2 is what CUHK01 holds per camera: a visit is then all 4 of an
-# identity's cross-camera positives from 4 images, 12 pairs from 4 encodings.
-SHARED_IMAGES_PER_CAMERA = 2
+# identity visit, at most (K). Measured on CUHK01 at equal pairs (docs/RESULTS.md, sessions 3–4):
+# K = 1 (43 identities a batch of 129 pairs from 86 images) learns as well per pair as per-pair
+# batches; K = 2 (11 identities, 132 pairs from 44 images) encodes half as many images per pair
+# but learned about half as much per pair. So K = 1.
+SHARED_IMAGES_PER_CAMERA = 1
 PAIRINGS = ("per_pair", "shared")
 # Multi-camera datasets (Market-1501, DukeMTMC-reID; ours, the paper has none): an epoch draws this
 # many cross-camera positives per training identity (DESIGN "Multi-camera pairs"): 751 × 32 × 3 =

@@ -31,13 +31,15 @@ def _uneven_records() -> list[Record]:
 
 
 def test_shared_plan_pairs_are_what_they_claim(records):
-    k = pairs.images_per_camera(records)
+    """K = 2 (the most CUHK01 allows; the default is 1, tested below)."""
+    assert config.SHARED_IMAGES_PER_CAMERA == 1 and pairs.images_per_camera(records) == 1
+    k = pairs.images_per_camera(records, most=2)
     v = pairs.visits_per_batch(128, k)
-    assert (k, v) == (2, 11) and pairs.shared_batch_shape(records, 128) == (44, 132)
-    image_records, index_a, index_b, labels = pairs.plan_shared_epoch(records, 0, 0, CROPS, 18)
+    assert (k, v) == (2, 11) and pairs.shared_batch_shape(records, 128, most=2) == (44, 132)
+    image_records, index_a, index_b, labels = pairs.plan_shared_epoch(records, 0, 0, CROPS, 18, most=2)
     identity = np.array([r.identity for r in records])
     camera = np.array([r.camera for r in records])
-    steps = pairs.shared_steps_per_epoch(records, 18, CROPS)
+    steps = pairs.shared_steps_per_epoch(records, 18, CROPS, most=2)
     v = pairs.visits_per_batch(18, k)  # 18 / 12 → 2 visits, 24 pairs of 8 images
     assert image_records.shape == (steps, 8) and labels.shape == (steps, 24) and steps == 12 * CROPS // v
     positives = []
@@ -62,9 +64,10 @@ def test_shared_plan_pairs_are_what_they_claim(records):
 
 
 def test_one_image_per_camera_gives_more_identities_a_batch(records):
-    """K = 1: V = round(128 / 3) = 43 visits of 2 images, 129 pairs; every positive still CROPS times."""
-    assert pairs.shared_batch_shape(records, 128, most=1) == (86, 129)
-    image_records, index_a, index_b, labels = pairs.plan_shared_epoch(records, 0, 0, CROPS, 9, most=1)
+    """K = 1 (the default): V = round(128 / 3) = 43 visits of 2 images, 129 pairs; every positive
+    still CROPS times."""
+    assert pairs.shared_batch_shape(records, 128) == (86, 129)
+    image_records, index_a, index_b, labels = pairs.plan_shared_epoch(records, 0, 0, CROPS, 9)
     assert image_records.shape[1] == 6 and labels.shape[1] == 9
     pos = labels == 1
     got = [tuple(sorted(p)) for s in range(len(labels))

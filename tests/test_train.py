@@ -232,13 +232,17 @@ def test_evaluate_cli_checkpoint_equals_the_runs_own_evaluation(reference_run, d
         assert got[name]["map"]["mean"] == pytest.approx(want[name]["map"]["mean"]), name
 
 
-def test_epochs_become_steps_with_the_datasets_recipe(data_dir, tmp_path):
+@pytest.mark.parametrize("pairing", ["shared", "per_pair"])
+def test_epochs_become_steps_with_the_datasets_recipe(data_dir, tmp_path, pairing):
     """--epochs with no --batch_size: the synthetic recipe's batch (32) and crops (1), an epoch = every
-    cross-camera positive of the train identities × crops, each with 2 negatives, in whole batches."""
+    cross-camera positive of the train identities × crops, each with 2 negatives: per pair in whole
+    batches of 32 pairs; shared (K = 1, its default) in whole batches of round(32 / 3) = 11 visits
+    of one positive each (33 pairs)."""
     workdir = str(tmp_path / "epochs")
     proc = subprocess.run([sys.executable, "-m", "reid_tf.train", f"--data_dir={data_dir}", f"--workdir={workdir}",
                            "--synthetic_identities=24", "--checkpoint_every=2", "--log_every_seconds=0",
-                           "--nofigures", "--noevaluate", "--epochs=0.5"], capture_output=True, text=True, timeout=600)
+                           "--nofigures", "--noevaluate", "--epochs=0.5", f"--pairing={pairing}"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     dataset = datasets.load_dataset("synthetic", datasets.dataset_dir("synthetic", data_dir))
     train = set(dataset.split(0, 0).train)
@@ -246,10 +250,11 @@ def test_epochs_become_steps_with_the_datasets_recipe(data_dir, tmp_path):
     for identity in train:
         cameras = [r.camera for r in dataset.records if r.identity == identity]
         positives += cameras.count(0) * cameras.count(1)
-    per_epoch = 3 * positives * 1 // 32
+    per_epoch = 3 * positives * 1 // 32 if pairing == "per_pair" else positives * 1 // 11
     with open(os.path.join(workdir, "run.json")) as f:
         run = json.load(f)
-    assert (run["batch_size"], run["steps_per_epoch"]) == (32, per_epoch)
+    assert (run["batch_size"], run["steps_per_epoch"], run["pairing"]) == (32, per_epoch, pairing)
+    assert ("of 33 pairs (shared images: 22 images a batch)" in proc.stderr) == (pairing == "shared")
     assert run["total_steps"] == -(-per_epoch // 2) > 1  # ⌈0.5 · per_epoch⌉
     path, _ = checkpoint_weights(workdir)
     assert path.endswith(f"ckpt-{run['total_steps']}")
