@@ -211,8 +211,9 @@ def _run_locked(opts: TrainOptions) -> dict:
     import tensorflow as tf
 
     from reid_tf import pairs, trainer
+    from reid_tf.callbacks import (ProgressLogger, StepCheckpoint, StopOnSignal, TimeBudget, Validation,
+                                   testing_callbacks)
     from reid_tf.model import build_model
-    from reid_tf.monitor import Validation
 
     model_cfg = config.get_model_config(opts.model)
     checkpoints = trainer.checkpoint_dir(opts.workdir)
@@ -275,9 +276,9 @@ def _run_locked(opts: TrainOptions) -> dict:
         data = pairs.make_pair_dataset(train_records, batch, opts.seed, crops, start_step=start,
                                        recipe=opts.recipe)
     every = max(1, min(opts.checkpoint_every, total))
-    checkpoint = trainer.StepCheckpoint(manager, every, total, opts.keep_every)
-    budget = trainer.TimeBudget(opts.max_minutes)
-    stop = trainer.StopOnSignal()
+    checkpoint = StepCheckpoint(manager, every, total, opts.keep_every)
+    budget = TimeBudget(opts.max_minutes)
+    stop = StopOnSignal()
     monitor_ids = split.val or split.test  # VIPeR/CUHK01 have no validation split (see Validation)
     if dataset.spec.protocol == datasets.STANDARD:  # its test set is the query / gallery, not records
         monitor_ids = split.val
@@ -285,13 +286,13 @@ def _run_locked(opts: TrainOptions) -> dict:
                             every=opts.eval_every, network=network) if monitor_ids else None
     callbacks = [
         stop, checkpoint, budget,
-        trainer.ProgressLogger(total, pairs_per_step, opts.log_every_seconds),
+        ProgressLogger(total, pairs_per_step, opts.log_every_seconds),
         keras.callbacks.TensorBoard(os.path.join(opts.workdir, "tb"), update_freq=every),
     ]
     if validation is not None:
         callbacks.append(validation)
         validation.skip_final = lambda: stop.signum is not None  # exit promptly on Ctrl-C / SIGTERM
-    callbacks += trainer.testing_callbacks()  # last: a test's crash comes after this step's checkpoint, if any
+    callbacks += testing_callbacks()  # last: a test's crash comes after this step's checkpoint, if any
     t0 = time.monotonic()
     if start < total:
         with stop:
@@ -370,7 +371,7 @@ def main(argv):
     del argv
     opts = options_from_flags()
     opts.check()  # before TensorFlow loads: a bad value fails at once
-    from reid_tf.trainer import NonFiniteLossError
+    from reid_tf.callbacks import NonFiniteLossError
     if FLAGS.cpu_devices:
         split_cpu(FLAGS.cpu_devices)
     try:
