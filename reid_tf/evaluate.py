@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 from absl import flags, logging
 
 from reid_tf import cli, config, datasets, fileio, metrics
 from reid_tf.cli import UsageError
+from reid_tf.images import load_images
+from reid_tf.rank import visrank_trial
 from reid_tf.train import TrainOptions
+
+# The modules that load TensorFlow (model, scoring, shortlist, trainer) are imported inside the
+# functions that need them: --help, a usage error and reid_tf.train's import of this module (before
+# it checks its options) then do not wait seconds for TensorFlow to start.
 
 RANKINGS = {"eq7": "score", "p_match": "p_match", "distance": "distance"}
 PROTOCOL_TITLES = {
@@ -63,8 +70,7 @@ def evaluate_network(network, dataset: datasets.Dataset, identities: list[int], 
       XCORR_GALLERY_DRAWS gallery draws is then read from that matrix (draw seed: seed + r).
     Returns {ranking: {"curves": [...], "map": [...]}} with one entry per draw.
     """
-    from reid_tf.pairs import load_images
-    from reid_tf.scoring import ScoringEngine
+    from reid_tf.scoring import ScoringEngine  # loads TensorFlow: see the imports
 
     if protocol not in PROTOCOL_TITLES or protocol == "standard":
         raise ValueError(f"unknown protocol {protocol!r}; valid: single_shot, xcorr (standard-protocol "
@@ -98,7 +104,7 @@ def evaluate_standard(network, dataset: datasets.Dataset, k: int = config.STANDA
     Returns the shape evaluate_network returns (one "repeat"), plus "standard": skipped queries,
     K, pairs scored and the wall time per stage.
     """
-    from reid_tf.scoring import ScoringEngine
+    from reid_tf.scoring import ScoringEngine  # loads TensorFlow: see the imports
     from reid_tf.shortlist import evaluate_standard as two_stage
 
     result = two_stage(ScoringEngine(network), dataset.query, dataset.gallery, k)
@@ -141,7 +147,7 @@ def _write(prefix: str, body: dict, table: str) -> None:
 
 def load_saved_network(path: str):
     """A network saved as .keras; a file that exists but does not load is reported as damaged."""
-    from reid_tf.model import load_network
+    from reid_tf.model import load_network  # loads TensorFlow: see the imports
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found")
@@ -158,7 +164,7 @@ def workdir_network(workdir: str, run: TrainOptions) -> tuple[object, str, int |
     path = os.path.join(workdir, "model.keras")
     if os.path.exists(path):
         return load_saved_network(path), path, None
-    from reid_tf import trainer
+    from reid_tf import trainer  # loads TensorFlow: see the imports
     from reid_tf.model import build_model
 
     directory = trainer.checkpoint_dir(workdir)
@@ -253,10 +259,7 @@ def shortlist_study(network, dataset: datasets.Dataset, identities: list[int], t
     Per-image features are computed once and shared, so the timings compare the pair scoring
     alone: exhaustive (Q·G pairs) against each K (Q·K pairs). Rankings by Eq. 7.
     """
-    import time
-
-    from reid_tf.pairs import load_images
-    from reid_tf.scoring import ScoringEngine
+    from reid_tf.scoring import ScoringEngine  # loads TensorFlow: see the imports
 
     engine = ScoringEngine(network)
     queries, gallery = datasets.single_shot(dataset, identities, trial, seed)
@@ -312,8 +315,6 @@ def visrank(n: int, workdir: str | None = None, checkpoint: str | None = None, o
     panels, at the last validated step); a checkpoint's to <checkpoint>_visrank (or --out). Returns
     the folder.
     """
-    from reid_tf.rank import visrank_trial
-
     if workdir:
         run = TrainOptions.load(workdir)
         network = workdir_network(workdir, run)[0]

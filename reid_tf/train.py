@@ -23,12 +23,16 @@ import time
 
 from absl import flags, logging
 
-from reid_tf import config, datasets, fileio
+from reid_tf import cli, config, datasets, fileio
 from reid_tf.cli import Interrupted, UsageError
 from reid_tf.datasets import synthetic
 from reid_tf.workdir import lock as lock_workdir
 
 FLAGS = flags.FLAGS
+# TensorFlow and the modules that load it (keras, model, pairs, trainer, callbacks) are imported in
+# the functions that train, after the options are checked: a bad flag fails at once, not after
+# seconds of TensorFlow start-up. reid_tf.evaluate is imported there too, for another reason: it
+# imports this module (TrainOptions), so importing it here would be a cycle.
 
 
 @dataclasses.dataclass
@@ -201,7 +205,7 @@ def resolve_dataset(opts: TrainOptions) -> datasets.Dataset:
 
 
 def _strategy(name: str):
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: see the imports
     if name == "mirrored":
         strategy = tf.distribute.MirroredStrategy()
         logging.info("MirroredStrategy over %d devices", strategy.num_replicas_in_sync)
@@ -223,8 +227,8 @@ def init_from(network, source: str) -> None:
     """Start from a trained network's weights (model.keras, or a workdir holding one): every layer
     of the same name and shapes is copied (the practice of the time for CUHK01 and VIPeR was to
     start from a CUHK03 model); the rest keep their initial values."""
-    from reid_tf.evaluate import load_saved_network
-    from reid_tf.model import copy_weights
+    from reid_tf.evaluate import load_saved_network  # lazy: see the imports (a cycle)
+    from reid_tf.model import copy_weights  # lazy: see the imports
     path = os.path.join(source, "model.keras") if os.path.isdir(source) else source
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--init_from: {path} not found (give a model.keras or a finished run's workdir)")
@@ -267,7 +271,7 @@ def _previous_settings(opts: TrainOptions, has_checkpoint: bool) -> dict | None:
 
 
 def _run_locked(opts: TrainOptions) -> dict:
-    import keras
+    import keras  # lazy, as the other imports here: see the imports
     import tensorflow as tf
 
     from reid_tf import pairs, trainer
@@ -370,7 +374,7 @@ def _run_locked(opts: TrainOptions) -> dict:
                "train_minutes": train_seconds / 60, "time_budget_reached": budget.exhausted,
                "removed_partial_checkpoints": removed}
     if opts.evaluate:
-        from reid_tf import evaluate
+        from reid_tf import evaluate  # lazy: see the imports (a cycle)
         summary["test"] = evaluate.evaluate_workdir(opts.workdir, network=network)
     return summary
 
@@ -421,7 +425,7 @@ def options_from_flags() -> TrainOptions:
 
 def split_cpu(n: int) -> None:
     """Expose n logical CPU devices (must run before TensorFlow initialises its devices)."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: see the imports
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
 
@@ -430,7 +434,7 @@ def main(argv):
     del argv
     opts = options_from_flags()
     opts.check()  # before TensorFlow loads (split_cpu loads it): a bad value fails at once
-    from reid_tf.callbacks import NonFiniteLossError
+    from reid_tf.callbacks import NonFiniteLossError  # lazy: see the imports
     if FLAGS.cpu_devices:
         split_cpu(FLAGS.cpu_devices)
     try:
@@ -441,6 +445,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from reid_tf import cli
     define_flags()
     cli.run(main)
