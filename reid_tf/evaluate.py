@@ -300,12 +300,18 @@ def _checkpoint_run() -> TrainOptions:
 
 
 def _last_validated_step(workdir: str) -> int:
-    """The step of the run's last validation (history.json), 0 when it has none."""
+    """The step of the run's last validation (history.json), 0 when it has none; a damaged
+    history.json is said in one line, and the step is then 0 too."""
     path = os.path.join(workdir, "history.json")
     if not os.path.isfile(path):
         return 0
-    with open(path) as h:
-        return json.load(h)[-1]["step"]
+    try:
+        with open(path) as h:
+            return int(json.load(h)[-1]["step"])
+    except (OSError, ValueError, LookupError, TypeError) as e:
+        logging.warning("%s cannot be read (%s: %s); the TensorBoard pictures go to step 0", path,
+                        type(e).__name__, e)
+        return 0
 
 
 def visrank(n: int, workdir: str | None = None, checkpoint: str | None = None, out: str | None = None) -> str:

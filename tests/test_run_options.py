@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from reid_tf import datasets
+from reid_tf import datasets, evaluate
 from reid_tf.datasets.synthetic import make_synthetic
 from reid_tf.train import TrainOptions, read_run, resume_mismatches
 
@@ -55,3 +55,15 @@ def test_split_is_the_trials_split(tmp_path):
     assert opts.split(dataset) == dataset.split(1, 2, 2, 5)
     assert len(opts.split(dataset).test) == 5
     assert datasets.records_of(dataset, opts.split(dataset).train)
+
+
+@pytest.mark.parametrize("text,step", [(None, 0), ('[{"step": 5}, {"step": 9}]', 9), ("[]", 0), ('[{"ste', 0),
+                                       ('{"step": 9}', 0), ('[{"rank1": 50}]', 0)])
+def test_visranks_step_from_history_json_never_a_traceback(tmp_path, text, step, caplog):
+    """evaluate --visrank's TensorBoard step: the last validated one; a damaged history.json is one
+    warning line (it was an IndexError / KeyError traceback)."""
+    if text is not None:
+        (tmp_path / "history.json").write_text(text)
+    assert evaluate._last_validated_step(str(tmp_path)) == step
+    warnings = [r for r in caplog.records if "history.json cannot be read" in r.getMessage()]
+    assert len(warnings) == (text is not None and step == 0)
