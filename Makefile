@@ -34,7 +34,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_FLAGS) tests
 
 table5: $(STAMP)
-	$(PY) -m reid_tf.complexity
+	$(PY) -m experiments.table5
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.bench_scoring

@@ -7,7 +7,7 @@ Runs the real training step (benchmarks.common.train_step: PairTrainer's, the wh
 backward, Adam; --pairing=shared for a shared-image batch) under TensorFlow's profiler and reads the trace it writes (the XSpace
 protobuf that ships inside TensorFlow, so no TensorBoard plugin is needed). Every op event of the
 step is attributed to a block with reid_tf.complexity.block_of — the same blocks as
-`python -m reid_tf.complexity --breakdown` — and to the forward pass, the backward pass (ops under
+`python -m experiments.table5 --breakdown` — and to the forward pass, the backward pass (ops under
 `gradient_tape/`) or the optimizer. Printed per block: milliseconds per step forward and backward,
 the share of the op time, the block's forward FLOPs per step (from reid_tf.complexity, counted with
 the folded depth-wise correlation) and the GFLOP/s it achieves counted as 3× forward.

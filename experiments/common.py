@@ -5,6 +5,8 @@ import dataclasses
 import importlib
 import pkgutil
 
+import experiments
+
 
 @dataclasses.dataclass(frozen=True)
 class Row:
@@ -23,7 +25,6 @@ class Row:
 
 def rows(table: int) -> list[Row]:
     """The rows of Table `table`, in the paper's order (the modules' ORDER field)."""
-    import experiments
     found = []
     for info in pkgutil.iter_modules(experiments.__path__):
         if info.name.startswith(f"table{table}_"):

@@ -17,21 +17,23 @@ import json
 import os
 import re
 
+import tensorflow as tf
 from absl import flags, logging
+from PIL import Image, ImageDraw, ImageFont
 
 from reid_tf import cli, datasets, evaluate, fileio, pairs
-from reid_tf.train import run_setting
+from reid_tf.model import build_model
+from reid_tf.train import TrainOptions, read_run, run_setting
 
 FLAGS = flags.FLAGS
 COLOURS = {"single_shot": (31, 119, 180), "xcorr": (214, 39, 40)}
 
 
-def pairs_per_step(run: dict, records) -> int:
+def pairs_per_step(run: TrainOptions, records) -> int:
     """Pairs a step of this run trains on (a shared batch holds 3K²V pairs, not batch_size)."""
-    if run_setting(run, "pairing") == "shared":
-        return pairs.shared_batch_shape(records, run["batch_size"], run_setting(run, "shared_images_per_camera"),
-                                        run_setting(run, "recipe"))[1]
-    return run["batch_size"]
+    if run.pairing == "shared":
+        return pairs.shared_batch_shape(records, run.batch_size, run.shared_images_per_camera, run.recipe)[1]
+    return run.batch_size
 
 
 def checkpoint_steps(directory: str) -> list[int]:
@@ -40,16 +42,13 @@ def checkpoint_steps(directory: str) -> list[int]:
     return sorted(found)
 
 
-def evaluate_checkpoint(run: dict, path: str, dataset, test_ids, protocols) -> dict:
-    import tensorflow as tf
-
-    from reid_tf.model import build_model
-    network = build_model(run["model"])
+def evaluate_checkpoint(run: TrainOptions, path: str, dataset, test_ids, protocols) -> dict:
+    network = build_model(run.model)
     tf.train.Checkpoint(model=network).restore(path).expect_partial()
     out = {}
     for protocol in protocols:
-        summary = evaluate.summarize([evaluate.evaluate_network(network, dataset, test_ids, run["trial"],
-                                                                run["seed"], protocol=protocol)])["eq7"]
+        summary = evaluate.summarize([evaluate.evaluate_network(network, dataset, test_ids, run.trial,
+                                                                run.seed, protocol=protocol)])["eq7"]
         out[protocol] = {"rank1": summary["rank"]["1"]["mean"], "rank5": summary["rank"]["5"]["mean"],
                          "rank10": summary["rank"]["10"]["mean"], "map": summary["map"]["mean"]}
         logging.info("%s, %s: rank-1/5/10 %.1f / %.1f / %.1f, mAP %.1f", os.path.basename(path), protocol,
@@ -74,7 +73,6 @@ def markdown(body: dict) -> str:
 
 def plot(body: dict, path: str, size=(720, 440), paper_rank1: float | None = None) -> None:
     """Rank-1 (%) against pairs seen, one line per protocol, the paper's rank-1 dashed (PIL only)."""
-    from PIL import Image, ImageDraw, ImageFont
     w, h = size
     left, right, top, bottom = 60, 170, 36, 50
     image = Image.new("RGB", size, "white")
@@ -122,10 +120,11 @@ def plot(body: dict, path: str, size=(720, 440), paper_rank1: float | None = Non
 
 def main(argv):
     del argv
-    run = json.load(open(os.path.join(FLAGS.workdir, "run.json")))
-    dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))
-    split = dataset.split(run["trial"], run["seed"], run["val_identities"], run["test_identities"])
-    per_step = pairs_per_step(run, datasets.records_of(dataset, split.train))
+    run = read_run(FLAGS.workdir)
+    options = TrainOptions.from_record(run)
+    dataset = options.load_dataset()
+    split = options.split(dataset)
+    per_step = pairs_per_step(options, datasets.records_of(dataset, split.train))
     out_json = FLAGS.out + ".json"
     body = json.load(open(out_json)) if os.path.isfile(out_json) else {"points": []}
     body["run"] = {k: run_setting(run, k) for k in ("dataset", "model", "trial", "seed", "batch_size", "recipe",
@@ -137,7 +136,7 @@ def main(argv):
     for step in steps:
         if step in done or (step % FLAGS.every and step != steps[-1]):
             continue
-        results = evaluate_checkpoint(run, os.path.join(directory, f"ckpt-{step}"), dataset, split.test,
+        results = evaluate_checkpoint(options, os.path.join(directory, f"ckpt-{step}"), dataset, split.test,
                                       FLAGS.protocols)
         body["points"].append({"step": step, "epochs": step / run["steps_per_epoch"],
                                "pairs_seen": step * per_step, "results": results})

@@ -22,7 +22,9 @@ import time
 
 from absl import flags, logging
 
-from reid_tf import cli, config, datasets, fileio
+from experiments.reproduce import hardware
+from reid_tf import cli, config, datasets, evaluate, fileio
+from reid_tf.train import TrainOptions, run
 
 # Published Market-1501 results of the time (single query, no re-ranking), as printed in each paper.
 # BoW + KISSME (44.42 / 20.76) and TriNet's rank-1 (84.92) were checked against the dataset authors'
@@ -69,10 +71,6 @@ def table(body: dict) -> str:
 
 def reproduce(dataset: str, data_dir: str, out_dir: str, runs_dir: str, smoke: bool, k: int,
               max_minutes: float | None, model: str = "l23") -> dict:
-    from experiments.reproduce import hardware
-    from reid_tf import evaluate
-    from reid_tf.train import TrainOptions, run
-
     spec = datasets.get_spec(dataset)
     if spec.protocol != datasets.STANDARD:
         raise ValueError(f"{dataset} is not a standard-protocol dataset (Market-1501, DukeMTMC-reID, CUHK03-NP)")

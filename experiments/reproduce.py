@@ -29,7 +29,7 @@ import numpy as np
 from absl import flags, logging
 
 from experiments.common import Row, rows
-from reid_tf import cli, config, datasets, fileio, metrics
+from reid_tf import cli, config, datasets, evaluate, fileio, metrics, train
 from reid_tf.evaluate import PROTOCOL_TITLES
 from reid_tf.train import run_setting
 
@@ -38,7 +38,7 @@ SMOKE = dict(synthetic_identities=24, batch_size=6, max_steps=2, checkpoint_ever
 
 
 def hardware() -> str:
-    import tensorflow as tf
+    import tensorflow as tf  # here: --from_results and a usage error do not wait for TensorFlow
     gpus = tf.config.list_physical_devices("GPU")
     devices = f"{len(gpus)} GPU(s)" if gpus else "CPU only"
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {devices}"
@@ -47,9 +47,6 @@ def hardware() -> str:
 def run_row(row: Row, trials: int, data_dir: str, runs_dir: str, smoke: bool,
             max_minutes: float | None) -> dict:
     """Train + evaluate every trial of one row; returns its measured summary."""
-    from reid_tf import evaluate
-    from reid_tf.train import TrainOptions, run
-
     t0 = time.monotonic()
     workdirs = []
     # A smoke run maps every dataset to the synthetic one, so rows that differ only by dataset are
@@ -62,10 +59,10 @@ def run_row(row: Row, trials: int, data_dir: str, runs_dir: str, smoke: bool,
             logging.info("%s trial %d: already evaluated, reusing %s", row.key, trial, workdir)
             continue
         resume = os.path.isdir(os.path.join(workdir, "checkpoints"))
-        opts = TrainOptions(dataset="synthetic" if smoke else row.dataset, data_dir=data_dir,
-                            model=row.model, trial=trial, workdir=workdir, resume=resume,
-                            max_minutes=max_minutes, **(SMOKE if smoke else {}))
-        run(opts)
+        opts = train.TrainOptions(dataset="synthetic" if smoke else row.dataset, data_dir=data_dir,
+                                  model=row.model, trial=trial, workdir=workdir, resume=resume,
+                                  max_minutes=max_minutes, **(SMOKE if smoke else {}))
+        train.run(opts)
     body = evaluate.evaluate_workdirs(workdirs, os.path.join(runs_dir, key, "eval_trials"))
     return {"summary": body["summary"]["eq7"], "trials": len(workdirs),
             "wall_minutes": (time.monotonic() - t0) / 60}

@@ -32,7 +32,7 @@ class Interrupted(Exception):
         self.status = 128 + signum
 
 
-def _guarded(main: Callable[[list[str]], object], extra: tuple[type[BaseException], ...]):
+def _guarded(main: Callable[[list[str]], object]):
     def wrapped(argv: list[str]):
         try:
             return main(argv)
@@ -42,16 +42,16 @@ def _guarded(main: Callable[[list[str]], object], extra: tuple[type[BaseExceptio
         except KeyboardInterrupt:
             logging.error("interrupted")
             sys.exit(128 + signal.SIGINT)
-        except (*USAGE_ERRORS, *extra) as e:
+        except USAGE_ERRORS as e:
             logging.error("%s", e)
             sys.exit(1)
     return wrapped
 
 
-def run(main: Callable[[list[str]], object], extra_errors: tuple[type[BaseException], ...] = ()) -> None:
-    """absl.app.run(main), with usage errors (USAGE_ERRORS + extra_errors) as one line and status 1."""
+def run(main: Callable[[list[str]], object]) -> None:
+    """absl.app.run(main), with usage errors (USAGE_ERRORS) as one line and status 1."""
     try:
-        app.run(_guarded(main, extra_errors))
+        app.run(_guarded(main))
     except SystemExit as e:
         if e.code == 1 and any(arg in _HELP for arg in sys.argv[1:]):
             sys.exit(0)  # absl's --help exits with 1; asking for help is not a failure

@@ -1,7 +1,7 @@
 """Model size and inference cost per pair, counted from the traced graph (§4.5, Table 5).
 
-    python -m reid_tf.complexity                 # every preset of config.PRESETS
-    python -m reid_tf.complexity --presets=l23,l234 --breakdown
+    from reid_tf.complexity import complexity
+    complexity("l23")  # {"params": ..., "flops": ..., "macs": ..., "breakdown": {block: ...}, ...}
 
 How it counts. The Keras model is traced once, at inference (`training=False`), on a batch of one
 pair, into a `tf.function` concrete graph; every op of that graph is then costed from its real
@@ -26,54 +26,23 @@ pooling, the sampler's arithmetic; < 1 % here); "GMACs" = the MACs alone, the qu
 papers called "FLOPs". Parameters are `model.count_params()`: the trainable weights plus the
 BatchNormalization moving mean/variance (non-trainable), both reported.
 
-Measured (`python -m reid_tf.complexity`, TF 2.21; per pair = one forward pass on both images):
-
-    preset params(M) trainable BN stats  GFLOPs  GMACs   paper params ratio paper GFLOPs ratio
-    l23        0.647     0.644   0.0031   0.939  0.466           0.50  1.29         0.96  0.98
-    l234       0.982     0.978   0.0041   1.015  0.503           0.80  1.23         1.31  0.77
-
-Reading of the gaps, from the per-block breakdown (`--breakdown`, and the "readings" printed):
-* FLOPs, (L2, L3): 0.98 of the paper when FLOPs = 2 × MACs over the whole Siamese pair, i.e. both
-  images' trunks, STNs and ranking branches. Counting MACs (0.47 G) or the per-image blocks once
-  (0.51 G) gives half the paper's value, so the paper most likely counted 2 × MACs and both
-  images.
-* Params, (L2, L3): +29 % (the only gap beyond ±25 %). BN is not the cause (moving statistics
-  0.003 M, all BN parameters 0.006 M). Table 1 specifies conv1–6 and the localisation nets, which
-  come to 0.26 M here; the rest, 0.38 M (59 %), is the ranking net (rank_2, rank_3: two 3×3×96→96
-  convs each, 0.167 M per level) and its 256-d embedding (0.049 M), which the paper describes only
-  in words and DESIGN fixes. The paper's ranking net was probably lighter: with one conv per level
-  the model would have 0.480 M (ratio 0.96; for l234 0.732 M, ratio 0.92) — a hypothesis that
-  fits, not something the paper states.
-* Params, (L2, L3, L4): +23 %, a similar absolute excess (+0.18 M; l23 +0.15 M); adding level 4 costs
-  +0.335 M here and +0.30 M in the paper (conv3b 0.083, CSN-4 0.043, rank_4 0.167, wider conv4
-  and embedding 0.043), so the per-level structure agrees and the offset is the ranking net above.
-* FLOPs, (L2, L3, L4): −23 %. The counting convention is pinned by the l23 row, so this is
-  structural: our level 4 adds 0.076 GFLOPs (conv3b on the 20×8 map 0.053, rank_4 0.013, CSN-4
-  0.008), the paper's adds 0.35 G, 4.6× more, and its depth grows 12 → 18 (Table 5). The
-  extension the paper measured was bigger than the one 3×3×96→96 conv after conv3 that §3.2
-  describes and DESIGN adopts (x(4) 10×4 × 96, part size 3).
+What the counts come to for the paper's two models, beside Table 5, and how the gaps read:
+`python -m experiments.table5` (`make table5`); the figures: docs/RESULTS.md, "Model complexity".
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import flags, logging
+from absl import logging
 
-from reid_tf import cli, config
+from reid_tf import config
 from reid_tf.model import build_model, encoder_of, pair_head_of
-
-# Table 5 (§4.5): "#param(M)" and "FLOPs(G)" of the two models of the paper.
-PAPER_TABLE5 = {
-    "l23": {"row": "Ours-(L2, L3)", "params_m": 0.5, "gflops": 0.96, "depth": 12},
-    "l234": {"row": "Ours-(L2, L3, L4)", "params_m": 0.8, "gflops": 1.31, "depth": 18},
-}
-GAP_TOLERANCE = 0.25  # a gap beyond ±25 % of the paper's value gets an explanation
 
 MAC_OPS = frozenset({"Conv2D", "DepthwiseConv2dNative", "MatMul", "BatchMatMul", "BatchMatMulV2",
                      "BatchMatMulV3", "Einsum"})
@@ -294,144 +263,3 @@ def complexity(name: str | config.ModelConfig) -> dict:
                  result["name"], result["params"], result["flops"] / 1e9, result["macs"] / 1e9,
                  result["profiler_flops"] / 1e9)
     return result
-
-
-# ------------------------------------------------------------------------------------------------
-def readings(result: Mapping) -> dict[str, list[tuple[str, float]]]:
-    """Alternative ways of counting, derived from the breakdown, to explain a gap to Table 5.
-
-    Returns {"params": [(reading, millions)], "flops": [(reading, giga)]}.
-    """
-    b = result["breakdown"]
-    ranking = sum(r["params"] for k, r in b.items() if k.startswith("rank_") or k == "embedding")
-    bn_all = 2 * result["non_trainable_params"]  # γ, β beside every moving mean, variance
-    per_image = sum(r["flops"] for r in b.values() if r["per_image"])
-    params = [
-        ("all weights (count_params)", result["params"] / 1e6),
-        ("trainable only (no BN moving stats)", result["trainable_params"] / 1e6),
-        ("no BN parameters at all (γ, β, mean, variance)", (result["params"] - bn_all) / 1e6),
-        ("without the ranking net (rank_j + embedding)", (result["params"] - ranking) / 1e6),
-        ("hypothesis: ranking net with one conv per level",
-         (result["params"] - result["rank_second_conv_params"]) / 1e6),
-    ]
-    flops = [
-        ("FLOPs = 2×MACs + elementwise, both images", result["flops"] / 1e9),
-        ("FLOPs of conv/matmul only (2×MACs)", 2 * result["macs"] / 1e9),
-        ("MACs, both images", result["macs"] / 1e9),
-        ("FLOPs, per-image blocks counted once", (result["flops"] - per_image / 2) / 1e9),
-        ("FLOPs, per-pair blocks only (gallery features cached)", (result["flops"] - per_image) / 1e9),
-    ]
-    return {"params": params, "flops": flops}
-
-
-def format_table(results: list[Mapping]) -> str:
-    """The Table 5 comparison: one line per preset, the paper's value and our/paper ratio beside."""
-    head = (f"{'preset':<7}{'params(M)':>10}{'trainable':>10}{'BN stats':>9}{'GFLOPs':>9}{'GMACs':>8}"
-            f"   {'paper params':>12}{'ratio':>7}{'paper GFLOPs':>13}{'ratio':>7}")
-    lines = [head, "-" * len(head)]
-    for r in results:
-        line = (f"{r['name']:<7}{r['params'] / 1e6:>10.3f}{r['trainable_params'] / 1e6:>10.3f}"
-                f"{r['non_trainable_params'] / 1e6:>9.4f}{r['flops'] / 1e9:>9.3f}{r['macs'] / 1e9:>8.3f}")
-        paper = PAPER_TABLE5.get(r["name"])
-        if paper:
-            line += (f"   {paper['params_m']:>12.2f}{r['params'] / 1e6 / paper['params_m']:>7.2f}"
-                     f"{paper['gflops']:>13.2f}{r['flops'] / 1e9 / paper['gflops']:>7.2f}")
-        lines.append(line)
-    return "\n".join(lines)
-
-
-# Where the parameters sit, by the parts of Figure 2 / Table 1 (block-name patterns).
-_PARTS = {"trunk conv1–3b": r"conv(1|2|3|3b)$", "localisation nets": r"csn_\d\.loc$",
-          "ranking net + embedding": r"(rank_\d|embedding)$", "head conv4–6 + logits": r"(conv[456]|logits)$"}
-
-
-def format_gaps(result: Mapping) -> str:
-    """For a preset in Table 5: every reading, its ratio to the paper, and whether it is within ±25 %."""
-    paper = PAPER_TABLE5[result["name"]]
-    lines = [f"{result['name']} vs Table 5 {paper['row']} ({paper['params_m']} M params, "
-             f"{paper['gflops']} GFLOPs):"]
-    for kind, unit, ref in (("params", "M", paper["params_m"]), ("flops", "G", paper["gflops"])):
-        for label, value in readings(result)[kind]:
-            ratio = value / ref
-            flag = "within ±25 %" if abs(ratio - 1) <= GAP_TOLERANCE else "gap"
-            lines.append(f"  {kind:<6} {label:<55}{value:>8.3f} {unit}  ratio {ratio:5.2f}  {flag}")
-    parts = []
-    for label, pattern in _PARTS.items():
-        held = sum(r["params"] for k, r in result["breakdown"].items() if re.match(pattern, k))
-        parts.append(f"{label} {held / 1e6:.3f} M")
-    bn = 2 * result["non_trainable_params"]  # γ, β, moving mean, moving variance
-    lines.append(f"  params by part: {', '.join(parts)}; of all these, BN {bn / 1e6:.3f} M")
-    for kind, scale, unit in (("params", 1e6, "M"), ("flops", 1e9, "G")):
-        top = sorted(result["breakdown"].items(), key=lambda kv: -kv[1][kind])[:4]
-        total = result[kind]
-        lines.append(f"  largest {kind}: " + ", ".join(
-            f"{k} {v[kind] / scale:.3f} {unit} ({100 * v[kind] / total:.0f} %)" for k, v in top))
-    return "\n".join(lines)
-
-
-def format_increment(base: Mapping, extended: Mapping) -> str:
-    """What adding a level costs here and in Table 5 (e.g. l23 → l234), block by block."""
-    pb, pe = PAPER_TABLE5[base["name"]], PAPER_TABLE5[extended["name"]]
-    d_params = (extended["params"] - base["params"]) / 1e6
-    d_flops = (extended["flops"] - base["flops"]) / 1e9
-    lines = [f"{base['name']} → {extended['name']}: params +{d_params:.3f} M "
-             f"(paper +{pe['params_m'] - pb['params_m']:.2f} M), "
-             f"FLOPs +{d_flops:.3f} G (paper +{pe['gflops'] - pb['gflops']:.2f} G)"]
-    for block, r in extended["breakdown"].items():
-        old = base["breakdown"].get(block, {"params": 0, "flops": 0})
-        dp, df = r["params"] - old["params"], r["flops"] - old["flops"]
-        if dp or abs(df) >= 1e5:
-            lines.append(f"  {block:<14} params {dp / 1e6:+.3f} M   FLOPs {df / 1e9:+.4f} G")
-    return "\n".join(lines)
-
-
-def format_breakdown(result: Mapping) -> str:
-    """Params and FLOPs per top-level block, in graph order, with the per-image / per-pair tag."""
-    head = f"{'block':<16}{'params':>9}{'of which BN stats':>18}{'MFLOPs':>10}{'MMACs':>9}{'share':>7}  kind"
-    lines = [f"[{result['name']}]", head, "-" * len(head)]
-    for block, r in result["breakdown"].items():
-        if not (r["params"] or r["flops"]):
-            continue
-        lines.append(f"{block:<16}{r['params']:>9d}{r['non_trainable']:>18d}{r['flops'] / 1e6:>10.2f}"
-                     f"{r['macs'] / 1e6:>9.2f}{100 * r['flops'] / result['flops']:>6.1f}%  "
-                     f"{'per image' if r['per_image'] else 'per pair'}")
-    lines.append(f"{'total':<16}{result['params']:>9d}{result['non_trainable_params']:>18d}"
-                 f"{result['flops'] / 1e6:>10.2f}{result['macs'] / 1e6:>9.2f}")
-    return "\n".join(lines)
-
-
-def _define_flags() -> None:
-    flags.DEFINE_list("presets", list(config.PRESETS), "Presets of config.PRESETS to measure.")
-    flags.DEFINE_bool("breakdown", False, "Also print params and FLOPs per top-level block.")
-
-
-def main(argv: list[str]) -> None:
-    del argv
-    FLAGS = flags.FLAGS
-    results = [complexity(name) for name in FLAGS.presets]
-    print("Per pair at inference (batch of one pair, both images, training=False); "
-          "FLOPs = 2 × MACs for conv/matmul + 1 per element for elementwise ops.")
-    print(format_table(results))
-    for r in results:
-        if r["unregistered"]:
-            logging.info("%s: counted from shapes (no TF profiler rule): %s", r["name"],
-                         ", ".join(r["unregistered"]))
-        logging.info("%s: trainable %d + BN moving statistics %d = %d parameters", r["name"],
-                     r["trainable_params"], r["non_trainable_params"], r["params"])
-    for r in results:
-        if r["name"] in PAPER_TABLE5:
-            print()
-            print(format_gaps(r))
-    by_name = {r["name"]: r for r in results}
-    if "l23" in by_name and "l234" in by_name:
-        print()
-        print(format_increment(by_name["l23"], by_name["l234"]))
-    if FLAGS.breakdown:
-        for r in results:
-            print()
-            print(format_breakdown(r))
-
-
-if __name__ == "__main__":
-    _define_flags()
-    cli.run(main)

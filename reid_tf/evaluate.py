@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 from absl import flags, logging
 
 from reid_tf import cli, config, datasets, fileio, metrics
 from reid_tf.cli import UsageError
+from reid_tf.images import load_images
+from reid_tf.rank import visrank_trial
+from reid_tf.train import TrainOptions
+
+# The modules that load TensorFlow (model, scoring, shortlist, trainer) are imported inside the
+# functions that need them: --help, a usage error and reid_tf.train's import of this module (before
+# it checks its options) then do not wait seconds for TensorFlow to start.
 
 RANKINGS = {"eq7": "score", "p_match": "p_match", "distance": "distance"}
 PROTOCOL_TITLES = {
@@ -62,8 +70,7 @@ def evaluate_network(network, dataset: datasets.Dataset, identities: list[int], 
       XCORR_GALLERY_DRAWS gallery draws is then read from that matrix (draw seed: seed + r).
     Returns {ranking: {"curves": [...], "map": [...]}} with one entry per draw.
     """
-    from reid_tf.pairs import load_images
-    from reid_tf.scoring import ScoringEngine
+    from reid_tf.scoring import ScoringEngine  # loads TensorFlow: see the imports
 
     if protocol not in PROTOCOL_TITLES or protocol == "standard":
         raise ValueError(f"unknown protocol {protocol!r}; valid: single_shot, xcorr (standard-protocol "
@@ -97,7 +104,7 @@ def evaluate_standard(network, dataset: datasets.Dataset, k: int = config.STANDA
     Returns the shape evaluate_network returns (one "repeat"), plus "standard": skipped queries,
     K, pairs scored and the wall time per stage.
     """
-    from reid_tf.scoring import ScoringEngine
+    from reid_tf.scoring import ScoringEngine  # loads TensorFlow: see the imports
     from reid_tf.shortlist import evaluate_standard as two_stage
 
     result = two_stage(ScoringEngine(network), dataset.query, dataset.gallery, k)
@@ -138,20 +145,9 @@ def _write(prefix: str, body: dict, table: str) -> None:
     fileio.write_text(prefix + ".md", table)
 
 
-def _load_run(workdir: str) -> dict:
-    path = os.path.join(workdir, "run.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: {workdir!r} is not a reid_tf.train workdir")
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except ValueError as e:
-            raise ValueError(f"{path} is damaged ({e})") from None
-
-
 def load_saved_network(path: str):
     """A network saved as .keras; a file that exists but does not load is reported as damaged."""
-    from reid_tf.model import load_network
+    from reid_tf.model import load_network  # loads TensorFlow: see the imports
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found")
@@ -162,20 +158,20 @@ def load_saved_network(path: str):
                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
 
-def workdir_network(workdir: str, run: dict) -> tuple[object, str, int | None]:
+def workdir_network(workdir: str, run: TrainOptions) -> tuple[object, str, int | None]:
     """The network of a training run: its final model.keras, or, for a run that was stopped before
     writing it, its newest checkpoint that restores. Returns (network, source, step or None)."""
     path = os.path.join(workdir, "model.keras")
     if os.path.exists(path):
         return load_saved_network(path), path, None
-    from reid_tf import trainer
+    from reid_tf import trainer  # loads TensorFlow: see the imports
     from reid_tf.model import build_model
 
     directory = trainer.checkpoint_dir(workdir)
     if not os.path.isfile(os.path.join(directory, "checkpoint")):
         raise FileNotFoundError(f"{path} not found and {directory} holds no checkpoint: the run in "
                                 f"{workdir} has not saved a network yet")
-    network = build_model(config.get_model_config(run["model"]))
+    network = build_model(config.get_model_config(run.model))
     checkpoint, step = trainer.restore_network(network, directory)
     logging.info("%s has no model.keras (the run was stopped before the end): evaluating its newest "
                  "good checkpoint, %s, at step %d", workdir, checkpoint, step)
@@ -194,24 +190,24 @@ def evaluate_workdir(workdir: str, network=None, repeats: int = 1, protocol: str
     from its newest good checkpoint (workdir_network). Standard-protocol datasets (Market-1501, ...)
     are evaluated on their query / gallery with two-stage scoring, K = `shortlist` (default
     config.STANDARD_SHORTLIST), and write eval_standard.*."""
-    run = _load_run(workdir)
+    run = TrainOptions.load(workdir)
     source, step = os.path.join(workdir, "model.keras"), None  # a network passed in: the final one
     if network is None:
         network, source, step = workdir_network(workdir, run)
-    dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))
-    split = dataset.split(run["trial"], run["seed"], run["val_identities"], run["test_identities"])
+    dataset = run.load_dataset()
+    split = run.split(dataset)
     if dataset.spec.protocol == datasets.STANDARD:  # Market-1501 and since: fixed query / gallery
         protocol = "standard"
         per_trial = evaluate_standard(network, dataset, shortlist or config.STANDARD_SHORTLIST)
     else:
-        per_trial = evaluate_network(network, dataset, split.test, run["trial"], run["seed"], repeats, protocol)
+        per_trial = evaluate_network(network, dataset, split.test, run.trial, run.seed, repeats, protocol)
     summary = summarize([per_trial])
     chance = {str(k): 100 * min(1.0, k / len(split.test)) for k in config.RANKS}
-    body = {"dataset": run["dataset"], "model": run["model"], "trial": run["trial"],
+    body = {"dataset": run.dataset, "model": run.model, "trial": run.trial,
             "protocol": protocol, "protocol_title": PROTOCOL_TITLES[protocol],
             "network": source, "step": step, "test_identities": len(split.test), "chance": chance,
             "summary": summary, "per_trial": per_trial}
-    title = (f"{run['dataset']} / {run['model']} / trial {run['trial']} ({len(split.test)} test identities)"
+    title = (f"{run.dataset} / {run.model} / trial {run.trial} ({len(split.test)} test identities)"
              f"{f', checkpoint at step {step}' if step is not None else ''}"
              f" — protocol {protocol}: {PROTOCOL_TITLES[protocol]}")
     _write(eval_prefix(workdir, protocol), body, markdown(summary, title))
@@ -240,8 +236,7 @@ def evaluate_workdirs(workdirs: list[str], out_prefix: str, repeats: int = 1, re
     reuse: take a run's eval json when it is newer than its model.keras (the trainer writes it).
     """
     def protocol_of(workdir: str) -> str:  # standard-protocol datasets have their own (evaluate_workdir)
-        run = _load_run(workdir)
-        standard = datasets.REGISTRY[run["dataset"]].protocol == datasets.STANDARD
+        standard = datasets.REGISTRY[TrainOptions.load(workdir).dataset].protocol == datasets.STANDARD
         return "standard" if standard else protocol
 
     bodies = [(reuse and _evaluated(w, repeats, protocol_of(w)))
@@ -264,10 +259,7 @@ def shortlist_study(network, dataset: datasets.Dataset, identities: list[int], t
     Per-image features are computed once and shared, so the timings compare the pair scoring
     alone: exhaustive (Q·G pairs) against each K (Q·K pairs). Rankings by Eq. 7.
     """
-    import time
-
-    from reid_tf.pairs import load_images
-    from reid_tf.scoring import ScoringEngine
+    from reid_tf.scoring import ScoringEngine  # loads TensorFlow: see the imports
 
     engine = ScoringEngine(network)
     queries, gallery = datasets.single_shot(dataset, identities, trial, seed)
@@ -300,6 +292,28 @@ def shortlist_markdown(study: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _checkpoint_run() -> TrainOptions:
+    """The run a --checkpoint is evaluated as: --dataset, --data_dir, --trial, --seed, the protocol's
+    split sizes."""
+    f = flags.FLAGS
+    return TrainOptions(dataset=f.dataset, data_dir=f.data_dir, trial=f.trial, seed=f.seed)
+
+
+def _last_validated_step(workdir: str) -> int:
+    """The step of the run's last validation (history.json), 0 when it has none; a damaged
+    history.json is said in one line, and the step is then 0 too."""
+    path = os.path.join(workdir, "history.json")
+    if not os.path.isfile(path):
+        return 0
+    try:
+        with open(path) as h:
+            return int(json.load(h)[-1]["step"])
+    except (OSError, ValueError, LookupError, TypeError) as e:
+        logging.warning("%s cannot be read (%s: %s); the TensorBoard pictures go to step 0", path,
+                        type(e).__name__, e)
+        return 0
+
+
 def visrank(n: int, workdir: str | None = None, checkpoint: str | None = None, out: str | None = None) -> str:
     """--visrank=N: ranked-results pictures of N test queries (reid_tf.rank.visrank_trial).
 
@@ -307,27 +321,17 @@ def visrank(n: int, workdir: str | None = None, checkpoint: str | None = None, o
     panels, at the last validated step); a checkpoint's to <checkpoint>_visrank (or --out). Returns
     the folder.
     """
-    from reid_tf.rank import visrank_trial
-
-    f = flags.FLAGS
     if workdir:
-        run = _load_run(workdir)
+        run = TrainOptions.load(workdir)
         network = workdir_network(workdir, run)[0]
-        dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))
-        split = dataset.split(run["trial"], run["seed"], run["val_identities"], run["test_identities"])
-        trial, seed, folder, tb = run["trial"], run["seed"], os.path.join(workdir, "visrank"), os.path.join(workdir, "tb", "test")
-        step = 0
-        if os.path.isfile(os.path.join(workdir, "history.json")):
-            with open(os.path.join(workdir, "history.json")) as h:
-                step = json.load(h)[-1]["step"]
+        folder, tb = os.path.join(workdir, "visrank"), os.path.join(workdir, "tb", "test")
     else:
-        network = load_saved_network(checkpoint)
-        dataset = datasets.load_dataset(f.dataset, datasets.dataset_dir(f.dataset, f.data_dir))
-        split = dataset.split(f.trial, f.seed)
-        trial, seed, tb, step = f.trial, f.seed, None, 0
-        folder = out or os.path.splitext(checkpoint)[0] + "_visrank"
-    visrank_trial(network, dataset, split.test, trial, seed, n, folder, tb, step,
-                  title=f"{dataset.name} / {network.name} / trial {trial}: {n} test queries")
+        run, network = _checkpoint_run(), load_saved_network(checkpoint)
+        folder, tb = out or os.path.splitext(checkpoint)[0] + "_visrank", None
+    dataset = run.load_dataset()
+    step = _last_validated_step(workdir) if workdir else 0
+    visrank_trial(network, dataset, run.split(dataset).test, run.trial, run.seed, n, folder, tb, step,
+                  title=f"{dataset.name} / {network.name} / trial {run.trial}: {n} test queries")
     logging.info("ranked results of %d test queries: %s", n, os.path.join(folder, "index.html"))
     return folder
 
@@ -339,24 +343,24 @@ def main(argv):
     if unknown:
         raise UsageError(f"unknown --protocol {', '.join(unknown)}; valid: single_shot, xcorr")
     if f.checkpoint:
-        network = load_saved_network(f.checkpoint)
-        dataset = datasets.load_dataset(f.dataset, datasets.dataset_dir(f.dataset, f.data_dir))
+        run, network = _checkpoint_run(), load_saved_network(f.checkpoint)
+        dataset = run.load_dataset()
         if dataset.spec.protocol == datasets.STANDARD:
             per_trial = evaluate_standard(network, dataset, f.top_k)
         else:
-            split = dataset.split(f.trial, f.seed)
-            per_trial = evaluate_network(network, dataset, split.test, f.trial, f.seed, f.repeats)
+            per_trial = evaluate_network(network, dataset, run.split(dataset).test, run.trial, run.seed,
+                                         f.repeats)
         summary = summarize([per_trial])
         table = markdown(summary, f"{f.dataset} / {f.checkpoint} / trial {f.trial}")
         _write(f.out or os.path.splitext(f.checkpoint)[0] + "_eval", {"summary": summary}, table)
     elif f.workdir and f.shortlist:
-        run = _load_run(f.workdir)
+        run = TrainOptions.load(f.workdir)
         network = workdir_network(f.workdir, run)[0]
-        dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))
-        split = dataset.split(run["trial"], run["seed"], run["val_identities"], run["test_identities"])
-        study = shortlist_study(network, dataset, split.test, run["trial"], run["seed"],
+        dataset = run.load_dataset()
+        split = run.split(dataset)
+        study = shortlist_study(network, dataset, split.test, run.trial, run.seed,
                                 [int(k) for k in f.shortlist.split(",")])
-        table = shortlist_markdown(study, f"{run['dataset']} / {run['model']} / trial {run['trial']}")
+        table = shortlist_markdown(study, f"{run.dataset} / {run.model} / trial {run.trial}")
         _write(os.path.join(f.workdir, "shortlist"), study, table)
     elif f.workdir:
         workdirs, tables = f.workdir.split(","), []

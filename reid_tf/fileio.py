@@ -6,7 +6,7 @@ model.keras, eval.json, manifests, extracted PNGs, result tables) is therefore w
 temporary name in the same folder and renamed onto its final name by `os.replace`, which POSIX makes
 atomic within one file system. Temporary names start with "." and end with ".tmp" (plus the writer's
 own suffix, e.g. ".keras", when a library insists on one), so a leftover from a killed writer is
-hidden and recognisable (`is_temporary`).
+hidden and recognisable (`make clean` removes those under results/).
 
 API: `atomic_path(path)` (a context manager giving the temporary path to write to, for writers that
 take a path: Keras, PIL); `write_text(path, text)` and `write_json(path, body)`.
@@ -20,12 +20,6 @@ import uuid
 from typing import Any, Iterator
 
 TEMP_SUFFIX = ".tmp"
-
-
-def is_temporary(name: str) -> bool:
-    """True for a file name this module uses while writing (a leftover of an interrupted write)."""
-    base = os.path.basename(name)
-    return base.startswith(".") and TEMP_SUFFIX in base
 
 
 @contextlib.contextmanager

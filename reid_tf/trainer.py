@@ -1,47 +1,30 @@
 """Training with `model.fit`: the objective of §3.1 (Eq. 6) and the recipe of §4.2.
 
-Pieces, and why each is not a stock Keras one:
 - `PairTrainer` wraps the network and overrides `compute_loss` (the Keras 3 hook for losses that
   need several outputs): L_cls (Eq. 3) + L_ctr (Eq. 4, not for "cls") + θ penalty (§4.2) + weight
   decay (§4.2, the layers' L2 regularisers), with one Mean tracker per term for logs/TensorBoard.
-- `StepCheckpoint`: keras.callbacks.BackupAndRestore restores only the epoch counter, restarts the
-  epoch's data from its beginning and writes its files in place. An exact resume needs the global
-  step, the optimizer state and the data position, written atomically; tf.train.CheckpointManager
-  does the atomic part (the state file is replaced only after the checkpoint is complete), and the
-  pair pipeline is a pure function of (seed, step), so restoring the step restores the data.
-  It also refuses to save non-finite weights and stops the run on a NaN/Inf loss.
-- `restore` continues from the newest checkpoint that restores, moving damaged newer ones to
+- `make_optimizer`: Adam, as §4.2.
+- Checkpoints: `checkpoint_manager` (what reid_tf.callbacks.StepCheckpoint saves with); `restore`
+  continues from the newest checkpoint that restores, moving damaged newer ones to
   checkpoints/damaged/ (kept); `remove_partial_checkpoints` deletes the `ckpt-N_temp/` staging
   folders of killed saves; `restore_network` is the read-only form for evaluation.
-- `StopOnSignal`: SIGINT/SIGTERM set a flag read at the end of a step, so training stops on a step
-  boundary, StepCheckpoint saves there, and the CLI exits with one line (reid_tf.cli.Interrupted).
-- A Keras "epoch" here is one checkpoint interval (`checkpoint_every` steps) so that fit's
-  initial_epoch can express a resume point; the paper's epochs are converted to steps
-  (reid_tf.pairs.steps_per_epoch).
-- `ProgressLogger`: periodic absl log lines with step, pairs/s, loss terms and ETA (the Keras
-  progress bar writes carriage returns into log files and has no pairs/s).
+
+The callbacks of a run (checkpoints every N steps, the time budget, Ctrl-C, progress lines,
+validation) are in reid_tf.callbacks; reid_tf.train is the command that puts them together.
 """
 from __future__ import annotations
 
 import glob
-import math
 import os
 import shutil
-import signal
-import threading
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from reid_tf import config, fileio, losses
 from reid_tf import model as model_lib
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised when the loss or the weights become NaN/Inf; the last good checkpoint is kept."""
 
 
 @keras.saving.register_keras_serializable(package="reid_tf")
@@ -101,103 +84,6 @@ class PairTrainer(keras.Model):
     @property
     def metrics(self):
         return [*self.trackers.values(), self.accuracy]
-
-
-class StepCheckpoint(keras.callbacks.Callback):
-    """Atomic checkpoints every `every` steps (and at the end); NaN/Inf guard. See module docstring."""
-
-    def __init__(self, manager: tf.train.CheckpointManager, every: int, total_steps: int, keep_every: int = 0):
-        super().__init__()
-        self.manager, self.every, self.total_steps = manager, int(every), int(total_steps)
-        self.stopped_early = False
-        # Checkpoints at multiples of keep_every also go to checkpoints/kept/, never deleted: the
-        # points of an accuracy curve (experiments.curve), which the rolling MAX_TO_KEEP would drop.
-        self.keep_every = int(keep_every)
-        self.kept = tf.train.CheckpointManager(manager.checkpoint, os.path.join(manager.directory, KEPT_DIR),
-                                               max_to_keep=None) if keep_every else None
-
-    @property
-    def step(self) -> int:
-        return int(self.model.optimizer.iterations.numpy())
-
-    def _weights_finite(self) -> bool:
-        return all(np.all(np.isfinite(v.numpy())) for v in self.model.trainable_variables)
-
-    def save(self, reason: str, manager: tf.train.CheckpointManager | None = None):
-        if not self._weights_finite():
-            raise NonFiniteLossError(
-                f"weights became NaN/Inf at step {self.step}; not saving. The last good checkpoint "
-                f"is {self.manager.latest_checkpoint}")
-        path = (manager or self.manager).save(checkpoint_number=self.step)
-        logging.info("checkpoint %s (%s)", path, reason)
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.model.stop_training = True
-            raise NonFiniteLossError(
-                f"loss is {float(loss)} at step {self.step}: training stopped. The last good "
-                f"checkpoint {self.manager.latest_checkpoint} is kept; lower --learning_rate or "
-                "check the data, then --resume.")
-        if self.kept is not None and self.step % self.keep_every == 0:
-            self.save(f"kept: a multiple of {self.keep_every} steps", self.kept)
-        if self.step >= self.total_steps:
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.save(f"interval {epoch + 1}" if self.step % self.every == 0 else "training stopped")
-
-    def on_train_end(self, logs=None):
-        latest = self.manager.latest_checkpoint
-        if latest is None or checkpoint_step(latest) != self.step:
-            self.save("end of training")
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stop cleanly (at a step boundary, then checkpoint) once `minutes` of training have passed."""
-
-    def __init__(self, minutes: float | None):
-        super().__init__()
-        self.minutes, self.start, self.exhausted = minutes, None, False
-
-    def on_train_begin(self, logs=None):
-        self.start = time.monotonic()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.minutes and time.monotonic() - self.start > 60 * self.minutes:
-            self.exhausted = self.model.stop_training = True
-
-
-class ProgressLogger(keras.callbacks.Callback):
-    """Every `every_seconds`: step/total, pairs/s, the loss terms and the ETA, via absl logging."""
-
-    def __init__(self, total_steps: int, batch_size: int, every_seconds: float = 30.0):
-        super().__init__()
-        self.total, self.batch, self.every = total_steps, batch_size, every_seconds
-
-    def on_train_begin(self, logs=None):
-        self.t0 = self.last = time.monotonic()
-        self.step0 = self.last_step = int(self.model.optimizer.iterations.numpy())
-
-    def on_train_batch_end(self, batch, logs=None):
-        now = time.monotonic()
-        step = int(self.model.optimizer.iterations.numpy())
-        if now - self.last < self.every and step < self.total:
-            return
-        rate = (step - self.last_step) * self.batch / max(now - self.last, 1e-9)
-        overall = (step - self.step0) / max(now - self.t0, 1e-9)
-        eta = (self.total - step) / overall if overall > 0 else float("inf")
-        terms = " ".join(f"{k}={float(v):.4f}" for k, v in (logs or {}).items())
-        logging.info("step %d/%d  %.1f pairs/s  %s  ETA %s", step, self.total, rate, terms, _hms(eta))
-        self.last, self.last_step = now, step
-
-
-def _hms(seconds: float) -> str:
-    """H:MM:SS with unbounded hours ('?' when unknown)."""
-    if not math.isfinite(seconds):
-        return "?"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def make_optimizer(learning_rate: float = config.LEARNING_RATE) -> keras.optimizers.Optimizer:
@@ -331,64 +217,3 @@ def restore_network(network: keras.Model, directory: str) -> tuple[str, int]:
 
 def checkpoint_dir(workdir: str) -> str:
     return os.path.join(workdir, "checkpoints")
-
-
-class StopOnSignal(keras.callbacks.Callback):
-    """SIGINT (Ctrl-C) or SIGTERM: finish the current step, then stop training, so that StepCheckpoint
-    writes a checkpoint at this step and --resume continues from it. A second signal acts at once.
-
-    Use as a context manager around fit (it installs the handlers, in the main thread only);
-    `signum` is the signal received, or None.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.signum: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> "StopOnSignal":
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._restore_handlers()
-
-    def _restore_handlers(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
-
-    def _handle(self, signum, frame) -> None:
-        self.signum = signum
-        self._restore_handlers()  # a second Ctrl-C / SIGTERM is not deferred
-        logging.warning("%s received: stopping after the current step and writing a checkpoint "
-                        "(send it again to stop at once, without one)", signal.Signals(signum).name)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.signum is not None:
-            self.model.stop_training = True
-
-
-# Test-only: tests/test_train.py sets this to crash a run at a known step (deterministic, where a test
-# polling for a checkpoint and then killing the process would race against a fast machine).
-KILL_AT_STEP_ENV = "REID_TF_TEST_KILL_AT_STEP"
-
-
-class KillAtStep(keras.callbacks.Callback):
-    """SIGKILL this process once the global step reaches `step`: a hard crash, no clean-up, no save."""
-
-    def __init__(self, step: int):
-        super().__init__()
-        self.step = int(step)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) >= self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-def testing_callbacks() -> list[keras.callbacks.Callback]:
-    """The callbacks a test asked for through the environment (none in normal use)."""
-    step = os.environ.get(KILL_AT_STEP_ENV)
-    return [KillAtStep(int(step))] if step else []

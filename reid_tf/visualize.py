@@ -20,14 +20,15 @@ widths (15 → 8 at level 3, then 8 → 4) TF's "same" pooling pads the right, s
 (16) rather than 7.5 (15) and a column can be off by up to half a map pixel. Good enough for a
 picture, and it keeps the map and the image the same extent.
 
-Pure numpy + PIL except `figure4_panel` (runs the Keras model) and `write_figure4_summary`
-(tf.summary); TensorFlow is imported inside those.
+Pure numpy + PIL except `run_pairs` (runs the Keras model) and `image_summary` (tf.summary.image,
+which TensorBoard, a dependency, provides).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 
 from reid_tf import config
@@ -335,27 +336,9 @@ def write_figure4_summary(writer_or_none, model, query, matched, unmatched, step
 
 
 def image_summary(tag: str, image: np.ndarray, step: int) -> bool:
-    """One uint8 (H, W, 3) image as a TensorBoard image summary under the default writer.
-
-    Uses tf.summary.image when TensorBoard is installed. tf.summary.image is only a stub in
-    TensorFlow itself (TensorBoard is not a dependency of this project), so otherwise the same record
-    is written with core TensorFlow: the images plugin's format, a string tensor
-    [width, height, PNG bytes] with plugin "images" (ImagePluginData version 0 serialises to b"").
-    Returns False if there is no default writer.
-    """
-    import importlib.util
-
-    import tensorflow as tf
-    from tensorflow.core.framework import summary_pb2
-
-    image = np.asarray(image, dtype=np.uint8)
-    if importlib.util.find_spec("tensorboard") is not None:
-        return tf.summary.image(tag, image[None], step=step)
-    metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images", content=b""),
-        data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
-    tensor = tf.stack([tf.as_string(image.shape[1]), tf.as_string(image.shape[0]), tf.io.encode_png(image)])
-    return tf.summary.write(tag, tensor, step=step, metadata=metadata)
+    """One uint8 (H, W, 3) image as a TensorBoard image summary (tf.summary.image) under the default
+    writer. Returns False if there is no default writer."""
+    return tf.summary.image(tag, np.asarray(image, dtype=np.uint8)[None], step=step)
 
 
 def save_png(panel: np.ndarray, path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from reid_tf import fileio
 from tests import fixtures
 
-COMMANDS = ("reid_tf.train", "reid_tf.evaluate", "reid_tf.complexity", "data_tools.prepare_viper",
+COMMANDS = ("reid_tf.train", "reid_tf.evaluate", "experiments.table5", "data_tools.prepare_viper",
             "data_tools.prepare_cuhk01", "data_tools.prepare_cuhk03", "data_tools.make_synthetic",
             "experiments.reproduce", "experiments.curve")
 
@@ -83,7 +83,7 @@ def test_named_dataset_that_is_not_prepared_is_an_error(tmp_path):
     ("reid_tf.evaluate", ["--workdir={tmp}/none"], ["not a reid_tf.train workdir"]),
     ("reid_tf.evaluate", [], ["--workdir"]),
     ("reid_tf.evaluate", ["--checkpoint={tmp}/none.keras"], ["not found"]),
-    ("reid_tf.complexity", ["--presets=nope"], ["nope"]),
+    ("experiments.table5", ["--presets=nope"], ["nope"]),
     ("data_tools.prepare_viper", ["--src={tmp}/none", "--out={tmp}/out"], ["folder not found"]),
     ("data_tools.prepare_cuhk03", ["--mat={tmp}/none.mat", "--out={tmp}/out"], ["file not found"]),
     ("data_tools.make_synthetic", ["--out={tmp}/s", "--identities=0"], ["identities"]),

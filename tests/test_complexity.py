@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from experiments import table5
 from reid_tf import complexity
 from reid_tf.layers import depthwise_xcorr
 from reid_tf.model import build_model
@@ -151,17 +152,17 @@ def test_whole_presets_against_hand_totals(measured):
 def test_report_shows_the_counted_values(measured):
     """The report prints our counts (not only the paper's constants, which it always prints)."""
     l23, l234 = measured["l23"], measured["l234"]
-    table = complexity.format_table([l23, l234])
+    table = table5.format_table([l23, l234])
     row = next(line for line in table.splitlines() if line.startswith("l23 "))
     cells = row.split()
     assert cells[1] == f"{hand_params((2, 3)) / 1e6:.3f}" and cells[5] == f"{l23['macs'] / 1e9:.3f}"
     assert float(cells[7]) == pytest.approx(hand_params((2, 3)) / 1e6 / 0.5, abs=0.006)  # ratio to 0.5 M
-    assert "csn_2.xcorr" in complexity.format_breakdown(l23)
-    assert f"{2 * 3 * 40 * 15 * 96 * 100 / 1e6:.2f}" in complexity.format_breakdown(l23)  # its MMACs
-    gaps = complexity.format_gaps(l23)
-    readings = dict(complexity.readings(l23)["flops"])
+    assert "csn_2.xcorr" in table5.format_breakdown(l23)
+    assert f"{2 * 3 * 40 * 15 * 96 * 100 / 1e6:.2f}" in table5.format_breakdown(l23)  # its MMACs
+    gaps = table5.format_gaps(l23)
+    readings = dict(table5.readings(l23)["flops"])
     assert readings["MACs, both images"] == pytest.approx(l23["macs"] / 1e9)
     # 0.466 GMACs is 0.49 of the paper's 0.96: a gap, not "within ±25 %"
     assert any("MACs, both images" in line and line.endswith("gap") for line in gaps.splitlines())
-    increment = complexity.format_increment(l23, l234)
+    increment = table5.format_increment(l23, l234)
     assert f"params +{(hand_params((2, 3, 4)) - hand_params((2, 3))) / 1e6:.3f} M" in increment

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from reid_tf import evaluate, pairs, scoring
+from reid_tf import evaluate, scoring
 from reid_tf.datasets import Record
 
 IDENTITIES = [7, 8, 9]
@@ -56,7 +56,7 @@ def fake_scoring(monkeypatch):
         return ([Record(f"q{i}_{seed}", i, 0) for i in identities], [Record(f"g{i}_{seed}", i, 1) for i in identities])
 
     monkeypatch.setattr(scoring, "ScoringEngine", FakeEngine)
-    monkeypatch.setattr(pairs, "load_images", lambda paths: list(paths))
+    monkeypatch.setattr(evaluate, "load_images", lambda paths: list(paths))
     monkeypatch.setattr(evaluate.datasets, "single_shot", single_shot)
     return draws
 

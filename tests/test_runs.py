@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from reid_tf import train, trainer, workdir
+from reid_tf import callbacks, train, trainer, workdir
 from tests import fixtures
 
 TINY = ["--synthetic_identities=24", "--batch_size=6", "--log_every_seconds=0", "--nofigures"]
@@ -208,7 +208,7 @@ def test_first_signal_stops_at_the_step_boundary_second_acts_at_once():
     class Model:
         stop_training = False
 
-    stop = trainer.StopOnSignal()
+    stop = callbacks.StopOnSignal()
     stop.set_model(Model())
     with stop:
         try:

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from data_tools.make_synthetic import make_synthetic
-from reid_tf import config, pairs, trainer
+from reid_tf import callbacks, config, pairs, trainer
 from reid_tf.datasets import Record, manifest_records, read_manifest
 from reid_tf.model import build_model
 
@@ -163,7 +163,7 @@ def test_keep_every_keeps_the_curve_checkpoints_the_rolling_ones_drop(records, t
         def on_train_batch_end(self, batch, logs=None):
             weights[int(self.model.optimizer.iterations.numpy())] = self.model.network.get_weights()[0].copy()
 
-    callback = trainer.StepCheckpoint(manager, 2, 8, keep_every=3)
+    callback = callbacks.StepCheckpoint(manager, 2, 8, keep_every=3)
     model.fit(pairs.make_shared_dataset(records, 18, 2, CROPS), steps_per_epoch=2, epochs=4, verbose=0,
               callbacks=[callback, Record_()])
     rolling = sorted(trainer.checkpoint_step(p) for p in manager.checkpoints)

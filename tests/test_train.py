@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reid_tf import config, datasets, trainer
+from reid_tf import callbacks, config, datasets
 from reid_tf.model import load_network
 from reid_tf.pairs import load_images
 from reid_tf.scoring import ScoringEngine
@@ -121,7 +121,7 @@ def test_sigkill_then_resume_ends_where_the_uninterrupted_run_ends(data_dir, ref
     """The run SIGKILLs itself after step 3 (a test-only hook, so no race with the machine's speed):
     checkpoint 2 survives, step 3 is lost, and the resume redoes it from checkpoint 2's data position."""
     workdir = str(tmp_path / "killed")
-    env = {**os.environ, trainer.KILL_AT_STEP_ENV: "3"}
+    env = {**os.environ, callbacks.KILL_AT_STEP_ENV: "3"}
     proc = subprocess.run(train_cmd(data_dir, workdir, "--max_steps=6", "--noevaluate"), env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
@@ -262,16 +262,16 @@ def test_epochs_become_steps_with_the_datasets_recipe(data_dir, tmp_path, pairin
 
 def test_time_budget_stops_at_the_first_step_past_it(monkeypatch):
     clock = [100.0]
-    monkeypatch.setattr(trainer.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])
     model = types.SimpleNamespace(stop_training=False)
-    budget = trainer.TimeBudget(0.5)  # --max_minutes=0.5: 30 s
+    budget = callbacks.TimeBudget(0.5)  # --max_minutes=0.5: 30 s
     budget.set_model(model)
     budget.on_train_begin()
     for now, stop in ((110.0, False), (129.9, False), (130.1, True)):
         clock[0] = now
         budget.on_train_batch_end(0)
         assert (model.stop_training, budget.exhausted) == (stop, stop), now
-    unbounded = trainer.TimeBudget(None)
+    unbounded = callbacks.TimeBudget(None)
     unbounded.set_model(model := types.SimpleNamespace(stop_training=False))
     unbounded.on_train_begin()
     clock[0] = 1e9

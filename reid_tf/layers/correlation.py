@@ -41,8 +41,8 @@ def depthwise_xcorr_parts_fft(signal, kernels):
 
     Padding as "SAME" does and correlating circularly at (H + h − 1, W + w − 1) wraps nothing into
     the first H × W outputs, and each signal's spectrum is shared by its P kernels. CSN's "fft"
-    form: level 2 forward + backward 44 pairs/s on 2 CPU cores, against 134 for the "shift" form
-    below and 30 for the folded depth-wise convolution (benchmarks/bench_scoring.py (f)).
+    form: to train, slower than the "shift" form below and faster than the folded depth-wise
+    convolution (benchmarks/bench_scoring.py (f); the figures: docs/RESULTS.md, "Speed").
     keras.ops has no 2-D real FFT, hence tf.signal.
 
     Args:
@@ -96,8 +96,8 @@ def _xcorr_shift_grad_signal(grad, kernels):
 
 
 # Output-gradient rows per XLA call of the kernel gradient: one call then reads a few rows of the
-# gradient and the signal, which stay in cache for all h·w outputs. Level 2 at batch 128, measured:
-# 4 rows 0.40 s, 8 rows 0.45 s, all 40 rows in one call 3.0 s; by FFT 1.2 s.
+# gradient and the signal, which stay in cache for all h·w outputs. 4 rows were the fastest measured
+# at level 2, faster than all rows in one call and than the FFT (docs/RESULTS.md, "Speed").
 _KERNEL_GRAD_ROWS = 4
 
 

@@ -1,0 +1,72 @@
+"""A run's options in one typed place (issue 14): TrainOptions.save / load round trip run.json, an
+older run.json takes the values of its time for the settings it predates, a missing or damaged one
+is one clear error, and TrainOptions.split is the trial's split."""
+import dataclasses
+import json
+
+import pytest
+
+from reid_tf import datasets, evaluate
+from reid_tf.datasets.synthetic import make_synthetic
+from reid_tf.train import TrainOptions, read_run, resume_mismatches, run_setting
+
+
+def test_save_then_load_gives_the_same_options(tmp_path):
+    opts = TrainOptions(dataset="viper", model="l234", trial=3, seed=7, batch_size=64, pairing="shared",
+                        shared_images_per_camera=1, max_minutes=2.5, workdir=str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    opts.save(total_steps=10, steps_per_epoch=4, split_sizes=[316, 0, 316])
+    assert TrainOptions.load(opts.workdir) == opts
+    assert read_run(opts.workdir)["steps_per_epoch"] == 4  # what the options came to, beside them
+
+
+def test_an_older_run_json_has_the_values_of_its_time(tmp_path):
+    """Written before --pairing, --shared_images_per_camera, --recipe and --keep_every existed."""
+    (tmp_path / "run.json").write_text(json.dumps({"dataset": "cuhk01", "model": "l23", "trial": 1, "seed": 0,
+                                                   "batch_size": 128, "workdir": "elsewhere/run",
+                                                   "total_steps": 40, "steps_per_epoch": 8}))
+    opts = TrainOptions.load(str(tmp_path))
+    assert (opts.pairing, opts.shared_images_per_camera, opts.recipe, opts.keep_every) == (
+        "per_pair", 2, "cross_camera", 0)
+    assert (opts.dataset, opts.trial, opts.batch_size) == ("cuhk01", 1, 128)
+    assert opts.workdir == str(tmp_path)  # where the run is now, not where it was trained
+    # --resume compares with those same values
+    current = dataclasses.asdict(dataclasses.replace(opts, pairing="shared"))
+    assert resume_mismatches(read_run(str(tmp_path)), current) == ["--pairing=per_pair (now shared)"]
+    # session 3's curve files recorded the settings a run predated as null: the same values
+    assert [run_setting({"recipe": None, "pairing": None, "shared_images_per_camera": None}, n)
+            for n in ("recipe", "pairing", "shared_images_per_camera")] == ["cross_camera", "per_pair", 2]
+
+
+@pytest.mark.parametrize("text,error,words", [
+    (None, FileNotFoundError, "not a reid_tf.train workdir"),
+    ('{"dataset": ', ValueError, "is damaged"),
+    ("[1, 2]", ValueError, "is damaged"),
+])
+def test_a_missing_or_damaged_run_json_is_one_clear_error(tmp_path, text, error, words):
+    if text is not None:
+        (tmp_path / "run.json").write_text(text)
+    with pytest.raises(error, match=words):
+        TrainOptions.load(str(tmp_path))
+
+
+def test_split_is_the_trials_split(tmp_path):
+    make_synthetic(str(tmp_path / "synthetic"), identities=16, seed=0, images_per_camera=1)
+    opts = TrainOptions(data_dir=str(tmp_path), trial=1, seed=2, val_identities=2, test_identities=5)
+    dataset = opts.load_dataset()
+    assert dataset.name == "synthetic"
+    assert opts.split(dataset) == dataset.split(1, 2, 2, 5)
+    assert len(opts.split(dataset).test) == 5
+    assert datasets.records_of(dataset, opts.split(dataset).train)
+
+
+@pytest.mark.parametrize("text,step", [(None, 0), ('[{"step": 5}, {"step": 9}]', 9), ("[]", 0), ('[{"ste', 0),
+                                       ('{"step": 9}', 0), ('[{"rank1": 50}]', 0)])
+def test_visranks_step_from_history_json_never_a_traceback(tmp_path, text, step, caplog):
+    """evaluate --visrank's TensorBoard step: the last validated one; a damaged history.json is one
+    warning line (it was an IndexError / KeyError traceback)."""
+    if text is not None:
+        (tmp_path / "history.json").write_text(text)
+    assert evaluate._last_validated_step(str(tmp_path)) == step
+    warnings = [r for r in caplog.records if "history.json cannot be read" in r.getMessage()]
+    assert len(warnings) == (text is not None and step == 0)
