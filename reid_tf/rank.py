@@ -84,11 +84,8 @@ def decode_images(contents: Sequence[bytes]) -> tuple[np.ndarray, list[str | Non
             decoded[i] = images.decode(data)
         except images.ImageError as e:
             errors[i] = str(e).split(": ", 1)[-1]  # the reason; the caller names the file
-    by_shape: dict[tuple, list[int]] = {}
-    for i, image in decoded.items():
-        by_shape.setdefault(image.shape, []).append(i)
-    for index in by_shape.values():  # one batched resize per distinct size
-        out[index] = images.resize(np.stack([decoded[i] for i in index])).numpy()
+    if decoded:
+        out[list(decoded)] = images.resize_all(list(decoded.values()))
     return out, errors
 
 
