@@ -21,9 +21,9 @@ from absl import flags, logging
 
 from data_tools import common
 from data_tools.common import DatasetError
+from reid_tf.datasets import DISTRACTOR, JUNK
 
 FOLDERS = {"records": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
-JUNK, DISTRACTOR = -1, 0  # Market-1501's identity -1 ("junk") and 0000 (distractors)
 
 
 def read_folder(folder: str, name: re.Pattern, suffix: str) -> list[dict]:

@@ -40,24 +40,14 @@ PAIR_OUTPUTS = ("p_match", "distance", "score", "logits")
 
 
 def with_correlation(model, correlation: str = "direct"):
-    """The same network (same weights) with every CSN similarity computing Eq. 2 by `correlation`."""
-    import keras
+    """The same network (same weights) with every CSN similarity computing Eq. 2 by `correlation`:
+    built anew from the model's own config (reid_tf.model.model_config_of), weights copied by layer."""
+    from reid_tf.model import build_model, copy_weights, model_config_of
 
-    def rewrite(node):
-        if isinstance(node, dict):
-            name = str(node.get("registered_name") or node.get("class_name") or "")
-            if name.split(">")[-1] in ("CSNSimilarity", "CSN") and isinstance(node.get("config"), dict):
-                node["config"]["correlation"] = correlation
-            for value in node.values():
-                rewrite(value)
-        elif isinstance(node, list):
-            for value in node:
-                rewrite(value)
-
-    cfg = model.get_config()
-    rewrite(cfg)
-    clone = keras.Model.from_config(cfg)
-    clone.set_weights(model.get_weights())
+    clone = build_model(model_config_of(model), correlation)
+    _, missed = copy_weights(model, clone)
+    if missed:
+        raise ValueError(f"{model.name}: layers {missed} were not carried over to the {correlation!r} rebuild")
     return clone
 
 

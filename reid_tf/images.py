@@ -85,18 +85,23 @@ def read_image(path):
     return resize(image)
 
 
-def load_uint8(paths: Sequence[str]) -> np.ndarray:
-    """Decode and resize images, in order -> uint8 (N, 160, 60, 3)."""
-    # PIL releases the GIL while decoding: one thread per core helps.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        decoded = list(pool.map(decode, paths))
+def resize_all(decoded: Sequence[np.ndarray]) -> np.ndarray:
+    """Decoded images (`decode`) of any sizes, in order -> uint8 (N, 160, 60, 3), by `resize`:
+    one batched resize per distinct size."""
     out = np.empty((len(decoded), *IMAGE_SHAPE), np.uint8)
     by_shape: dict[tuple, list[int]] = {}
     for i, image in enumerate(decoded):
         by_shape.setdefault(image.shape, []).append(i)
-    for shape, index in by_shape.items():  # one batched resize per distinct size
+    for index in by_shape.values():
         out[index] = resize(np.stack([decoded[i] for i in index])).numpy()
     return out
+
+
+def load_uint8(paths: Sequence[str]) -> np.ndarray:
+    """Decode and resize images, in order -> uint8 (N, 160, 60, 3)."""
+    # PIL releases the GIL while decoding: one thread per core helps.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return resize_all(list(pool.map(decode, paths)))
 
 
 def load_images(paths: Sequence[str]) -> np.ndarray:

@@ -33,6 +33,7 @@ from absl import logging
 from scipy.special import gammaln
 
 from reid_tf import config
+from reid_tf.datasets.base import JUNK  # Market-1501's junk boxes: never counted
 
 TIES = ("pessimistic", "expected")
 
@@ -91,9 +92,7 @@ def cmc(scores, query_ids, gallery_ids, max_rank: int | None = None,
     above = (scores > best).sum(axis=1)  # (Q,) other identities strictly above (matches can't be)
     tied_others = ((scores == best) & ~matches).sum(axis=1)  # (Q,)
     if ties == "pessimistic":
-        ranks = 1 + above + tied_others
-        counts = np.bincount(np.minimum(ranks, max_rank + 1), minlength=max_rank + 2)
-        return np.cumsum(counts[1:max_rank + 1]) / len(ranks)
+        return _curve(1 + above + tied_others, max_rank)
     tied_matches = ((scores == best) & matches).sum(axis=1)  # (Q,) ≥ 1
     return _expected_curve(above, tied_others, tied_matches, max_rank)
 
@@ -124,15 +123,34 @@ def rank_k(curve: np.ndarray, ks: Sequence[int] = config.RANKS) -> dict[int, flo
     return {int(k): float(curve[min(k, len(curve)) - 1]) for k in ks}
 
 
+def _curve(ranks: np.ndarray, max_rank: int) -> np.ndarray:
+    """CMC (max_rank,) from each query's 1-based rank of its first true match."""
+    counts = np.bincount(np.minimum(ranks, max_rank + 1), minlength=max_rank + 2)
+    return np.cumsum(counts[1:max_rank + 1]) / len(ranks)
+
+
+def _ranked_hits(scores: np.ndarray, matches: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """(Q, G) bool: whether rank position 1..G of each query holds a true match. Each row is sorted
+    by score descending and, inside a tie, non-matches first (the pessimistic rule of the module
+    docstring); items not in `keep` go last and are never matches (the standard protocol's
+    exclusions). The one ranking rule of CMC ranks and AP, single-shot and standard protocol."""
+    keys = (matches, -scores) if keep is None else (matches, -scores, ~keep)
+    order = np.lexsort(keys, axis=1)  # (Q, G); np.lexsort sorts by its last key first
+    return np.take_along_axis(matches if keep is None else matches & keep, order, axis=1)
+
+
+def _average_precision(hits: np.ndarray) -> np.ndarray:
+    """Uninterpolated AP (Q,) of ranked hits (`_ranked_hits`): the mean of the precision at each
+    true match; NaN for a row without one."""
+    n = hits.sum(axis=1)
+    precision = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)  # (Q, G)
+    return np.where(n > 0, (precision * hits).sum(axis=1) / np.maximum(n, 1), np.nan)
+
+
 def average_precisions(scores, query_ids, gallery_ids) -> np.ndarray:
     """Average precision (Q,) of every query, ties pessimistic (module docstring)."""
     scores, matches = _validate(scores, query_ids, gallery_ids)
-    # Sort each row by score descending, and inside a tie other identities first (pessimistic);
-    # np.lexsort sorts by the last key first.
-    order = np.lexsort((matches, -scores), axis=1)  # (Q, G)
-    hits = np.take_along_axis(matches, order, axis=1)  # (Q, G) true match at each position
-    precision = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)  # (Q, G)
-    return (precision * hits).sum(axis=1) / hits.sum(axis=1)
+    return _average_precision(_ranked_hits(scores, matches))
 
 
 def mean_average_precision(scores, query_ids, gallery_ids) -> float:
@@ -175,9 +193,6 @@ def summarize_trials(curves: Sequence[np.ndarray], ks: Sequence[int] = config.RA
 
 # ---------------------------------------------------------------------------------------------
 # The standard protocol of Market-1501 (Zheng et al., ICCV 2015), DukeMTMC-reID and CUHK03-NP.
-JUNK = -1  # Market-1501's identity of junk boxes: never counted, neither as match nor as non-match
-
-
 def standard_protocol(scores, query_ids, query_cameras, gallery_ids, gallery_cameras,
                       max_rank: int | None = None, chunk: int = 256) -> dict:
     """CMC and mAP with every query ranked against the whole gallery (multi-shot, multi-camera).
@@ -214,26 +229,17 @@ def standard_protocol(scores, query_ids, query_cameras, gallery_ids, gallery_cam
     max_rank = G if max_rank is None else int(max_rank)
     first = np.zeros(len(q_ids), np.int64)
     ap = np.full(len(q_ids), np.nan)
-    positions = np.arange(1, G + 1)
     for s in range(0, len(q_ids), chunk):
         block = np.asarray(scores[s:s + chunk], np.float64)  # (c, G)
         if np.isnan(block).any():
             raise ValueError(f"scores contain NaN values (queries {s}–{s + len(block) - 1})")
         same_id = q_ids[s:s + chunk, None] == g_ids[None, :]  # (c, G)
         keep = ~(same_id & (q_cams[s:s + chunk, None] == g_cams[None, :])) & (g_ids != JUNK)[None, :]
-        matches = same_id & keep
-        # Kept items first, then by score descending, and inside a tie non-matches first (np.lexsort
-        # sorts by its last key first).
-        order = np.lexsort((matches, -block, ~keep), axis=1)  # (c, G)
-        hits = np.take_along_axis(matches, order, axis=1)  # (c, G) true match at each rank
-        n = hits.sum(axis=1)
-        valid = n > 0
-        first[s:s + chunk] = np.where(valid, hits.argmax(axis=1) + 1, 0)
-        precision = np.cumsum(hits, axis=1) / positions  # (c, G)
-        ap[s:s + chunk] = np.where(valid, (precision * hits).sum(axis=1) / np.maximum(n, 1), np.nan)
+        hits = _ranked_hits(block, same_id, keep)  # (c, G) true match at each rank, excluded items last
+        first[s:s + chunk] = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, 0)
+        ap[s:s + chunk] = _average_precision(hits)
     valid = first > 0
     if not valid.any():
         raise ValueError(f"none of the {len(q_ids)} queries has a true match in the gallery from another camera")
-    counts = np.bincount(np.minimum(first[valid], max_rank + 1), minlength=max_rank + 2)
-    return {"curve": np.cumsum(counts[1:max_rank + 1]) / valid.sum(), "map": float(np.mean(ap[valid])),
+    return {"curve": _curve(first[valid], max_rank), "map": float(np.mean(ap[valid])),
             "ap": ap, "first_match": first, "valid": valid, "skipped": int((~valid).sum())}

@@ -198,6 +198,15 @@ def structure(model: keras.Model) -> Structure:
     )
 
 
+def model_config_of(model: keras.Model) -> ModelConfig:
+    """The ModelConfig a network of build_model was built from, read from its layers (so that it
+    can be rebuilt, e.g. with another correlation form)."""
+    parts = structure(model)
+    csn = parts.csn_parts[parts.levels[0]]  # every level is built with the same dividing and STN
+    return ModelConfig(model.name.removeprefix("reid_"), levels=parts.levels, dividing=csn.stripes is not None,
+                       stn=csn.use_stn, contrastive=bool(parts.score.use_distance))
+
+
 def find_layer(model: keras.Model, name: str):
     """A layer of the network by its name, in the encoder or the pair head (e.g. "csn_2", "conv4")."""
     for part in (encoder_of(model), pair_head_of(model)):

@@ -11,8 +11,9 @@ Images: any size and format training reads (PNG, BMP, JPEG), decoded and resized
 training does (`reid_tf.images`); folders are searched recursively. An unreadable or
 truncated file is named in a warning and skipped (`bad_images="stop"`: an error instead).
 
-Two-stage scoring (`shortlist=K`): stage 1 orders each query's gallery by d alone (Eq. 5, from the
-embeddings), stage 2 runs the network on its K nearest images only; the rest rank below them. The
+Two-stage scoring (`shortlist=K`, by `reid_tf.shortlist`): stage 1 orders each query's gallery by d
+alone (Eq. 5, from the embeddings), stage 2 runs the network on its K nearest images only; the rest
+rank below them. The
 default (`shortlist=None`) is exhaustive up to `config.RANK_SHORTLIST_ABOVE` gallery images and
 K = `config.RANK_SHORTLIST_K` above; why those numbers: docs/RESULTS.md "Ranking a gallery".
 
@@ -20,7 +21,8 @@ Feature cache (`cache_dir`): a gallery image's features (`ImageFeatures`: maps, 
 0.44 MB per image for l23) are stored once per (model weights, file bytes), so a second query
 against the same gallery reads them instead of running the network, and an added or changed image
 is the only one computed. Exhaustive ranking streams the gallery through memory in chunks of
-`gallery_chunk` images; the shortlist reads the embeddings of all and the features of the K nearest.
+`gallery_chunk` images; the shortlist reads the embeddings of all and the features of the images
+some query has among its K nearest, each once, in blocks of `gallery_chunk`.
 
 Outputs of the command in --out: ranking.json (per query the top-k gallery paths with score,
 p_match and d), one ranked-results picture per query and index.html (`reid_tf.ranked_results`).
@@ -39,6 +41,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from reid_tf import config, fileio
+from reid_tf.progress import Progress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # what training's decoder reads
 CACHE_FORMAT = "reid_tf-features-v1"  # part of every cache key: bump when the stored features change
@@ -84,11 +87,8 @@ def decode_images(contents: Sequence[bytes]) -> tuple[np.ndarray, list[str | Non
             decoded[i] = images.decode(data)
         except images.ImageError as e:
             errors[i] = str(e).split(": ", 1)[-1]  # the reason; the caller names the file
-    by_shape: dict[tuple, list[int]] = {}
-    for i, image in decoded.items():
-        by_shape.setdefault(image.shape, []).append(i)
-    for index in by_shape.values():  # one batched resize per distinct size
-        out[index] = images.resize(np.stack([decoded[i] for i in index])).numpy()
+    if decoded:
+        out[list(decoded)] = images.resize_all(list(decoded.values()))
     return out, errors
 
 
@@ -143,27 +143,6 @@ def identity_from_name(path: str, pattern: str | None = None) -> int | None:
         if m:
             return identity(m.groups())
     return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Progress
-class Progress:
-    """Logs "<what>: done/total (pct), rate, ETA" every `every` seconds, so short jobs stay quiet."""
-
-    def __init__(self, what: str, total: int, unit: str, every: float = 10.0):
-        self.what, self.total, self.unit, self.every = what, int(total), unit, every
-        self.done, self.t0 = 0, time.monotonic()
-        self.last = self.t0
-
-    def update(self, n: int) -> None:
-        self.done += int(n)
-        now = time.monotonic()
-        if now - self.last >= self.every and self.done < self.total:
-            self.last = now
-            rate = self.done / max(now - self.t0, 1e-9)
-            logging.info("%s: %d/%d %s (%.0f%%), %.1f %s/s, ETA %.0f s", self.what, self.done, self.total,
-                         self.unit, 100 * self.done / self.total, rate, self.unit,
-                         (self.total - self.done) / max(rate, 1e-9))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,10 +232,11 @@ class Ranking:
 
 
 def _best(index: np.ndarray, out: dict[str, np.ndarray], top: int, best: Ranking | None = None) -> Ranking:
-    """Top-`top` per row of scored columns `index` (merged with `best`): descending score, then
-    ascending gallery position, i.e. the order of a stable argsort of −score over the whole gallery."""
-    Q = out["score"].shape[0]
-    cand = {"index": np.broadcast_to(index, (Q, len(index))), **{k: out[k] for k in ("score", "p_match", "distance")}}
+    """Top-`top` per row of scored columns `index` ((n,) shared by every row, or (Q, n)), merged with
+    `best`: descending score, then ascending gallery position, i.e. the order of a stable argsort of
+    −score over the whole gallery."""
+    cand = {"index": np.broadcast_to(index, out["score"].shape),
+            **{k: out[k] for k in ("score", "p_match", "distance")}}
     if best is not None:
         cand = {k: np.concatenate([getattr(best, k), v], axis=1) for k, v in cand.items()}
     order = np.lexsort((cand["index"], -cand["score"]), axis=-1)[:, :top]  # (Q, top)
@@ -395,19 +375,14 @@ class Ranker:
         return best
 
     def _shortlisted(self, fq, fg, top: int, K: int, progress) -> Ranking:
-        """Stage 1 on the whole gallery's embeddings; stage 2 on groups of queries whose K nearest
-        (their union: at most gallery_chunk images) are read together."""
-        distance = self.engine.distance_matrix(fq.embedding, fg.embedding)  # (Q, G)
-        nearest = np.argsort(distance, axis=1, kind="stable")[:, :K]  # (Q, K): the engine's stage 1
-        group = max(1, self.gallery_chunk // K)
-        rows = []
-        for q0 in range(0, len(fq), group):
-            qs = np.arange(q0, min(q0 + group, len(fq)))
-            union = np.unique(nearest[qs])  # ascending, so ties among d resolve as over the whole gallery
-            out = self.engine.score_matrix(fq.take(qs), fg.take(union), shortlist=K)
-            rows.append(_best(union, out, top))
-            progress(len(qs) * K)
-        return Ranking(*(np.concatenate([getattr(r, k) for r in rows]) for k in ("index", "score", "p_match", "distance")))
+        """The two-stage scoring of reid_tf.shortlist on these features: each gallery image's
+        features are read once (from the cache, or memory), in blocks of gallery_chunk images."""
+        from reid_tf.shortlist import score_features
+
+        result = score_features(self.engine, fq, fg.embedding, fg.take, K, block_size=self.gallery_chunk,
+                                progress=progress)
+        return _best(result.shortlist, {"score": result.score, "p_match": result.p_match,
+                                        "distance": result.distance}, top)
 
 
 def load_model_file(path: str):

@@ -21,6 +21,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from reid_tf import config, fileio
+from reid_tf.rank import read_images
+from reid_tf.visualize import _as_float_image, _as_uint8, save_png  # Figure 4's image helpers
 
 MATCH, NON_MATCH, UNKNOWN, QUERY = (0, 160, 60), (220, 30, 30), (170, 170, 170), (40, 90, 220)
 _BACKGROUND = (255, 255, 255)
@@ -69,7 +71,8 @@ def ranked_picture(query: np.ndarray, gallery: Sequence[np.ndarray], captions: S
 
     def tile(image, x, colour, text):
         draw.rectangle([x, 0, x + tile_w - 1, tile_h - 1], fill=colour)
-        canvas.paste(Image.fromarray(_as_uint8(image)).resize((tw, th), Image.BILINEAR), (x + border, border))
+        canvas.paste(Image.fromarray(_as_uint8(_as_float_image(image))).resize((tw, th), Image.BILINEAR),
+                     (x + border, border))
         for i, t in enumerate(text):
             t = _fit(draw, font, t, tile_w)
             draw.text((x + (tile_w - draw.textlength(t, font=font)) / 2, tile_h + 2 + i * line), t,
@@ -82,13 +85,6 @@ def ranked_picture(query: np.ndarray, gallery: Sequence[np.ndarray], captions: S
         tile(image, x, _frame_colour(match), text)
         x += tile_w + gap
     return np.asarray(canvas)
-
-
-def _as_uint8(image) -> np.ndarray:
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        image = np.clip(np.round(image.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
-    return image
 
 
 def picture_names(query_paths: Sequence[str]) -> list[str]:
@@ -126,9 +122,6 @@ def write_all(out: str, body: dict, query_images: Sequence[np.ndarray], gallery_
       gallery_images: path → image of every gallery image shown; read from the files if None.
     Returns the pictures.
     """
-    from reid_tf.rank import read_images
-    from reid_tf.visualize import save_png
-
     if gallery_images is None:
         paths = sorted({r["path"] for q in body["queries"] for r in q["results"]})
         images, kept = read_images(paths, "skip")

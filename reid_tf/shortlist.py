@@ -34,10 +34,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from reid_tf import losses, metrics
-from reid_tf.pairs import load_images
+from reid_tf.images import load_images
+from reid_tf.progress import Progress
 from reid_tf.scoring import ImageFeatures, ScoringEngine
 
 Images = Callable[[np.ndarray], np.ndarray]  # indices -> images (n, 160, 60, 3) float32 in [0, 1]
@@ -51,41 +51,17 @@ def image_source(images_or_paths) -> tuple[int, Images]:
     return len(paths), lambda idx: load_images([paths[i] for i in idx])
 
 
-class Progress:
-    """Logs "what: done/total, rate, ETA" at most every `every` seconds and at the end."""
-
-    def __init__(self, what: str, total: int, unit: str, every: float = 30.0):
-        self.what, self.total, self.unit, self.every = what, total, unit, every
-        self.start = self.last = time.monotonic()
-        self.done = 0
-
-    def add(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self.last >= self.every or self.done >= self.total:
-            self.last = now
-            rate = self.done / max(now - self.start, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else math.inf
-            logging.info("%s: %d/%d %s (%.0f%%), %.0f %s/s, ETA %s", self.what, self.done, self.total,
-                         self.unit, 100 * self.done / max(self.total, 1), rate, self.unit,
-                         time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?")
-
-    @property
-    def seconds(self) -> float:
-        return time.monotonic() - self.start
-
-
 def features_in_chunks(engine: ScoringEngine, count: int, load: Images, chunk: int, keep: bool,
                        what: str) -> tuple[np.ndarray, ImageFeatures | None]:
     """Embeddings (N, D) of every image, and all their features if `keep`."""
-    progress = Progress(what, count, "images")
+    progress = Progress(what, count, "images", every=30.0, at_end=True)
     embeddings, kept = [], []
     for s in range(0, count, chunk):
         f = engine.image_features(load(np.arange(s, min(s + chunk, count))))
         embeddings.append(f.embedding)
         if keep:
             kept.append(f)
-        progress.add(len(f))
+        progress.update(len(f))
     features = None
     if keep:
         features = ImageFeatures({j: np.concatenate([f.maps[j] for f in kept]) for j in engine.levels},
@@ -191,30 +167,54 @@ def score_shortlists(engine: ScoringEngine, query, gallery, k: int, image_chunk:
       query, gallery: images (N, 160, 60, 3) float32 in [0, 1], or lists of image paths.
       k: shortlist length K (≥ G: every pair, i.e. exhaustive).
       image_chunk: images per call of the per-image network (memory ≈ 0.44 MB per image held).
-      block_size: gallery images whose features are held at once in stage 3.
-      max_pairs: pairs per call of pair_p_match (≈ 5 KB each), cut between gallery images.
+      block_size, max_pairs: see `score_features`.
     """
     t0 = time.monotonic()
     Q, load_q = image_source(query)
     G, load_g = image_source(gallery)
     if k < 1:
         raise ValueError(f"shortlist length must be ≥ 1, got {k}")
-    emb_q, fq = features_in_chunks(engine, Q, load_q, image_chunk, keep=True, what="query features")
+    _, fq = features_in_chunks(engine, Q, load_q, image_chunk, keep=True, what="query features")
     emb_g, _ = features_in_chunks(engine, G, load_g, image_chunk, keep=False, what="gallery embeddings")
-    seconds = {"features": time.monotonic() - t0}
+    features = time.monotonic() - t0
+    result = score_features(engine, fq, emb_g, lambda index: engine.image_features(load_g(index)), k,
+                            block_size, max_pairs)
+    result.seconds = {"features": features, **result.seconds, "total": time.monotonic() - t0}
+    return result
+
+
+def score_features(engine: ScoringEngine, fq, emb_g: np.ndarray,
+                   gallery_features: Callable[[np.ndarray], ImageFeatures], k: int, block_size: int = 2048,
+                   max_pairs: int = 50_000, progress: Callable[[int], None] | None = None) -> Shortlisted:
+    """Stages 2–3 of the module docstring, from the queries' features and the gallery's embeddings.
+
+    Args:
+      engine: a ScoringEngine of the model.
+      fq: the queries' features (ImageFeatures, or anything with `.embedding` (Q, D) and `.take`).
+      emb_g: (G, D) the gallery's embeddings.
+      gallery_features: gallery indices (sorted) -> their ImageFeatures; called once per block.
+      k: shortlist length K (≥ G: every pair).
+      block_size: gallery images whose features are held at once in stage 3.
+      max_pairs: pairs per call of pair_p_match (≈ 5 KB each), cut between gallery images.
+      progress: called with the number of pairs just scored (default: a Progress log line).
+    """
+    if k < 1:
+        raise ValueError(f"shortlist length must be ≥ 1, got {k}")
     t = time.monotonic()
-    all_d, shortlist, distance = nearest(emb_q, emb_g, k)
-    seconds["distance"] = time.monotonic() - t
+    all_d, shortlist, distance = nearest(fq.embedding, emb_g, k)
+    seconds = {"distance": time.monotonic() - t}
     t = time.monotonic()
-    K = shortlist.shape[1]
+    Q, G, K = len(fq.embedding), len(emb_g), shortlist.shape[1]
+    if progress is None:
+        progress = Progress(f"Eq. 7 on {Q} × {K} shortlisted pairs", Q * K, "pairs", every=30.0,
+                            at_end=True).update
     p_match = np.full((Q, K), np.nan, np.float32)
     pair_q = np.repeat(np.arange(Q), K)  # (Q·K,) pair i = (pair_q[i], shortlist.flat[i])
     pair_g = shortlist.reshape(-1)
     used = np.unique(pair_g)
-    progress = Progress(f"Eq. 7 on {Q} × {K} shortlisted pairs", Q * K, "pairs")
     for block in gallery_blocks(emb_g[used], block_size):
         g_block = used[block]  # sorted gallery indices of this block
-        fg = engine.image_features(load_g(g_block))
+        fg = gallery_features(g_block)
         local_g = np.full(G, -1, np.int64)
         local_g[g_block] = np.arange(len(g_block))
         pairs = np.flatnonzero(local_g[pair_g] >= 0)
@@ -223,10 +223,9 @@ def score_shortlists(engine: ScoringEngine, query, gallery, k: int, image_chunk:
             uq, q_local = np.unique(pair_q[piece], return_inverse=True)
             p = engine.pair_p_match(fq.take(uq), fg, q_local, local_g[pair_g[piece]])
             p_match.reshape(-1)[piece] = p
-            progress.add(len(piece))
+            progress(len(piece))
     seconds["pairs"] = time.monotonic() - t
     score = engine.score(p_match, distance)  # Eq. 7 (p(match) alone for "cls"), as the model's FinalScore
-    seconds["total"] = time.monotonic() - t0
     return Shortlisted(shortlist, distance, p_match, score, all_d, seconds, Q * K)
 
 

@@ -6,7 +6,7 @@ import tensorflow as tf
 from PIL import Image
 
 from data_tools import common
-from reid_tf import datasets, images, pairs
+from reid_tf import datasets, images, pairs, rank
 
 H, W = images.IMAGE_SHAPE[:2]
 RNG = np.random.default_rng(0)
@@ -72,14 +72,35 @@ def test_every_mode_reads_as_the_same_rgb_everywhere(mode_file):
         np.testing.assert_array_equal(got.numpy(), expected, err_msg=f"cache_images={cache}")
 
 
-def test_resized_modes_agree(tmp_path):
-    """A 128 × 48 palette BMP reads, resized, as the same pixels as its RGB PNG twin."""
-    small = _palette_image().resize((48, 128), Image.NEAREST)
+def _bilinear_antialiased(rgb: np.ndarray) -> np.ndarray:
+    """The resize the module docstring promises, stated on its own: bilinear with antialiasing to
+    160 × 60, rounded to uint8."""
+    out = tf.image.resize(rgb.astype(np.float32), (H, W), method="bilinear", antialias=True).numpy()
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("size", [(128, 48), (320, 120)])  # enlarged (Market-1501's 128 × 64 is) / shrunk
+def test_resized_modes_agree(tmp_path, size):
+    """A palette BMP of another size reads, resized, as the bilinear antialiased resize of its
+    colours, the same as its RGB PNG twin, in evaluation, ranking and both training pipelines."""
+    small = _palette_image().resize(size[::-1], Image.NEAREST)
     small.save(tmp_path / "p.bmp")
     small.convert("RGB").save(tmp_path / "p.png")
-    out = pairs.load_images([str(tmp_path / "p.bmp"), str(tmp_path / "p.png")])
+    expected = _bilinear_antialiased(PALETTE[np.asarray(small)])  # colours first, then resize
+    paths = [str(tmp_path / "p.bmp"), str(tmp_path / "p.png")]
+    out = pairs.load_images(paths)
     assert out.shape == (2, H, W, 3)
-    np.testing.assert_array_equal(out[0], out[1])
+    for got in out:
+        np.testing.assert_array_equal(got, expected / np.float32(255))
+    ranked, kept = rank.read_images(paths)
+    assert kept == [0, 1]
+    np.testing.assert_array_equal(ranked, out)
+    records = [datasets.Record(p, 0, 0) for p in paths]
+    for cache in (True, False):
+        fetch = pairs._image_source(records, cache)
+        for i in range(2):
+            got = tf.data.Dataset.from_tensors(tf.constant(i, tf.int64)).map(fetch).get_single_element()
+            np.testing.assert_array_equal(got.numpy(), expected, err_msg=f"cache_images={cache}, image {i}")
 
 
 def test_undecodable_image_names_the_file(tmp_path):

@@ -106,3 +106,35 @@ def test_same_reader_for_duke_and_cuhk03_np(tmp_path, module, spec, names, suffi
     assert sorted({r.camera for r in ds.gallery}) == sorted({int(n.split("_")[1][1:]) - 1 for n in names})
     assert ds.spec.protocol == datasets.STANDARD and ds.identities == sorted({int(n[:4]) for n in names})
     assert datasets.prepare_command(spec.name, "/d").startswith(f"python -m data_tools.prepare_{module.__name__.split('.')[-1]}")
+
+
+# CUHK03-NP as downloaded: cuhk03-np/{detected,labeled}/ each with Market-1501's three folders and
+# names PPPP_cC_N.png (identity, camera, image number), one query per camera of a test identity.
+CUHK03_NP_NAMES = {
+    "bounding_box_train": ["0001_c1_1.png", "0001_c2_6.png", "0002_c1_11.png", "0002_c2_16.png"],
+    "query": ["0003_c1_22.png", "0003_c2_27.png", "0004_c1_31.png", "0004_c2_36.png"],
+    "bounding_box_test": ["0003_c1_21.png", "0003_c1_23.png", "0003_c2_26.png", "0004_c1_32.png", "0004_c2_35.png"],
+}
+
+
+def test_cuhk03_np_in_its_download_layout(tmp_path):
+    for kind in ("detected", "labeled"):
+        for folder, names in CUHK03_NP_NAMES.items():
+            os.makedirs(tmp_path / "cuhk03-np" / kind / folder)
+            for k, name in enumerate(names):
+                Image.fromarray(fixtures._image(8, 4, k)).save(tmp_path / "cuhk03-np" / kind / folder / name)
+    for kind, spec in (("detected", cuhk03_np.DETECTED), ("labeled", cuhk03_np.LABELED)):
+        out = str(tmp_path / spec.name)
+        summary = bounding_boxes.prepare(spec.name, cuhk03_np.NAME, str(tmp_path / "cuhk03-np" / kind), out,
+                                         suffix=".png")
+        assert [summary[f]["images"] for f in fixtures.MARKET_FOLDERS] == [4, 4, 5]
+        assert all(summary[f]["junk"] == summary[f]["distractors"] == 0 for f in fixtures.MARKET_FOLDERS)
+        ds = datasets.load_dataset(spec.name, out)
+        assert ds.identities == [1, 2] and {r.identity for r in ds.query} == {3, 4}
+        assert [(r.identity, r.camera) for r in ds.query] == [(3, 0), (3, 1), (4, 0), (4, 1)]
+    # Names are checked whole: a tail that is not the image number is not the release's.
+    gallery = tmp_path / "cuhk03-np" / "detected" / "bounding_box_test"
+    os.rename(gallery / "0004_c2_35.png", gallery / "0004_c2_35a.png")
+    with pytest.raises(DatasetError, match=r"0004_c2_35a\.png: unparseable name"):
+        bounding_boxes.prepare("cuhk03_np_detected", cuhk03_np.NAME, str(gallery.parent), str(tmp_path / "x"),
+                               suffix=".png")

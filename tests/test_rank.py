@@ -95,11 +95,36 @@ def test_shortlist_of_at_least_the_gallery_equals_exhaustive(model, synthetic):
 
 
 def test_shortlist_smaller_than_the_gallery_is_the_engines_two_stage_order(model, synthetic):
-    query, gallery = synthetic
-    ranker = rank.Ranker(model, gallery_chunk=4)  # one query per stage-2 group of K = 3 … 4
-    want = ScoringEngine(model).score_matrix(query, gallery, shortlist=3)
-    got = ranker.rank(query, gallery, top=3, shortlist=3)
-    np.testing.assert_array_equal(got.index, np.argsort(-want["score"], axis=1, kind="stable")[:, :3])
+    """Six queries against gallery blocks of two images (reid_tf.shortlist through the Ranker): the
+    engine's two-stage order and values, every query's K nearest scored once, and each gallery
+    image's features read once although several queries share it."""
+    gallery = synthetic[1]
+    query = gallery[[2, 3, 4, 5, 6, 0]]  # each its own nearest: shortlists that differ (an untrained
+    # model's d otherwise puts the same three gallery images first for every query)
+    ranker = rank.Ranker(model, gallery_chunk=2)
+    fq, fg = ranker.encode(query), ranker.encode(gallery)
+    fetched = []
+
+    class CountedGallery:  # the interface of CachedFeatures, counting what is read
+        embedding = fg.embedding
+
+        def __len__(self):
+            return len(fg)
+
+        def take(self, index):
+            fetched.extend(np.atleast_1d(index).tolist())
+            return fg.take(index)
+
+    K = 3
+    want = ScoringEngine(model).score_matrix(query, gallery, shortlist=K)
+    before = ranker.engine.stats["pairs_evaluated"]
+    got = ranker.rank(fq, CountedGallery(), top=K, shortlist=K)
+    order = np.argsort(-want["score"], axis=1, kind="stable")[:, :K]
+    np.testing.assert_array_equal(got.index, order)
+    for key in ("score", "p_match", "distance"):
+        np.testing.assert_allclose(getattr(got, key), np.take_along_axis(want[key], order, axis=1), atol=1e-5)
+    assert ranker.engine.stats["pairs_evaluated"] - before == len(query) * K
+    assert sorted(fetched) == sorted(set(np.flatnonzero(want["evaluated"].any(axis=0))))  # each once
     assert ranker.rank(query, gallery, top=5, shortlist=3).shortlist == 5  # K ≥ top: every shown image scored
 
 

@@ -77,11 +77,32 @@ def test_gallery_blocks_partition():
     assert sorted(np.concatenate(blocks).tolist()) == list(range(100)) and max(map(len, blocks)) <= 30
 
 
+def _protocol_by_hand(order_key, q_ids, q_cams, g_ids, g_cams):
+    """First-match rank and AP of each query, written out per query: gallery images sorted by
+    order_key(q) ascending, minus the query's identity from its own camera and the junk (-1)."""
+    first, ap = [], []
+    for q in range(len(q_ids)):
+        kept = [g for g in sorted(range(len(g_ids)), key=order_key(q))
+                if g_ids[g] != -1 and not (g_ids[g] == q_ids[q] and g_cams[g] == q_cams[q])]
+        hits = [r + 1 for r, g in enumerate(kept) if g_ids[g] == q_ids[q]]
+        first.append(hits[0])
+        ap.append(np.mean([(n + 1) / r for n, r in enumerate(hits)]))
+    return first, ap
+
+
 def test_evaluate_standard_on_records(engine, tmp_path):
+    """Records written as files, two-stage K = 4: each ranking's first matches and APs equal a
+    by-hand protocol on the engine's exhaustive scores of the same files (shortlist = 4 nearest by d,
+    ordered by Eq. 7 or p(match), then the rest by d; or d alone). The gallery holds a same-camera
+    image of query 0's and query 2's identity (excluded), junk (excluded) and two distractors (kept)."""
     from PIL import Image
+
+    from reid_tf.images import load_images
+
     q, g = images(3, 3), images(9, 4)
+    layout = (("q", q, [1, 2, 3], [0, 0, 1]), ("g", g, [1, 1, 2, 2, 3, -1, 0, 0, 3], [0, 1, 1, 2, 0, 1, 2, 0, 1]))
     recs = []
-    for name, imgs, ids, cams in (("q", q, [1, 2, 3], [0, 0, 1]), ("g", g, [1, 1, 2, 2, 3, -1, 0, 0, 3], [0, 1, 1, 2, 0, 1, 2, 0, 1])):
+    for name, imgs, ids, cams in layout:
         rs = []
         for k, (img, i, c) in enumerate(zip(imgs, ids, cams)):
             path = str(tmp_path / f"{name}{k}.png")
@@ -89,5 +110,19 @@ def test_evaluate_standard_on_records(engine, tmp_path):
             rs.append(Record(path, i, c))
         recs.append(rs)
     out = shortlist.evaluate_standard(engine, recs[0], recs[1], k=4)
-    assert set(out) >= {"eq7", "p_match", "distance", "seconds", "pairs"} and out["pairs"] == 12
-    assert out["eq7"]["skipped"] == 0 and 0 < out["eq7"]["map"] <= 1
+    assert out["pairs"] == 12 and out["k"] == 4 and set(out["seconds"]) >= {"features", "distance", "pairs"}
+
+    full = engine.score_matrix(load_images([r.path for r in recs[0]]), load_images([r.path for r in recs[1]]))
+    d = full["distance"]
+    near = [set(np.argsort(d[i], kind="stable")[:4].tolist()) for i in range(3)]
+
+    def two_stage(key):  # shortlisted first by `key` descending, then the rest by d
+        return lambda i: lambda gi: (0, -full[key][i, gi]) if gi in near[i] else (1, d[i, gi])
+
+    ids_cams = (layout[0][2], layout[0][3], layout[1][2], layout[1][3])
+    for name, order in (("eq7", two_stage("score")), ("p_match", two_stage("p_match")),
+                        ("distance", lambda i: lambda gi: d[i, gi])):
+        first, ap = _protocol_by_hand(order, *ids_cams)
+        assert out[name]["skipped"] == 0
+        assert out[name]["first_match"].tolist() == first, name
+        np.testing.assert_allclose(out[name]["ap"], ap, rtol=1e-6, err_msg=name)

@@ -3,7 +3,7 @@ junk exclusion, distractors, ties, queries whose only true matches are excluded.
 import numpy as np
 import pytest
 
-from reid_tf.metrics import JUNK, standard_protocol
+from reid_tf.metrics import JUNK, average_precisions, cmc, match_ranks, standard_protocol
 
 # One query (identity 1, camera 0) and seven gallery images: (identity, camera, score).
 GALLERY = [
@@ -80,6 +80,21 @@ def test_several_queries_chunked_and_max_rank():
         assert whole["first_match"][q] == (hits[0] if len(hits) else 0)
         if len(hits):
             assert whole["ap"][q] == pytest.approx(np.mean(np.arange(1, len(hits) + 1) / hits))
+
+
+def test_without_exclusions_it_is_the_single_shot_metrics_ties_included():
+    """Nothing to exclude (the gallery's cameras differ from every query's, no junk): first match, AP
+    and CMC are exactly match_ranks, average_precisions and cmc of the single-shot metrics, on scores
+    with many ties and several true matches per query: one tie rule, one AP."""
+    rng = np.random.default_rng(3)
+    g_ids = rng.permutation(np.repeat(np.arange(1, 16), 3))[:40]  # some identities 3 times, distractors none
+    q_ids = rng.choice(np.unique(g_ids), size=25)
+    scores = rng.integers(0, 4, size=(25, 40)).astype(float)  # four values: ties everywhere
+    out = standard_protocol(scores, q_ids, np.zeros(25, int), g_ids, np.ones(40, int), chunk=6)
+    assert out["skipped"] == 0
+    np.testing.assert_array_equal(out["first_match"], match_ranks(scores, q_ids, g_ids))
+    np.testing.assert_allclose(out["ap"], average_precisions(scores, q_ids, g_ids))
+    np.testing.assert_allclose(out["curve"], cmc(scores, q_ids, g_ids))
 
 
 def test_bad_input():

@@ -25,14 +25,14 @@ from __future__ import annotations
 import os
 
 from reid_tf.datasets import cuhk01, cuhk03, cuhk03_np, dukemtmcreid, market1501, synthetic, viper
-from reid_tf.datasets.base import (FORMAT, MANIFEST, SINGLE_SHOT, STANDARD, Dataset, DatasetSpec, Record,
-                                   Split, load_manifest, manifest_records, read_manifest, records_of,
-                                   single_shot, write_manifest)
+from reid_tf.datasets.base import (DISTRACTOR, FORMAT, JUNK, MANIFEST, SINGLE_SHOT, STANDARD, Dataset,
+                                   DatasetSpec, Record, Split, load_manifest, manifest_records,
+                                   read_manifest, records_of, single_shot, write_manifest)
 
-__all__ = ["DATASETS", "FORMAT", "MANIFEST", "REGISTRY", "SINGLE_SHOT", "STANDARD", "Dataset",
-           "DatasetSpec", "Record", "Split", "dataset_dir", "get_spec", "is_prepared", "load_dataset",
-           "manifest_records", "prepare_command", "read_manifest", "records_of", "single_shot",
-           "write_manifest"]
+__all__ = ["DATASETS", "DISTRACTOR", "FORMAT", "JUNK", "MANIFEST", "REGISTRY", "SINGLE_SHOT", "STANDARD",
+           "Dataset", "DatasetSpec", "Record", "Split", "dataset_dir", "get_spec", "is_prepared",
+           "load_dataset", "manifest_records", "prepare_command", "read_manifest", "records_of",
+           "single_shot", "write_manifest"]
 
 # The table: name -> spec, in the order the command line lists them (the paper's datasets first).
 REGISTRY: dict[str, DatasetSpec] = {spec.name: spec for spec in (

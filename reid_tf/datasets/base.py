@@ -76,6 +76,12 @@ def manifest_records(root: str, body: dict) -> list[Record]:
 # Protocols: how a dataset is split and evaluated.
 SINGLE_SHOT = "single_shot"  # §4.1: per test identity one camera-A query and one camera-B gallery image
 STANDARD = "standard"  # Market-1501 style: fixed query / gallery sets, junk and same-camera excluded
+# Market-1501's labels for detector boxes that are not a good box of a person (the dataset page,
+# liangzheng.com.cn/Project/project_reid.html: overlap with the hand-drawn box 20–50 % -> "junk",
+# < 20 % -> "distractor"): identity -1, never counted by the standard protocol, neither as match nor
+# as non-match; identity 0000, kept in the gallery as non-matches. DukeMTMC-reID and CUHK03-NP use
+# neither label (Duke's 408 distractor identities have ordinary numbers).
+JUNK, DISTRACTOR = -1, 0
 
 
 @dataclasses.dataclass(frozen=True)
