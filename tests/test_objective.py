@@ -112,5 +112,10 @@ def test_mirrored_gradients_equal_single_device_gradients(tmp_path):
     assert len(moved) > 20  # the gradients themselves, of most variables
     for i in moved:
         scale = float(np.linalg.norm(one[i]))
-        # ratio ‖two‖/‖one‖ is 2 with no division by the replicas, ½ with two divisions
-        assert float(np.linalg.norm(two[i] - one[i])) <= 1e-3 * scale + 1e-6, i
+        # ratio ‖two‖/‖one‖ is 2 with no division by the replicas, ½ with two divisions. The two
+        # compute BN's moments differently (one device: TF's fused kernel; mirrored: Keras's
+        # synchronized sums) in a thread-dependent order: the relative difference of conv1's
+        # gradients measured 2e-5 to 7e-3 from run to run on a loaded machine, hence 2e-2 —
+        # still 25× inside the smallest fault it is here for (½).
+        assert abs(float(np.linalg.norm(two[i])) / scale - 1) <= 2e-2, i
+        assert float(np.linalg.norm(two[i] - one[i])) <= 2e-2 * scale + 1e-6, i
