@@ -26,10 +26,12 @@ from experiments.reproduce import hardware
 from reid_tf import cli, config, datasets, evaluate, fileio
 from reid_tf.train import TrainOptions, run
 
-# Published Market-1501 results of the time (single query, no re-ranking), as printed in each paper.
-# BoW + KISSME (44.42 / 20.76) and TriNet's rank-1 (84.92) were checked against the dataset authors'
-# state-of-the-art page (zheng-lab.cecs.anu.edu.au/Project/state_of_the_art_market1501.html and
-# ..._500k.html); the other figures are the papers' tables as recalled, not yet checked against them.
+# Published Market-1501 results of the time (single query, no re-ranking). Sources (checked session 4):
+# BoW + KISSME, the dataset authors' page zheng-lab.cecs.anu.edu.au/Project/state_of_the_art_market1501.html;
+# TriNet, paperswithcode's "results from the paper" (84.92 / 69.14; rank-1 also on the authors'
+# ..._500k.html page); PCB (without RPP), the paper's abstract ("(77.4+4.2)% mAP and (92.3+1.5)%
+# rank-1"); Gated S-CNN checked only to one decimal (65.9 / 39.6, as later papers' tables quote
+# Varior et al. ECCV 2016).
 ANCHORS = (
     # (method, source, rank-1, mAP)
     ("BoW + KISSME", "Zheng et al., Scalable person re-identification: a benchmark, ICCV 2015 (the dataset paper)",

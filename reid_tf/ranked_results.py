@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from reid_tf import config, fileio
 from reid_tf.rank import read_images
-from reid_tf.visualize import _as_float_image, _as_uint8, save_png  # Figure 4's image helpers
+from reid_tf.visualize import as_float_image, as_uint8, save_png  # Figure 4's image helpers
 
 MATCH, NON_MATCH, UNKNOWN, QUERY = (0, 160, 60), (220, 30, 30), (170, 170, 170), (40, 90, 220)
 _BACKGROUND = (255, 255, 255)
@@ -71,7 +71,7 @@ def ranked_picture(query: np.ndarray, gallery: Sequence[np.ndarray], captions: S
 
     def tile(image, x, colour, text):
         draw.rectangle([x, 0, x + tile_w - 1, tile_h - 1], fill=colour)
-        canvas.paste(Image.fromarray(_as_uint8(_as_float_image(image))).resize((tw, th), Image.BILINEAR),
+        canvas.paste(Image.fromarray(as_uint8(as_float_image(image))).resize((tw, th), Image.BILINEAR),
                      (x + border, border))
         for i, t in enumerate(text):
             t = _fit(draw, font, t, tile_w)

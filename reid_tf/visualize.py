@@ -151,7 +151,7 @@ def colour_map(score: np.ndarray, lo: float, hi: float, image_hw: tuple[int, int
 
 # ---------------------------------------------------------------------------------------------
 # Running the model
-def _as_float_image(image) -> np.ndarray:
+def as_float_image(image) -> np.ndarray:
     """(160, 60, 3) uint8 [0, 255] or float [0, 1] → float32 [0, 1]."""
     image = np.asarray(image)
     if image.shape != (*IMAGE_HW, 3):
@@ -161,7 +161,7 @@ def _as_float_image(image) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def _as_uint8(image: np.ndarray) -> np.ndarray:
+def as_uint8(image: np.ndarray) -> np.ndarray:
     return np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
 
 
@@ -176,9 +176,9 @@ def _stripe_rows(model, level: int, map_height: int) -> list[tuple[int, int]]:
 
 def run_pairs(model, query, matched, unmatched) -> dict:
     """Run the model once on the batch [(query, matched), (query, unmatched)]; outputs as numpy."""
-    q = _as_float_image(query)
+    q = as_float_image(query)
     batch = {"image_a": np.stack([q, q]),
-             "image_b": np.stack([_as_float_image(matched), _as_float_image(unmatched)])}
+             "image_b": np.stack([as_float_image(matched), as_float_image(unmatched)])}
     outputs = model(batch, training=False)
     return {key: np.asarray(value) for key, value in outputs.items()}
 
@@ -208,7 +208,7 @@ def stn_crops(model, query, matched, unmatched, outputs: dict | None = None, zoo
         tiles = []
         for image, side, index in images:
             boxes = _windows(model, outputs, level, side, index, hw)
-            tiles.append(draw_boxes(_zoom(_as_uint8(_as_float_image(image)), zoom), boxes, PART_COLOURS,
+            tiles.append(draw_boxes(_zoom(as_uint8(as_float_image(image)), zoom), boxes, PART_COLOURS,
                                     width=zoom))
         sep = np.full((hw[0], _SEPARATOR, 3), _BACKGROUND, np.uint8)
         result[level] = np.concatenate([tiles[0], sep, tiles[1], sep, tiles[2]], axis=1)
@@ -270,9 +270,9 @@ def figure4_panel(model, query, matched, unmatched, zoom: int = 1, resample: str
 
     maps = {level: np.stack([score_maps(outputs[f"sim_{level}"][i], num_parts) for i in (0, 1)])
             for level in levels}  # (2 pairs, P, H_j, W_j)
-    images = {"query": _zoom(_as_uint8(_as_float_image(query)), zoom),
-              0: _zoom(_as_uint8(_as_float_image(matched)), zoom),
-              1: _zoom(_as_uint8(_as_float_image(unmatched)), zoom)}
+    images = {"query": _zoom(as_uint8(as_float_image(query)), zoom),
+              0: _zoom(as_uint8(as_float_image(matched)), zoom),
+              1: _zoom(as_uint8(as_float_image(unmatched)), zoom)}
     for b, level in enumerate(levels):
         _centred_text(draw, font, f"CSN-{level}", layout["block_x"][b], layout["block_w"], 0)
         rule_y = line - 2  # a rule under the level name spans its block
