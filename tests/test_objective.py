@@ -112,10 +112,10 @@ def test_mirrored_gradients_equal_single_device_gradients(tmp_path):
     assert len(moved) > 20  # the gradients themselves, of most variables
     for i in moved:
         scale = float(np.linalg.norm(one[i]))
-        # ratio ‖two‖/‖one‖ is 2 with no division by the replicas, ½ with two divisions. The two
-        # compute BN's moments differently (one device: TF's fused kernel; mirrored: Keras's
-        # synchronized sums) in a thread-dependent order: the relative difference of conv1's
-        # gradients measured 2e-5 to 7e-3 from run to run on a loaded machine, hence 2e-2 —
-        # still 25× inside the smallest fault it is here for (½).
-        assert abs(float(np.linalg.norm(two[i])) / scale - 1) <= 2e-2, i
-        assert float(np.linalg.norm(two[i] - one[i])) <= 2e-2 * scale + 1e-6, i
+        # ratio ‖two‖/‖one‖ is 2 with no division by the replicas, ½ with two divisions. Rounding
+        # is not all that differs: the two sum in another, thread-dependent order (BN's moments are
+        # even computed by another kernel on one device), which can flip near-tied max-pool winners
+        # and route a few gradients elsewhere. Measured relative differences: 1e-5 to 2.2e-2 from
+        # run to run (up to 1.9e-3 with Keras's BN on both sides). Hence 5e-2: 10× inside a fault's ½.
+        assert abs(float(np.linalg.norm(two[i])) / scale - 1) <= 5e-2, i
+        assert float(np.linalg.norm(two[i] - one[i])) <= 5e-2 * scale + 1e-6, i
