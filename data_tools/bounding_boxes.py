@@ -21,6 +21,7 @@ from absl import flags, logging
 
 from data_tools import common
 from data_tools.common import DatasetError
+from reid_tf import cli
 from reid_tf.datasets import DISTRACTOR, JUNK
 
 FOLDERS = {"records": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
@@ -89,3 +90,10 @@ def define_flags(what: str, example_out: str) -> None:
 def run(dataset: str, name: re.Pattern, expected: dict, suffix: str = ".jpg") -> None:
     """The body of a prepare_* command: --src, --out from the flags, errors as one line."""
     common.run_cli(lambda: prepare(dataset, name, flags.FLAGS.src, flags.FLAGS.out, expected, suffix))
+
+
+def command(dataset: str, name: re.Pattern, expected: dict, what: str, example_out: str) -> None:
+    """The whole `python -m data_tools.prepare_*` command of a one-variant dataset in this layout
+    (Market-1501, DukeMTMC-reID): define --src and --out, then prepare, errors as one line."""
+    define_flags(what, example_out)
+    cli.run(lambda argv: run(dataset, name, expected))
