@@ -27,7 +27,6 @@ initial_epoch can express a resume point; the paper's epochs are converted to st
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -41,6 +40,7 @@ import tensorflow as tf
 from absl import logging
 
 from reid_tf import config, datasets, fileio, metrics
+from reid_tf.history import HISTORY, read_history
 from reid_tf.images import load_images
 from reid_tf.scoring import ScoringEngine
 from reid_tf.trainer import KEPT_DIR, checkpoint_step
@@ -195,17 +195,17 @@ class Validation(keras.callbacks.Callback):
         self.dataset, self.identities, self.tag, self.every = dataset, identities, tag, every
         self.network, self.figures, self.workdir = network, opts.figures, opts.workdir
         self.trial, self.seed = opts.trial, opts.seed
-        self.history_path = os.path.join(opts.workdir, "history.json")
+        self.history_path = os.path.join(opts.workdir, HISTORY)
         self.writer = tf.summary.create_file_writer(os.path.join(opts.workdir, "tb", tag))
         self._images = None
         self.skip_final: Callable[[], bool] = lambda: False  # e.g. on Ctrl-C: exit promptly
 
     def on_train_begin(self, logs=None):
         self.t0 = time.monotonic()
-        self.history = []
-        if os.path.isfile(self.history_path):  # resumed run: keep the earlier points
-            with open(self.history_path) as f:
-                self.history = json.load(f)
+        # A resumed run keeps the earlier points; a damaged file must not stop a run over its curve.
+        self.history = read_history(self.workdir, required=("step", "train_seconds"),
+                                    if_damaged="the curve starts again at this step (train_seconds from 0) "
+                                               "and the file is replaced at the next validation")
         self.elapsed0 = self.history[-1]["train_seconds"] if self.history else 0.0
 
     def _load(self):
