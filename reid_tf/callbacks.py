@@ -42,6 +42,7 @@ from absl import logging
 from reid_tf import config, datasets, fileio, metrics
 from reid_tf.history import HISTORY, read_history
 from reid_tf.images import load_images
+from reid_tf.progress import hms
 from reid_tf.scoring import ScoringEngine
 from reid_tf.trainer import KEPT_DIR, checkpoint_step
 from reid_tf.visualize import write_figure4_summary
@@ -174,16 +175,8 @@ class ProgressLogger(keras.callbacks.Callback):
         overall = (step - self.step0) / max(now - self.t0, 1e-9)
         eta = (self.total - step) / overall if overall > 0 else float("inf")
         terms = " ".join(f"{k}={float(v):.4f}" for k, v in (logs or {}).items())
-        logging.info("step %d/%d  %.1f pairs/s  %s  ETA %s", step, self.total, rate, terms, _hms(eta))
+        logging.info("step %d/%d  %.1f pairs/s  %s  ETA %s", step, self.total, rate, terms, hms(eta))
         self.last, self.last_step = now, step
-
-
-def _hms(seconds: float) -> str:
-    """H:MM:SS with unbounded hours ('?' when unknown)."""
-    if not math.isfinite(seconds):
-        return "?"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 class Validation(keras.callbacks.Callback):
