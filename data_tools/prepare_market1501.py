@@ -10,15 +10,8 @@ idempotent.
 """
 
 from data_tools import bounding_boxes
-from reid_tf import cli
 from reid_tf.datasets import market1501
 
-
-def main(argv: list[str]) -> None:
-    del argv
-    bounding_boxes.run(market1501.SPEC.name, market1501.NAME, market1501.EXPECTED)
-
-
 if __name__ == "__main__":
-    bounding_boxes.define_flags("Market-1501", "data/market1501")
-    cli.run(main)
+    bounding_boxes.command(market1501.SPEC.name, market1501.NAME, market1501.EXPECTED,
+                           "Market-1501", "data/market1501")

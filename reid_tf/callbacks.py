@@ -27,7 +27,6 @@ initial_epoch can express a resume point; the paper's epochs are converted to st
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -41,7 +40,9 @@ import tensorflow as tf
 from absl import logging
 
 from reid_tf import config, datasets, fileio, metrics
+from reid_tf.history import HISTORY, read_history
 from reid_tf.images import load_images
+from reid_tf.progress import hms
 from reid_tf.scoring import ScoringEngine
 from reid_tf.trainer import KEPT_DIR, checkpoint_step
 from reid_tf.visualize import write_figure4_summary
@@ -174,16 +175,8 @@ class ProgressLogger(keras.callbacks.Callback):
         overall = (step - self.step0) / max(now - self.t0, 1e-9)
         eta = (self.total - step) / overall if overall > 0 else float("inf")
         terms = " ".join(f"{k}={float(v):.4f}" for k, v in (logs or {}).items())
-        logging.info("step %d/%d  %.1f pairs/s  %s  ETA %s", step, self.total, rate, terms, _hms(eta))
+        logging.info("step %d/%d  %.1f pairs/s  %s  ETA %s", step, self.total, rate, terms, hms(eta))
         self.last, self.last_step = now, step
-
-
-def _hms(seconds: float) -> str:
-    """H:MM:SS with unbounded hours ('?' when unknown)."""
-    if not math.isfinite(seconds):
-        return "?"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 class Validation(keras.callbacks.Callback):
@@ -195,17 +188,17 @@ class Validation(keras.callbacks.Callback):
         self.dataset, self.identities, self.tag, self.every = dataset, identities, tag, every
         self.network, self.figures, self.workdir = network, opts.figures, opts.workdir
         self.trial, self.seed = opts.trial, opts.seed
-        self.history_path = os.path.join(opts.workdir, "history.json")
+        self.history_path = os.path.join(opts.workdir, HISTORY)
         self.writer = tf.summary.create_file_writer(os.path.join(opts.workdir, "tb", tag))
         self._images = None
         self.skip_final: Callable[[], bool] = lambda: False  # e.g. on Ctrl-C: exit promptly
 
     def on_train_begin(self, logs=None):
         self.t0 = time.monotonic()
-        self.history = []
-        if os.path.isfile(self.history_path):  # resumed run: keep the earlier points
-            with open(self.history_path) as f:
-                self.history = json.load(f)
+        # A resumed run keeps the earlier points; a damaged file must not stop a run over its curve.
+        self.history = read_history(self.workdir, required=("step", "train_seconds"),
+                                    if_damaged="the curve starts again at this step (train_seconds from 0) "
+                                               "and the file is replaced at the next validation")
         self.elapsed0 = self.history[-1]["train_seconds"] if self.history else 0.0
 
     def _load(self):

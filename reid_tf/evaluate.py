@@ -19,6 +19,7 @@ from absl import flags, logging
 
 from reid_tf import cli, config, datasets, fileio, metrics
 from reid_tf.cli import UsageError
+from reid_tf.history import read_history
 from reid_tf.images import load_images
 from reid_tf.rank import visrank_trial
 from reid_tf.train import TrainOptions
@@ -302,16 +303,8 @@ def _checkpoint_run() -> TrainOptions:
 def _last_validated_step(workdir: str) -> int:
     """The step of the run's last validation (history.json), 0 when it has none; a damaged
     history.json is said in one line, and the step is then 0 too."""
-    path = os.path.join(workdir, "history.json")
-    if not os.path.isfile(path):
-        return 0
-    try:
-        with open(path) as h:
-            return int(json.load(h)[-1]["step"])
-    except (OSError, ValueError, LookupError, TypeError) as e:
-        logging.warning("%s cannot be read (%s: %s); the TensorBoard pictures go to step 0", path,
-                        type(e).__name__, e)
-        return 0
+    history = read_history(workdir, if_damaged="the TensorBoard pictures go to step 0")
+    return int(history[-1]["step"]) if history else 0
 
 
 def visrank(n: int, workdir: str | None = None, checkpoint: str | None = None, out: str | None = None) -> str:

@@ -3,6 +3,7 @@ the real Market-1501 file names (tests/fixtures.py)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -81,6 +82,7 @@ def test_command_line_logs_per_folder_and_fails_in_one_line(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=fixtures.REPO, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "market1501 query: 2 identities" in done.stderr and "bounding_box_test:" in done.stderr
+    assert re.search(r"bounding_box_test: \d+ identities, \d+ images \(\d+ junk, \d+ distractors\); ", done.stderr)
     assert datasets.is_prepared("market1501", str(tmp_path)) is False  # out is not under data_dir/market1501
     assert datasets.load_dataset("market1501", str(tmp_path / "out")).query
     cmd[3] = f"--src={tmp_path}/missing"
@@ -90,22 +92,45 @@ def test_command_line_logs_per_folder_and_fails_in_one_line(tmp_path):
                                                   "dataset folder holding bounding_box_train/, query/, bounding_box_test/)"]
 
 
+DUKE_NAMES = ["0001_c2_f0046182.jpg", "0001_c8_f0000001.jpg", "0005_c5_f0111111.jpg"]
+
+
+def _write_folders(src, names: dict[str, list[str]]) -> None:
+    for folder, files in names.items():
+        os.makedirs(src / folder)
+        for k, name in enumerate(files):
+            Image.fromarray(fixtures._image(8, 4, k)).save(src / folder / name)
+
+
 @pytest.mark.parametrize("module, spec, names, suffix", [
-    (dukemtmcreid, dukemtmcreid.SPEC, ["0001_c2_f0046182.jpg", "0001_c8_f0000001.jpg", "0005_c5_f0111111.jpg"], ".jpg"),
+    (dukemtmcreid, dukemtmcreid.SPEC, DUKE_NAMES, ".jpg"),
     (cuhk03_np, cuhk03_np.DETECTED, ["0001_c1_1.png", "0001_c2_7.png", "0003_c1_2.png"], ".png"),
 ])
 def test_same_reader_for_duke_and_cuhk03_np(tmp_path, module, spec, names, suffix):
     src = tmp_path / "src"
-    for folder in fixtures.MARKET_FOLDERS:
-        os.makedirs(src / folder)
-        for k, name in enumerate(names):
-            Image.fromarray(fixtures._image(8, 4, k)).save(src / folder / name)
+    _write_folders(src, {folder: names for folder in fixtures.MARKET_FOLDERS})
     out = str(tmp_path / spec.name)
     bounding_boxes.prepare(spec.name, module.NAME, str(src), out, suffix=suffix)
     ds = datasets.load_dataset(spec.name, out)
     assert sorted({r.camera for r in ds.gallery}) == sorted({int(n.split("_")[1][1:]) - 1 for n in names})
     assert ds.spec.protocol == datasets.STANDARD and ds.identities == sorted({int(n[:4]) for n in names})
     assert datasets.prepare_command(spec.name, "/d").startswith(f"python -m data_tools.prepare_{module.__name__.split('.')[-1]}")
+
+
+def test_duke_log_counts_its_distractor_identities(tmp_path, caplog):
+    """Duke's 408 distractor identities have ordinary numbers and are in the gallery only: the
+    gallery's line counts them (it said "0 distractors", counting identity 0000 alone)."""
+    distractors = ["0007_c3_f0000002.jpg", "0009_c1_f0000003.jpg", "0009_c6_f0000004.jpg"]
+    _write_folders(tmp_path / "src", {"bounding_box_train": ["0002_c1_f0000005.jpg"], "query": DUKE_NAMES,
+                                      "bounding_box_test": DUKE_NAMES + distractors})
+    with caplog.at_level("INFO"):
+        summary = bounding_boxes.prepare("dukemtmcreid", dukemtmcreid.NAME, str(tmp_path / "src"),
+                                         str(tmp_path / "out"))
+    lines = {r.getMessage().split(":")[0]: r.getMessage() for r in caplog.records}
+    assert lines["dukemtmcreid bounding_box_test"].startswith(
+        "dukemtmcreid bounding_box_test: 4 identities, 6 images (2 gallery-only distractor identities); ")
+    assert "distractor" not in lines["dukemtmcreid query"] and "junk" not in lines["dukemtmcreid query"]
+    assert summary["bounding_box_test"]["gallery_only"] == 2 and summary["bounding_box_test"]["distractors"] == 0
 
 
 # CUHK03-NP as downloaded: cuhk03-np/{detected,labeled}/ each with Market-1501's three folders and

@@ -6,7 +6,9 @@ import json
 import os
 import shutil
 import subprocess
+import re
 import sys
+import types
 
 import keras
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 from PIL import Image
 
 from data_tools.make_synthetic import render
-from reid_tf import config, rank, ranked_results
+from reid_tf import callbacks, config, progress, rank, ranked_results
 from reid_tf.model import build_model
 from reid_tf.scoring import ScoringEngine
 
@@ -205,6 +207,22 @@ def test_progress_line_has_rate_and_eta(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "encoding gallery: 4/10 images (40%)" in lines[0]
     assert "images/s" in lines[0] and "ETA" in lines[0]
+
+
+def test_training_progress_line_has_the_same_eta(caplog):
+    """Training's ProgressLogger writes its ETA with progress.hms, the H:MM:SS of the other loops."""
+    assert (progress.hms(3725.4), progress.hms(36000 * 3), progress.hms(float("inf"))) == ("1:02:05", "30:00:00", "?")
+    step = types.SimpleNamespace(value=0)
+    iterations = types.SimpleNamespace(numpy=lambda: step.value)
+    logger = callbacks.ProgressLogger(total_steps=10, batch_size=4, every_seconds=0.0)
+    logger.set_model(types.SimpleNamespace(optimizer=types.SimpleNamespace(iterations=iterations)))
+    with caplog.at_level("INFO"):
+        logger.on_train_begin()
+        step.value = 4
+        logger.on_train_batch_end(3, {"loss": 0.5})
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith("step 4/10") and "loss=0.5000" in lines[0]
+    assert re.search(r"ETA \d+:\d\d:\d\d$", lines[0])
 
 
 # ---- pictures -------------------------------------------------------------------------------

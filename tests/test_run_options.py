@@ -1,12 +1,13 @@
 """A run's options in one typed place (issue 14): TrainOptions.save / load round trip run.json, an
 older run.json takes the values of its time for the settings it predates, a missing or damaged one
-is one clear error, and TrainOptions.split is the trial's split."""
+is one clear error, and TrainOptions.split is the trial's split. Its history.json, read by evaluate
+--visrank and by a resumed run's Validation: damaged, it is one warning line."""
 import dataclasses
 import json
 
 import pytest
 
-from reid_tf import datasets, evaluate
+from reid_tf import callbacks, datasets, evaluate
 from reid_tf.datasets.synthetic import make_synthetic
 from reid_tf.train import TrainOptions, read_run, resume_mismatches, run_setting
 
@@ -70,3 +71,21 @@ def test_visranks_step_from_history_json_never_a_traceback(tmp_path, text, step,
     assert evaluate._last_validated_step(str(tmp_path)) == step
     warnings = [r for r in caplog.records if "history.json cannot be read" in r.getMessage()]
     assert len(warnings) == (text is not None and step == 0)
+
+
+@pytest.mark.parametrize("text,kept", [('[{"step": 5, "train_seconds": 7.5}]', True), ('[{"ste', False),
+                                       ('{"step": 5}', False), ('[{"step": 5}]', False), ("[]", False),
+                                       ("null", False)])
+def test_resumed_validation_reads_a_damaged_history_json_as_one_warning(tmp_path, text, kept, caplog):
+    """Validation.on_train_begin on --resume keeps the earlier points; a damaged history.json (it was
+    a JSONDecodeError / KeyError traceback that ended the resumed run) is one warning, and the
+    curve starts again, its time from 0."""
+    (tmp_path / "history.json").write_text(text)
+    opts = TrainOptions(workdir=str(tmp_path), figures=False)
+    validation = callbacks.Validation(None, [], "val", opts, every=0, network=None)
+    validation.on_train_begin()
+    assert validation.history == (json.loads(text) if kept else [])
+    assert validation.elapsed0 == (7.5 if kept else 0.0)
+    warnings = [r.getMessage() for r in caplog.records if "history.json cannot be read" in r.getMessage()]
+    assert len(warnings) == (not kept)
+    assert all(w.endswith("the file is replaced at the next validation") for w in warnings)

@@ -28,7 +28,7 @@ from typing import Callable, Iterable, NamedTuple
 import numpy as np
 from absl import logging
 
-from reid_tf import fileio
+from reid_tf import config, fileio
 
 MANIFEST = "manifest.json"
 FORMAT = "reid_tf-prepared-v1"
@@ -120,6 +120,22 @@ class DatasetSpec:
     def prepare_command(self, root: str) -> str:
         """The shell command that prepares this dataset into `root` (= its dataset_dir)."""
         return self.prepare.format(root=shlex.quote(root), parent=shlex.quote(os.path.dirname(root)))
+
+
+def paper_two_camera_spec(name: str, prepare: str, split_sizes: Callable[[int], tuple[int, int]]) -> DatasetSpec:
+    """The spec of the paper's two-camera datasets other than CUHK03 (VIPeR, CUHK01): folder `name`,
+    single-shot protocol and the recipe §4.2 gives them (config's "default" batch size, crops per
+    image and trials); only the name, the command and the split sizes differ between them."""
+    return DatasetSpec(
+        name=name,
+        subdir=name,
+        prepare=prepare,
+        protocol=SINGLE_SHOT,
+        split_sizes=split_sizes,
+        batch_size=config.BATCH_SIZE["default"],
+        crops_per_image=config.CROPS_PER_IMAGE["default"],
+        trials=config.TRIALS["default"],
+    )
 
 
 class Split(NamedTuple):

@@ -7,16 +7,9 @@ Statistics: 971 identities × 2 cameras × 2 images = 3,884 images of 160 × 60,
 training / 100 test identities at random, 10 trials, single-shot CMC; no validation set.
 Prepared by `data_tools.prepare_cuhk01` (the manifest references the original images).
 """
-from reid_tf import config
-from reid_tf.datasets.base import SINGLE_SHOT, DatasetSpec
+from reid_tf.datasets.base import paper_two_camera_spec
 
-SPEC = DatasetSpec(
-    name="cuhk01",
-    subdir="cuhk01",
-    prepare="python -m data_tools.prepare_cuhk01 --src /path/to/CUHK01 --out {root}",
-    protocol=SINGLE_SHOT,
+SPEC = paper_two_camera_spec(
+    "cuhk01", "python -m data_tools.prepare_cuhk01 --src /path/to/CUHK01 --out {root}",
     split_sizes=lambda n: (100, 0),  # §4.1: 100 test / 871 train
-    batch_size=config.BATCH_SIZE["default"],
-    crops_per_image=config.CROPS_PER_IMAGE["default"],
-    trials=config.TRIALS["default"],
 )

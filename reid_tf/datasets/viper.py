@@ -7,16 +7,9 @@ named `PPP_AAA.bmp` (identity, viewpoint angle). Protocol (paper §4.1): 316 tra
 identities at random, 10 trials, single-shot CMC (query cam_a, gallery cam_b); no validation set.
 Prepared by `data_tools.prepare_viper` (the manifest references the original images).
 """
-from reid_tf import config
-from reid_tf.datasets.base import SINGLE_SHOT, DatasetSpec
+from reid_tf.datasets.base import paper_two_camera_spec
 
-SPEC = DatasetSpec(
-    name="viper",
-    subdir="viper",
-    prepare="python -m data_tools.prepare_viper --src /path/to/VIPeR --out {root}",
-    protocol=SINGLE_SHOT,
+SPEC = paper_two_camera_spec(
+    "viper", "python -m data_tools.prepare_viper --src /path/to/VIPeR --out {root}",
     split_sizes=lambda n: (n // 2, 0),  # §4.1: 316 test / 316 train; no validation set
-    batch_size=config.BATCH_SIZE["default"],
-    crops_per_image=config.CROPS_PER_IMAGE["default"],
-    trials=config.TRIALS["default"],
 )
