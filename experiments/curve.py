@@ -67,7 +67,8 @@ def markdown(body: dict) -> str:
         for protocol, r in p["results"].items():
             lines.append(f"| {p['step']} | {p['epochs']:.2f} | {p['pairs_seen']:,} | {protocol} | "
                          f"{r['rank1']:.1f} | {r['rank5']:.1f} | {r['rank10']:.1f} | {r['map']:.1f} |")
-    lines += ["", "Protocols: " + "; ".join(f"**{k}** — {v}" for k, v in evaluate.PROTOCOL_TITLES.items())]
+    lines += ["", "Protocols: " + "; ".join(f"**{k}** — {evaluate.PROTOCOL_TITLES[k]}"
+                                            for k in evaluate.SINGLE_SHOT_PROTOCOLS)]
     return "\n".join(lines) + "\n"
 
 
@@ -120,6 +121,10 @@ def plot(body: dict, path: str, size=(720, 440), paper_rank1: float | None = Non
 
 def main(argv):
     del argv
+    unknown = [p for p in FLAGS.protocols if p not in evaluate.SINGLE_SHOT_PROTOCOLS]
+    if unknown:  # before any checkpoint is evaluated
+        raise cli.UsageError(f"unknown --protocols {', '.join(unknown)}; valid: "
+                             f"{', '.join(evaluate.SINGLE_SHOT_PROTOCOLS)}")
     run = read_run(FLAGS.workdir)
     options = TrainOptions.from_record(run)
     dataset = options.load_dataset()
@@ -152,7 +157,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "the training run (its run.json)", required=True)
     flags.DEFINE_string("checkpoints", None, "folder of its checkpoints (default: WORKDIR/checkpoints)")
     flags.DEFINE_string("out", None, "output prefix, e.g. results/cuhk01_l23_curve", required=True)
-    flags.DEFINE_list("protocols", list(evaluate.PROTOCOL_TITLES), "test protocols")
+    flags.DEFINE_list("protocols", list(evaluate.SINGLE_SHOT_PROTOCOLS), "test protocols")
     flags.DEFINE_float("paper_rank1", None, "the paper's rank-1 for this row, drawn dashed (e.g. 86.55)")
     flags.DEFINE_integer("every", 1, "evaluate checkpoints whose step is a multiple of this (and the last)")
     cli.run(main)

@@ -29,6 +29,8 @@ from reid_tf.train import TrainOptions
 # it checks its options) then do not wait seconds for TensorFlow to start.
 
 RANKINGS = {"eq7": "score", "p_match": "p_match", "distance": "distance"}
+# The protocols evaluate_network serves, chosen with --protocol (datasets of the paper's kind).
+SINGLE_SHOT_PROTOCOLS = ("single_shot", "xcorr")
 PROTOCOL_TITLES = {
     "single_shot": "single-shot, camera-A query vs one camera-B image per identity (DESIGN \"Protocols\")",
     "xcorr": "[31]'s test: one random gallery image per identity from either camera, every other "
@@ -73,9 +75,9 @@ def evaluate_network(network, dataset: datasets.Dataset, identities: list[int], 
     """
     from reid_tf.scoring import ScoringEngine  # loads TensorFlow: see the imports
 
-    if protocol not in PROTOCOL_TITLES or protocol == "standard":
-        raise ValueError(f"unknown protocol {protocol!r}; valid: single_shot, xcorr (standard-protocol "
-                         "datasets: evaluate_standard)")
+    if protocol not in SINGLE_SHOT_PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(SINGLE_SHOT_PROTOCOLS)} "
+                         "(standard-protocol datasets: evaluate_standard)")
     engine = ScoringEngine(network)
     out = {name: {"curves": [], "map": []} for name in RANKINGS}
     if protocol == "xcorr":
@@ -332,9 +334,9 @@ def visrank(n: int, workdir: str | None = None, checkpoint: str | None = None, o
 def main(argv):
     del argv
     f = flags.FLAGS
-    unknown = [p for p in f.protocol if p not in PROTOCOL_TITLES or p == "standard"]
+    unknown = [p for p in f.protocol if p not in SINGLE_SHOT_PROTOCOLS]
     if unknown:
-        raise UsageError(f"unknown --protocol {', '.join(unknown)}; valid: single_shot, xcorr")
+        raise UsageError(f"unknown --protocol {', '.join(unknown)}; valid: {', '.join(SINGLE_SHOT_PROTOCOLS)}")
     if f.checkpoint:
         run, network = _checkpoint_run(), load_saved_network(f.checkpoint)
         dataset = run.load_dataset()

@@ -287,3 +287,27 @@ def test_per_dataset_recipe(name, batch, crops, trials):
     assert config.per_dataset(config.BATCH_SIZE, name) == batch
     assert config.per_dataset(config.CROPS_PER_IMAGE, name) == crops
     assert config.per_dataset(config.TRIALS, name) == trials
+
+
+def test_curve_evaluates_every_checkpoint_under_both_protocols(reference_run, tmp_path):
+    """experiments.curve over the run's checkpoints (2, 4, 6): one point each, both protocols; the
+    last point's single-shot CMC is the run's own evaluation of the same weights (eval.json)."""
+    workdir = reference_run[0]
+    out = str(tmp_path / "curve")
+    proc = subprocess.run([sys.executable, "-m", "experiments.curve", f"--workdir={workdir}", f"--out={out}",
+                           "--paper_rank1=86.55"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out + ".json") as f:
+        body = json.load(f)
+    assert [p["step"] for p in body["points"]] == [2, 4, 6]
+    assert all(set(p["results"]) == {"single_shot", "xcorr"} for p in body["points"])
+    assert body["points"][-1]["pairs_seen"] == 6 * 6  # batch 6, per pair
+    assert body["run"]["pairing"] == "per_pair" and os.path.isfile(out + ".png") and os.path.isfile(out + ".md")
+    with open(os.path.join(workdir, "eval.json")) as f:
+        want = json.load(f)["summary"]["eq7"]
+    last = body["points"][-1]["results"]["single_shot"]
+    assert last["rank1"] == pytest.approx(want["rank"]["1"]["mean"]) and last["map"] == pytest.approx(want["map"]["mean"])
+    refused = subprocess.run([sys.executable, "-m", "experiments.curve", f"--workdir={workdir}", f"--out={out}2",
+                              "--protocols=standard"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "unknown --protocols standard" in refused.stderr
+    assert not os.path.exists(out + "2.json")
