@@ -101,9 +101,10 @@ def timing(engine: ScoringEngine) -> None:
           f"{MARKET[0] / MARKET[1]:.3f}), blocks of {block} gallery images; {os.cpu_count()} cores; "
           f"load average now {os.getloadavg()[0]:.1f}. Extrapolation: d measured at full size, the rest "
           "scaled (per-image work by image count, Eq. 7 by Q·K)\n")
+    full_size = (Q, G) == MARKET  # then nothing is extrapolated, and the idle projection is not needed
     print("| K | pairs | shortlisted gallery images | features | d | Eq. 7 | pairs/s (dense 64 × 64 now) | total "
-          "| extrapolated to 3,368 × 15,913, this load | idle projection |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| extrapolated to 3,368 × 15,913, this load |" + ("" if full_size else " idle projection |"))
+    print("|---|---|---|---|---|---|---|---|---|" + ("" if full_size else "---|"))
     for k, s, pairs, used, dense in rows:
         per_image = s["features"] / (Q + G)  # seconds per image of the per-image network (incl. decoding)
         image_speedup = max(1.0, IDLE_IMAGES * per_image)  # idle images/s ÷ measured (decoding included here)
@@ -115,11 +116,12 @@ def timing(engine: ScoringEngine) -> None:
         print(f"| {k} | {pairs:,} | {used:,} | {s['features']:.0f} s | {s['distance']:.1f} s | {s['pairs']:.0f} s "
               f"| {pairs / pair_only:.0f} ({dense:.0f}) | {s['total'] / 60:.1f} min | {sum(full.values()) / 60:.1f} min "
               f"(features {full['features'] / 60:.1f} + again {full['again'] / 60:.1f} + d {full['d'] / 60:.2f} "
-              f"+ Eq. 7 {full['eq7'] / 60:.1f}) | {idle / 60:.1f} min |")
-    print(f"\nIdle projection: every stage scaled by the idle/now speed of the same engine — pairs by "
-          f"{IDLE_DENSE} pairs/s ÷ the dense rate measured just before, images by {IDLE_IMAGES} images/s "
-          "(docs/RESULTS.md, idle; network only, so image decoding makes the projection of that part a lower "
-          "bound) ÷ the rate measured here; d as measured.")
+              f"+ Eq. 7 {full['eq7'] / 60:.1f}) |" + ("" if full_size else f" {idle / 60:.1f} min |"))
+    if not full_size:
+        print(f"\nIdle projection: every stage scaled by the idle/now speed of the same engine — pairs by "
+              f"{IDLE_DENSE} pairs/s ÷ the dense rate measured just before, images by {IDLE_IMAGES} images/s "
+              "(docs/RESULTS.md, idle, session 2's machine; network only, so image decoding makes the projection "
+              "of that part a lower bound) ÷ the rate measured here; d as measured.")
 
 
 def exhaustive(engine: ScoringEngine) -> None:

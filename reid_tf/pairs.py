@@ -261,6 +261,14 @@ def _triples(records: Sequence[Record], positives: np.ndarray, rng: np.random.Ge
     return first.reshape(-1), second.reshape(-1), labels  # (T, 3) -> (3T,)
 
 
+def _shuffled_xcorr_positives(records: Sequence[Record], crops_per_image: int, rng: np.random.Generator
+                              ) -> tuple[int, np.ndarray]:
+    """paper_xcorr: (versions per image, every [31] positive pair once in rng's order, (P, 2))."""
+    versions = xcorr_versions(crops_per_image)
+    positives = xcorr_positive_pairs(records, versions)
+    return versions, positives[rng.permutation(len(positives))]
+
+
 def plan_epoch(records: Sequence[Record], seed: int, epoch: int, crops_per_image: int,
                batch_size: int, recipe: str = "cross_camera") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The training pairs of one epoch, truncated to whole batches.
@@ -270,9 +278,7 @@ def plan_epoch(records: Sequence[Record], seed: int, epoch: int, crops_per_image
     """
     rng = np.random.default_rng([seed, _TAG_TRAIN, epoch])
     if recipe == "paper_xcorr":
-        versions = xcorr_versions(crops_per_image)
-        positives = xcorr_positive_pairs(records, versions)
-        positives = positives[rng.permutation(len(positives))]
+        versions, positives = _shuffled_xcorr_positives(records, crops_per_image, rng)
         index_a, index_b, labels = _xcorr_triples(records, positives, versions, rng, swap=True)
     else:
         positives = multi_camera_positives(records, rng) if is_multi_camera(records) else positive_pairs(records)
@@ -509,9 +515,7 @@ def _xcorr_visits(records: Sequence[Record], crops_per_image: int, rng: np.rando
                   ) -> tuple[np.ndarray, np.ndarray]:
     """paper_xcorr: every [31] positive once, shuffled, each in a random order: identities (P,),
     images (P, 2) virtual image indices."""
-    versions = xcorr_versions(crops_per_image)
-    positives = xcorr_positive_pairs(records, versions)
-    positives = positives[rng.permutation(len(positives))]
+    versions, positives = _shuffled_xcorr_positives(records, crops_per_image, rng)
     positives = np.where((rng.random(len(positives)) < 0.5)[:, None], positives[:, ::-1], positives)
     identities = np.array([r.identity for r in records], np.int64)[positives[:, 0] // versions]
     return identities, positives

@@ -110,16 +110,18 @@ def remove_partial_checkpoints(directory: str) -> list[str]:
     """Delete the `ckpt-N_temp/` folders a killed checkpoint write leaves behind; returns them.
 
     TensorFlow writes a checkpoint's shards into `<prefix>_temp/` and only then publishes it, so
-    these folders are never part of a checkpoint. Call it only while holding the workdir's lock.
+    these folders are never part of a checkpoint. `KEPT_DIR/` (StepCheckpoint's keep_every copies,
+    written the same way) is cleaned too. Call it only while holding the workdir's lock.
     """
     removed = []
-    if os.path.isdir(directory):
-        for name in sorted(os.listdir(directory)):
-            path = os.path.join(directory, name)
-            if name.endswith("_temp") and os.path.isdir(path):
-                shutil.rmtree(path)
-                removed.append(path)
-                logging.info("removed %s, left by an interrupted checkpoint write", path)
+    for folder in (directory, os.path.join(directory, KEPT_DIR)):
+        if os.path.isdir(folder):
+            for name in sorted(os.listdir(folder)):
+                path = os.path.join(folder, name)
+                if name.endswith("_temp") and os.path.isdir(path):
+                    shutil.rmtree(path)
+                    removed.append(path)
+                    logging.info("removed %s, left by an interrupted checkpoint write", path)
     return removed
 
 

@@ -132,13 +132,15 @@ def test_resume_falls_back_past_a_damaged_checkpoint_and_keeps_it_aside(data_dir
     damaged_size = os.path.getsize(data)
     os.makedirs(os.path.join(ckpts, "ckpt-7_temp"))  # a checkpoint write that was killed
     open(os.path.join(ckpts, "ckpt-7_temp", "part-00000-of-00001.data-00000-of-00001"), "w").close()
+    kept_partial = os.path.join(ckpts, trainer.KEPT_DIR, "ckpt-7_temp")  # the same, of a kept copy
+    os.makedirs(kept_partial)
     proc = run(train_cmd(data_dir, work, "--resume", "--max_steps=8", "--checkpoint_every=2", "--noevaluate"))
     assert "ckpt-6 is damaged" in proc.stderr
     assert "resumed from" in proc.stderr and "ckpt-4 at step 4" in proc.stderr
     aside = os.path.join(ckpts, trainer.DAMAGED_DIR, "ckpt-6")
     assert sorted(os.listdir(aside)) == ["ckpt-6.data-00000-of-00001", "ckpt-6.index"]
     assert os.path.getsize(os.path.join(aside, "ckpt-6.data-00000-of-00001")) == damaged_size  # as found
-    assert not os.path.exists(os.path.join(ckpts, "ckpt-7_temp"))
+    assert not os.path.exists(os.path.join(ckpts, "ckpt-7_temp")) and not os.path.exists(kept_partial)
     import tensorflow as tf
     assert tf.train.latest_checkpoint(ckpts).endswith("ckpt-8")
     with open(os.path.join(work, "run.json")) as f:

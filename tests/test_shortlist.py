@@ -126,3 +126,20 @@ def test_evaluate_standard_on_records(engine, tmp_path):
         assert out[name]["skipped"] == 0
         assert out[name]["first_match"].tolist() == first, name
         np.testing.assert_allclose(out[name]["ap"], ap, rtol=1e-6, err_msg=name)
+
+
+def test_large_gallery_bench_runs_small_and_prints_one_row_per_k(tmp_path):
+    """benchmarks/bench_large_gallery.py (issue 13's timing) at a tiny size: it runs end to end and
+    its table has every K with its pair count Q·K, and the idle projection column of a reduced run."""
+    import os
+    import subprocess
+    import sys
+    from tests import fixtures
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_large_gallery", "--queries=6", "--gallery=30",
+                           "--ks=3,5", f"--workdir={tmp_path}"], capture_output=True, text=True, cwd=fixtures.REPO,
+                          timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| 3 |") or line.startswith("| 5 |")]
+    assert [(r[0], r[1]) for r in rows] == [("| 3", "18"), ("| 5", "30")], proc.stdout
+    assert all(len(r) == 10 for r in rows) and "Idle projection" in proc.stdout
+    assert os.listdir(tmp_path) == []  # the synthetic images are removed
