@@ -12,7 +12,7 @@ PYTEST_FLAGS ?=
 DEMO_FLAGS ?=
 PROFILE_FLAGS ?=
 
-.PHONY: demo test test-slow bench bench-data bench-rank profile-train tensorboard table5 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-market1501 clean
+.PHONY: demo test test-slow bench bench-data bench-rank bench-large-gallery profile-train tensorboard table5 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-market1501 clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ bench-data: $(STAMP)
 MODEL ?= $(WORKDIR)/model.keras
 bench-rank: $(STAMP)
 	$(PY) -m benchmarks.bench_rank --model=$(MODEL)
+
+# A Market-1501-sized evaluation (3,368 × 15,913 synthetic images) in two stages at K = 50 / 100 / 200:
+# time per stage (docs/RESULTS.md "Large galleries"; ≈ 22 min idle on 2 cores). GALLERY_FLAGS, e.g.
+# --mode=exhaustive --checkpoint=runs/x/model.keras --cuhk01=data/cuhk01: shortlist against exhaustive.
+GALLERY_FLAGS ?=
+bench-large-gallery: $(STAMP)
+	$(PY) -m benchmarks.bench_large_gallery $(GALLERY_FLAGS)
 
 # Where a training step's time goes, per block and op type (PROFILE_FLAGS, e.g. --preset=l234).
 profile-train: $(STAMP)
