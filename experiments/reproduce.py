@@ -68,6 +68,11 @@ def run_row(row: Row, trials: int, data_dir: str, runs_dir: str, smoke: bool,
             "wall_minutes": (time.monotonic() - t0) / 60}
 
 
+def mean_std(m: dict, trials: int) -> str:
+    """"mean ± sample std" over several trials; the mean alone for one (its spread is unknown, not 0)."""
+    return f"{m['mean']:.2f} ± {m['std']:.2f}" if trials > 1 else f"{m['mean']:.2f}"
+
+
 def table_markdown(table: int, results: list[dict], skipped: list[dict], smoke: bool, hw: str) -> str:
     head = [f"# Table {table}: measured vs paper (single-shot CMC, ranking by Eq. 7)", ""]
     if smoke:
@@ -80,8 +85,7 @@ def table_markdown(table: int, results: list[dict], skipped: list[dict], smoke: 
         cells = []
         for i, k in enumerate(config.RANKS):
             m = r["summary"]["rank"][str(k)]
-            cells.append(f"{m['mean']:.2f} ± {m['std']:.2f} / {r['paper'][i]:.2f} / "
-                         f"{m['mean'] - r['paper'][i]:+.2f}")
+            cells.append(f"{mean_std(m, r['trials'])} / {r['paper'][i]:.2f} / {m['mean'] - r['paper'][i]:+.2f}")
         head.append(f"| {r['method']} | {r['dataset']} | " + " | ".join(cells) +
                     f" | {r['trials']} | {r['wall_minutes']:.1f} min |")
     for s in skipped:
@@ -141,12 +145,12 @@ def from_results_markdown(table: int, lines: list[dict], results_dir: str) -> st
         cells = []
         for i, name in enumerate(("rank1", "rank5", "rank10")):
             m, paper = line["summary"][name], line["paper"][i]
-            cells.append(f"{m['mean']:.2f} ± {m['std']:.2f} / {paper:.2f} / {m['mean'] - paper:+.2f}")
+            cells.append(f"{mean_std(m, line['trials'])} / {paper:.2f} / {m['mean'] - paper:+.2f}")
         epochs = f"{line['epochs']:g}" + ("" if line["epochs"] >= config.EPOCHS else " (not the paper's 5)")
         m = line["summary"]["map"]
         text.append(f"| {line['method']} | {line['dataset']} | {line['recipe']} | {line['pairing']} | "
                     f"{line['protocol']} | {epochs} | {line['trials']} | " + " | ".join(cells)
-                    + f" | {m['mean']:.2f} ± {m['std']:.2f} |")
+                    + f" | {mean_std(m, line['trials'])} |")
     measured = {(line["method"], line["dataset"]) for line in lines}
     missing = [row for row in rows(table) if (row.method, row.dataset) not in measured]
     if missing:

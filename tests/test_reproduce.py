@@ -94,5 +94,7 @@ def test_table_from_committed_results_trains_nothing(tmp_path):
     assert short["trials"] == 1 and short["epochs"] == 1 and short["summary"]["rank1"]["std"] == 0
     text = (tmp_path / "results" / "table2.md").read_text()
     assert "45.00 ± 7.07 / 86.55 / -41.55" in text and "1 (not the paper's 5)" in text
+    short_row = next(row for row in text.splitlines() if "| paper_xcorr |" in row)
+    assert "| 30.00 / 86.55 / -56.55 |" in short_row and "±" not in short_row  # one trial: no spread shown
     assert "no training" in text and "Ours-(L2, L3, L4) on cuhk01" in text
     assert "45.00 ± 7.07" in proc.stdout
