@@ -64,7 +64,8 @@ tensorboard: $(STAMP)
 
 reproduce-table2 reproduce-table3 reproduce-table4: $(STAMP)
 	$(PY) -m experiments.reproduce --table=$(subst reproduce-table,,$@) --data_dir=$(DATA_DIR) \
-	  $(if $(TRIALS),--trials=$(TRIALS)) $(if $(SMOKE),--smoke) $(if $(FROM_RESULTS),--from_results=results)
+	  $(if $(TRIALS),--trials=$(TRIALS)) $(if $(SMOKE),--smoke) $(if $(FROM_RESULTS),--from_results=results) \
+	  $(if $(RECIPE),--recipe=$(RECIPE)) $(if $(PAIRING),--pairing=$(PAIRING))
 
 # Ours-(L2, L3) on a prepared Market-1501 with the standard protocol (SMOKE=1: 2 steps, K = 5).
 reproduce-market1501: $(STAMP)

@@ -7,6 +7,10 @@ hardware and the wall time. Rows whose dataset is missing are listed as skipped,
 that prepares it. Finished trials are reused (their workdir holds eval.json), so an interrupted
 reproduction continues where it stopped; an interrupted trial resumes from its last checkpoint.
 
+Each row trains with its dataset's recipe (`paper_xcorr`, [31]'s pairs, for the paper's datasets:
+docs/DESIGN.md "Recipes") unless --recipe says otherwise, per pair unless --pairing=shared; a run's
+workdir, runs/table{N}/<row>_<recipe>_<pairing>/trial{t}, names both.
+
 --smoke runs the same code path on a tiny synthetic dataset in a few minutes (the test suite does,
 so the table machinery can't rot); its numbers mean nothing and the table says so.
 
@@ -45,13 +49,17 @@ def hardware() -> str:
 
 
 def run_row(row: Row, trials: int, data_dir: str, runs_dir: str, smoke: bool,
-            max_minutes: float | None) -> dict:
-    """Train + evaluate every trial of one row; returns its measured summary."""
+            max_minutes: float | None, recipe: str | None = None, pairing: str = "per_pair") -> dict:
+    """Train + evaluate every trial of one row with `recipe` (None: the dataset's) and `pairing`;
+    returns its measured summary, with the recipe and pairing it used."""
     t0 = time.monotonic()
     workdirs = []
+    dataset = "synthetic" if smoke else row.dataset
+    recipe = recipe or datasets.get_spec(dataset).recipe
     # A smoke run maps every dataset to the synthetic one, so rows that differ only by dataset are
-    # the same experiment: they share one workdir (Table 2's smoke trains 2 models, not 8).
-    key = f"{row.model}_synthetic" if smoke else row.key
+    # the same experiment: they share one workdir (Table 2's smoke trains 2 models, not 8). Runs of
+    # another recipe or pairing are other experiments: their own workdirs, never resumed as this one.
+    key = (f"{row.model}_synthetic" if smoke else row.key) + f"_{recipe}_{pairing}"
     for trial in range(trials):
         workdir = os.path.join(runs_dir, key, f"trial{trial}")
         workdirs.append(workdir)
@@ -59,12 +67,12 @@ def run_row(row: Row, trials: int, data_dir: str, runs_dir: str, smoke: bool,
             logging.info("%s trial %d: already evaluated, reusing %s", row.key, trial, workdir)
             continue
         resume = os.path.isdir(os.path.join(workdir, "checkpoints"))
-        opts = train.TrainOptions(dataset="synthetic" if smoke else row.dataset, data_dir=data_dir,
-                                  model=row.model, trial=trial, workdir=workdir, resume=resume,
-                                  max_minutes=max_minutes, **(SMOKE if smoke else {}))
+        opts = train.TrainOptions(dataset=dataset, data_dir=data_dir, model=row.model, trial=trial,
+                                  workdir=workdir, resume=resume, max_minutes=max_minutes, recipe=recipe,
+                                  pairing=pairing, **(SMOKE if smoke else {}))
         train.run(opts)
     body = evaluate.evaluate_workdirs(workdirs, os.path.join(runs_dir, key, "eval_trials"))
-    return {"summary": body["summary"]["eq7"], "trials": len(workdirs),
+    return {"summary": body["summary"]["eq7"], "trials": len(workdirs), "recipe": recipe, "pairing": pairing,
             "wall_minutes": (time.monotonic() - t0) / 60}
 
 
@@ -79,17 +87,18 @@ def table_markdown(table: int, results: list[dict], skipped: list[dict], smoke: 
         head += ["**SMOKE RUN**: tiny synthetic data, 2 training steps — these numbers only show that "
                  "the pipeline runs; they say nothing about the paper.", ""]
     head += [f"Hardware: {hw}.", "",
-             "| method | dataset | top-1 (measured / paper / Δ) | top-5 | top-10 | trials | wall time |",
-             "|---|---|---|---|---|---|---|"]
+             "| method | dataset | recipe | pairing | top-1 (measured / paper / Δ) | top-5 | top-10 | trials "
+             "| wall time |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         cells = []
         for i, k in enumerate(config.RANKS):
             m = r["summary"]["rank"][str(k)]
             cells.append(f"{mean_std(m, r['trials'])} / {r['paper'][i]:.2f} / {m['mean'] - r['paper'][i]:+.2f}")
-        head.append(f"| {r['method']} | {r['dataset']} | " + " | ".join(cells) +
+        head.append(f"| {r['method']} | {r['dataset']} | {r['recipe']} | {r['pairing']} | " + " | ".join(cells) +
                     f" | {r['trials']} | {r['wall_minutes']:.1f} min |")
     for s in skipped:
-        head.append(f"| {s['method']} | {s['dataset']} | skipped: dataset not prepared — `{s['command']}` "
+        head.append(f"| {s['method']} | {s['dataset']} | | | skipped: dataset not prepared — `{s['command']}` "
                     f"| | | | |")
     return "\n".join(head) + "\n"
 
@@ -170,7 +179,8 @@ def write_from_results(table: int, results_dir: str, out_dir: str) -> str:
 
 
 def reproduce(table: int, data_dir: str, trials: int | None, smoke: bool, out_dir: str,
-              runs_dir: str, max_minutes: float | None = None) -> dict:
+              runs_dir: str, max_minutes: float | None = None, recipe: str | None = None,
+              pairing: str = "per_pair") -> dict:
     hw = hardware()
     results, skipped = [], []
     for row in rows(table):
@@ -182,7 +192,8 @@ def reproduce(table: int, data_dir: str, trials: int | None, smoke: bool, out_di
             continue
         n = 1 if smoke else (trials or datasets.get_spec(row.dataset).trials)
         logging.info("Table %d, %s on %s: %d trial(s)", table, row.method, row.dataset, n)
-        measured = run_row(row, n, data_dir, os.path.join(runs_dir, f"table{table}"), smoke, max_minutes)
+        measured = run_row(row, n, data_dir, os.path.join(runs_dir, f"table{table}"), smoke, max_minutes,
+                           recipe, pairing)
         results.append({**dataclasses.asdict(row), **measured})
     body = {"table": table, "smoke": smoke, "hardware": hw, "rows": results, "skipped": skipped}
     os.makedirs(out_dir, exist_ok=True)
@@ -201,7 +212,8 @@ def main(argv):
         print(write_from_results(f.table, f.from_results, f.out_dir))
         return
     body = reproduce(f.table, f.data_dir, f.trials, f.smoke, f.out_dir,
-                     f.runs_dir if not f.smoke else os.path.join(f.runs_dir, "smoke"), f.max_minutes)
+                     f.runs_dir if not f.smoke else os.path.join(f.runs_dir, "smoke"), f.max_minutes,
+                     f.recipe, f.pairing)
     print(table_markdown(body["table"], body["rows"], body["skipped"], body["smoke"], body["hardware"]))
 
 
@@ -215,4 +227,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("from_results", None, "train nothing: write the table from this folder's "
                         "committed *_curve.json files (e.g. results)")
     flags.DEFINE_float("max_minutes", None, "training budget per trial (default: the paper's 5 epochs)")
+    flags.DEFINE_enum("recipe", None, list(config.RECIPES), "training pairs (default: each dataset's: "
+                      "paper_xcorr for the paper's datasets; reid_tf.train --recipe)")
+    flags.DEFINE_enum("pairing", "per_pair", list(config.PAIRINGS), "per_pair or shared (reid_tf.train --pairing)")
     cli.run(main)

@@ -48,9 +48,12 @@ def test_smoke_table2_runs_the_whole_path(tmp_path):
     for row in body["rows"]:
         top1 = row["summary"]["rank"]["1"]["mean"]
         assert 0.0 <= top1 <= 100.0 and row["trials"] == 1
+        assert (row["recipe"], row["pairing"]) == ("cross_camera", "per_pair")  # the synthetic set's
         assert f"/ {row['paper'][0]:.2f} /" in text  # measured beside the paper's number
     assert "Hardware:" in text and "min |" in text
-    assert proc.stdout.count("| Ours-") == 8
+    assert proc.stdout.count("| Ours-") == 8 and text.count("| cross_camera | per_pair |") == 8
+    assert sorted(os.listdir(tmp_path / "runs" / "smoke" / "table2")) == [
+        "l234_synthetic_cross_camera_per_pair", "l23_synthetic_cross_camera_per_pair"]
 
 
 @pytest.mark.slow

@@ -17,8 +17,12 @@ def test_save_then_load_gives_the_same_options(tmp_path):
                         shared_images_per_camera=1, max_minutes=2.5, workdir=str(tmp_path / "run"))
     (tmp_path / "run").mkdir()
     opts.save(total_steps=10, steps_per_epoch=4, split_sizes=[316, 0, 316])
-    assert TrainOptions.load(opts.workdir) == opts
+    # no --recipe: run.json holds the one the run used, VIPeR's default, never null
+    assert TrainOptions.load(opts.workdir) == dataclasses.replace(opts, recipe="paper_xcorr")
     assert read_run(opts.workdir)["steps_per_epoch"] == 4  # what the options came to, beside them
+    explicit = dataclasses.replace(opts, recipe="cross_camera")
+    explicit.save(total_steps=10)
+    assert TrainOptions.load(opts.workdir) == explicit
 
 
 def test_an_older_run_json_has_the_values_of_its_time(tmp_path):

@@ -289,6 +289,43 @@ def test_per_dataset_recipe(name, batch, crops, trials):
     assert config.per_dataset(config.TRIALS, name) == trials
 
 
+PAPER_DATASETS = ("viper", "cuhk01", "cuhk03_detected", "cuhk03_labeled")
+
+
+@pytest.mark.parametrize("name", datasets.DATASETS)
+def test_default_recipe_is_the_papers_on_its_datasets_and_ours_elsewhere(name):
+    """[31]'s reading (config.PAPER_RECIPE) for VIPeR, CUHK01, CUHK03; ours for the synthetic set and
+    the multi-camera datasets the paper does not use; --recipe overrides either."""
+    from reid_tf.train import TrainOptions
+    expected = "paper_xcorr" if name in PAPER_DATASETS else "cross_camera"
+    assert datasets.get_spec(name).recipe == expected
+    assert TrainOptions(dataset=name).resolved_recipe() == expected
+    for recipe in config.RECIPES:
+        assert TrainOptions(dataset=name, recipe=recipe).resolved_recipe() == recipe
+
+
+def test_a_paper_dataset_trains_with_paper_xcorr_unless_told_and_records_it(tmp_path):
+    """VIPeR in its original layout, prepared, trained one step without --recipe: run.json says
+    paper_xcorr and the log counts [31]'s epoch (316 identities × C(14, 2) positives × 3 pairs);
+    resuming it with --recipe=cross_camera is refused, naming the flag."""
+    from tests import fixtures
+    data = tmp_path / "data"
+    src = fixtures.write_viper(str(tmp_path / "src"))
+    prep = subprocess.run([sys.executable, "-m", "data_tools.prepare_viper", f"--src={src}",
+                           f"--out={data / 'viper'}"], capture_output=True, text=True, timeout=300)
+    assert prep.returncode == 0, prep.stderr[-2000:]
+    work = str(tmp_path / "run")
+    base = [sys.executable, "-m", "reid_tf.train", "--dataset=viper", f"--data_dir={data}", f"--workdir={work}",
+            "--batch_size=6", "--max_steps=1", "--noevaluate", "--nofigures"]
+    proc = subprocess.run(base, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(work, "run.json")) as f:
+        assert json.load(f)["recipe"] == "paper_xcorr"
+    assert f"{316 * 91 * 3 // 6} steps per epoch" in proc.stderr
+    again = subprocess.run(base + ["--resume", "--recipe=cross_camera"], capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "--recipe=paper_xcorr (now cross_camera)" in again.stderr, again.stderr[-2000:]
+
+
 def test_curve_evaluates_every_checkpoint_under_both_protocols(reference_run, tmp_path):
     """experiments.curve over the run's checkpoints (2, 4, 6): one point each, both protocols; the
     last point's single-shot CMC is the run's own evaluation of the same weights (eval.json)."""

@@ -103,6 +103,9 @@ class DatasetSpec:
       cameras: how many cameras the records may name (0 .. cameras-1).
       fixed_testsets: test identities of trial t = the manifest's testsets[t] (CUHK03).
       epochs: training length in the dataset's epochs (paper §4.2: 5).
+      recipe: the default reading of the training pairs (config.RECIPES; `--recipe` overrides).
+        The paper's datasets take [31]'s ("paper_xcorr", the one that measured close to the paper
+        on CUHK01: docs/DESIGN.md "Recipes"); the others ours ("cross_camera").
     """
 
     name: str
@@ -116,6 +119,7 @@ class DatasetSpec:
     cameras: int = 2
     fixed_testsets: bool = False
     epochs: float = 5.0
+    recipe: str = "cross_camera"
 
     def prepare_command(self, root: str) -> str:
         """The shell command that prepares this dataset into `root` (= its dataset_dir)."""
@@ -125,7 +129,7 @@ class DatasetSpec:
 def paper_two_camera_spec(name: str, prepare: str, split_sizes: Callable[[int], tuple[int, int]]) -> DatasetSpec:
     """The spec of the paper's two-camera datasets other than CUHK03 (VIPeR, CUHK01): folder `name`,
     single-shot protocol and the recipe §4.2 gives them (config's "default" batch size, crops per
-    image and trials); only the name, the command and the split sizes differ between them."""
+    image and trials; config.PAPER_RECIPE); only the name, the command and the split sizes differ between them."""
     return DatasetSpec(
         name=name,
         subdir=name,
@@ -135,6 +139,7 @@ def paper_two_camera_spec(name: str, prepare: str, split_sizes: Callable[[int], 
         batch_size=config.BATCH_SIZE["default"],
         crops_per_image=config.CROPS_PER_IMAGE["default"],
         trials=config.TRIALS["default"],
+        recipe=config.PAPER_RECIPE,
     )
 
 

@@ -26,6 +26,7 @@ def _spec(kind: str) -> DatasetSpec:
         crops_per_image=config.CROPS_PER_IMAGE["cuhk03"],
         trials=config.TRIALS["cuhk03"],
         fixed_testsets=True,
+        recipe=config.PAPER_RECIPE,
     )
 
 
