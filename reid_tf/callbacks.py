@@ -94,7 +94,9 @@ class StepCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        self.save(f"interval {epoch + 1}" if self.step % self.every == 0 else "training stopped")
+        # An "epoch" of fit is a checkpoint interval; after a resume from a step that is not a multiple
+        # of `every`, intervals end off the multiples, so whether training stops decides the label.
+        self.save("training stopped" if self.model.stop_training else f"interval {epoch + 1}")
 
     def on_train_end(self, logs=None):
         latest = self.manager.latest_checkpoint

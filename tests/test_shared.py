@@ -149,9 +149,12 @@ def test_shared_training_runs_and_learns_a_step(records):
     assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
 
 
-def test_keep_every_keeps_the_curve_checkpoints_the_rolling_ones_drop(records, tmp_path):
+def test_keep_every_keeps_the_curve_checkpoints_the_rolling_ones_drop(records, tmp_path, caplog):
     """StepCheckpoint(keep_every=3) over 8 steps saved every 2: checkpoints/ rolls (MAX_TO_KEEP),
-    checkpoints/kept/ holds steps 3 and 6 for good, each restoring that step's weights."""
+    checkpoints/kept/ holds steps 3 and 6 for good, each restoring that step's weights; the log
+    calls only the last checkpoint "training stopped"."""
+    import logging
+    caplog.set_level(logging.INFO)
     keras.utils.set_random_seed(0)
     model = trainer.PairTrainer(build_model("l2"))
     model.compile(optimizer=trainer.make_optimizer(), jit_compile=False)
@@ -168,9 +171,28 @@ def test_keep_every_keeps_the_curve_checkpoints_the_rolling_ones_drop(records, t
               callbacks=[callback, Record_()])
     rolling = sorted(trainer.checkpoint_step(p) for p in manager.checkpoints)
     assert rolling == [4, 6, 8]
+    labels = [m.rsplit("(", 1)[1] for m in caplog.messages if m.startswith("checkpoint ")]
+    assert labels == ["interval 1)", "kept: a multiple of 3 steps)", "interval 2)", "kept: a multiple of 3 steps)",
+                      "interval 3)", "training stopped)"], labels
     kept = tf.train.get_checkpoint_state(f"{directory}/{trainer.KEPT_DIR}").all_model_checkpoint_paths
     assert sorted(trainer.checkpoint_step(p) for p in kept) == [3, 6]
     for path in kept:
         network = build_model("l2")
         tf.train.Checkpoint(model=network).restore(path).expect_partial()
         np.testing.assert_array_equal(network.get_weights()[0], weights[trainer.checkpoint_step(path)])
+
+
+def test_checkpoints_of_a_run_resumed_off_the_interval_are_not_called_stopped(records, tmp_path, caplog):
+    """Resumed at step 1 with checkpoints every 2 steps, the intervals end at steps 3 and 5: only the
+    last is "training stopped" (before: every checkpoint of such a run was, as step % every != 0)."""
+    import logging
+    caplog.set_level(logging.INFO)
+    keras.utils.set_random_seed(0)
+    model = trainer.PairTrainer(build_model("l2"))
+    model.compile(optimizer=trainer.make_optimizer(), jit_compile=False)
+    model.optimizer.iterations.assign(1)
+    manager = trainer.checkpoint_manager(model, str(tmp_path / "checkpoints"))
+    model.fit(pairs.make_shared_dataset(records, 18, 2, CROPS), steps_per_epoch=2, epochs=2, verbose=0,
+              callbacks=[callbacks.StepCheckpoint(manager, 2, 5)])
+    saved = [m for m in caplog.messages if m.startswith("checkpoint ")]
+    assert [m.rsplit("ckpt-", 1)[1] for m in saved] == ["3 (interval 1)", "5 (training stopped)"], saved
