@@ -134,7 +134,8 @@ def main(argv):
     body = json.load(open(out_json)) if os.path.isfile(out_json) else {"points": []}
     body["run"] = {k: run_setting(run, k) for k in ("dataset", "model", "trial", "seed", "batch_size", "recipe",
                                                     "pairing", "shared_images_per_camera", "steps_per_epoch",
-                                                    "total_steps")}
+                                                    "total_steps", "learning_rate", "val_identities",
+                                                    "test_identities", "init_from")}
     done = {p["step"] for p in body["points"]}
     directory = FLAGS.checkpoints or os.path.join(FLAGS.workdir, "checkpoints")
     steps = checkpoint_steps(directory)

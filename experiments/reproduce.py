@@ -112,22 +112,45 @@ def _run_label(run: dict) -> tuple[str, str]:
     return recipe, pairing
 
 
+def off_protocol(run: dict) -> list[str]:
+    """The settings of a curve's run that make it no measurement of the paper's row: another test or
+    validation split, learning rate or batch size than the protocol's, or weights not trained from
+    scratch (the paper's Ours rows are). A setting the curve file does not record had its default."""
+    spec = datasets.get_spec(run["dataset"])
+    expected = {"val_identities": None, "test_identities": None, "init_from": None,
+                "learning_rate": config.LEARNING_RATE, "batch_size": spec.batch_size}
+    return [f"{name}={run[name]}" for name, value in expected.items() if run.get(name, value) != value]
+
+
 def from_results(table: int, results_dir: str) -> list[dict]:
-    """Measured lines of Table `table` from results_dir/*_curve.json (module docstring)."""
+    """Measured lines of Table `table` from results_dir/*_curve.json (module docstring). A curve off
+    the protocol (off_protocol) is left out with a warning; the same run (trial, seed and settings)
+    in two files is an error, as it would count as two trials."""
     curves = []
     for path in sorted(glob.glob(os.path.join(results_dir, "*_curve.json"))):
         try:
             with open(path) as f:
-                curves.append(json.load(f))
-        except (OSError, ValueError) as e:
-            raise cli.UsageError(f"{path}: not a readable curve file ({e})") from e
+                body = json.load(f)
+            off = off_protocol(body["run"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise cli.UsageError(f"{path}: not a readable curve file ({type(e).__name__}: {e})") from e
+        if off:
+            logging.warning("%s: left out of the table, not the paper's setting (%s)", path, ", ".join(off))
+            continue
+        curves.append((path, body))
     lines = []
     for row in rows(table):
         groups: dict[tuple, list] = {}
-        for body in curves:
+        seen: dict[tuple, str] = {}
+        for path, body in curves:
             run = body["run"]
             if (run["dataset"], run["model"]) != (row.dataset, row.model) or not body["points"]:
                 continue
+            same = (*_run_label(run), run["trial"], run["seed"])
+            if same in seen:
+                raise cli.UsageError(f"{path} and {seen[same]} are curves of the same run (trial {run['trial']}, "
+                                     f"seed {run['seed']}, {', '.join(same[:2])}): keep one, or it counts twice")
+            seen[same] = path
             full = [p for p in body["points"] if p["epochs"] >= config.EPOCHS - 1e-9]
             point = full[0] if full else body["points"][-1]
             for protocol, result in point["results"].items():

@@ -101,3 +101,31 @@ def test_table_from_committed_results_trains_nothing(tmp_path):
     assert "| 30.00 / 86.55 / -56.55 |" in short_row and "±" not in short_row  # one trial: no spread shown
     assert "no training" in text and "Ours-(L2, L3, L4) on cuhk01" in text
     assert "45.00 ± 7.07" in proc.stdout
+
+
+def test_table_from_results_leaves_out_runs_off_the_protocol_and_refuses_a_run_twice(tmp_path):
+    """A curve trained on another split, learning rate or batch, or from other weights is no
+    measurement of the paper's row: left out, with one warning naming the file and the setting.
+    The same run's curve in two files would count as two trials: one error line naming both."""
+    res = tmp_path / "res"
+    res.mkdir()
+    _curve(res, "good", 0, [(5.0, (40, 60, 70, 50))])
+    _curve(res, "small_test", 1, [(5.0, (90, 95, 99, 90))], test_identities=50)
+    _curve(res, "finetuned", 2, [(5.0, (90, 95, 99, 90))], init_from="runs/cuhk03")
+    _curve(res, "other_lr", 3, [(5.0, (90, 95, 99, 90))], learning_rate=1e-3)
+    proc = reproduce(tmp_path, "--table=2", f"--from_results={res}")
+    body = json.loads((tmp_path / "results" / "table2.json").read_text())
+    assert [(line["trials"], line["summary"]["rank1"]["mean"]) for line in body["lines"]] == [(1, 40.0)]
+    for name, setting in [("small_test", "test_identities=50"), ("finetuned", "init_from=runs/cuhk03"),
+                          ("other_lr", "learning_rate=0.001")]:
+        assert f"{name}_curve.json: left out of the table, not the paper's setting ({setting})" in proc.stderr
+    for path in res.glob("*_curve.json"):
+        if path.name != "good_curve.json":
+            path.unlink()
+    _curve(res, "again", 0, [(5.0, (41, 60, 70, 50))])
+    cmd = [sys.executable, "-m", "experiments.reproduce", "--table=2", f"--from_results={res}",
+           f"--out_dir={tmp_path / 'results2'}"]
+    twice = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert twice.returncode != 0 and "Traceback" not in twice.stderr
+    error = [line for line in twice.stderr.splitlines() if "are curves of the same run" in line]
+    assert len(error) == 1 and "again_curve.json" in error[0] and "good_curve.json" in error[0], twice.stderr
