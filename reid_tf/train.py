@@ -101,7 +101,8 @@ class TrainOptions:
             raise UsageError(f"unknown recipe {self.recipe!r}; valid: {', '.join(config.RECIPES)}")
         check_dataset(self)
         if self.pairing == "shared" and self.resolved_recipe() == "paper_xcorr" and self.shared_images_per_camera > 1:
-            raise UsageError(f"--recipe=paper_xcorr shares images one positive a visit (K = 1: [31]'s "
+            given = "" if self.recipe else f" ({self.dataset}'s default; --recipe=cross_camera for ours)"
+            raise UsageError(f"--recipe=paper_xcorr{given} shares images one positive a visit (K = 1: [31]'s "
                              f"all-pairs positives cannot be cut into equal K × K blocks); drop "
                              f"--shared_images_per_camera={self.shared_images_per_camera} or set it to 1")
         if self.pairing == "shared" and self.strategy == "mirrored":
