@@ -97,7 +97,8 @@ def plot(body: dict, path: str, size=(720, 440), paper_rank1: float | None = Non
     draw.text((left + (w - left - right) // 2 - 30, h - 22), "pairs seen", fill="black", font=font)
     run = body["run"]
     draw.text((8, 10), f"rank-1 (%), Eq. 7: {run['dataset']} / {run['model']} / "
-              f"{run_setting(run, 'recipe')} / {run_setting(run, 'pairing')}", fill="black", font=font)
+              f"{run_setting(run, 'recipe')} / {run_setting(run, 'pairing')} / trial {run['trial']}",
+              fill="black", font=font)
     legend = []
     if paper_rank1 is not None:
         y = xy(0, paper_rank1)[1]
