@@ -55,7 +55,7 @@ def run_row(row: Row, trials: int, data_dir: str, runs_dir: str, smoke: bool,
     t0 = time.monotonic()
     workdirs = []
     dataset = "synthetic" if smoke else row.dataset
-    recipe = recipe or datasets.get_spec(dataset).recipe
+    recipe = train.TrainOptions(dataset=dataset, recipe=recipe).resolved_recipe()
     # A smoke run maps every dataset to the synthetic one, so rows that differ only by dataset are
     # the same experiment: they share one workdir (Table 2's smoke trains 2 models, not 8). Runs of
     # another recipe or pairing are other experiments: their own workdirs, never resumed as this one.

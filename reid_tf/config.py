@@ -109,9 +109,8 @@ POSITIVES_PER_IDENTITY = 32
 #   pairs of an identity's images and copies, any cameras, each with two random negatives
 #   (src/trainMultiGPU.lua); CUHK01: 871 × C(28, 2) positives, 988 k pairs per epoch.
 RECIPES = ("cross_camera", "paper_xcorr")
-# The default for the paper's datasets (VIPeR, CUHK01, CUHK03; each dataset module's `recipe`):
-# measured on CUHK01 trial 0, [31]'s reading reached 59 % top-1 after 197 k pairs against 35 % for
-# ours after its whole 5 epochs (261 k pairs); docs/RESULTS.md "Session 4", DESIGN "Recipes".
+# The default for the paper's datasets (VIPeR, CUHK01, CUHK03; each dataset module's `recipe`),
+# chosen by measurement on CUHK01 (docs/RESULTS.md sessions 4–5; the reasoning: DESIGN "Recipes").
 PAPER_RECIPE = "paper_xcorr"
 # [31]'s copies are translated by integers drawn from [−0.05 H, 0.05 H] on both axes (H = the
 # image height, for the width too), uncovered pixels zero (datasets/cuhk01_test486/dataAugmentation.lua).
