@@ -77,27 +77,35 @@ def _curve(tmp, name, trial, points, **run):
 
 
 def test_table_from_committed_results_trains_nothing(tmp_path):
-    """Two trials at 5 epochs (their later points ignored), one run stopped at 1 epoch on another
-    recipe: hand-computed means and sample stds, the short run labelled, the missing rows named."""
+    """Two trials at 5 epochs (their later points ignored); on another recipe, two runs stopped at
+    1 and 0.4 epochs: a two-trial line where they meet (0.4) and a one-trial line at 1. Hand-computed
+    means and sample stds, the short runs labelled, the missing rows named."""
     res = tmp_path / "res"
     res.mkdir()
     _curve(res, "a", 0, [(1.0, (10, 20, 30, 15)), (5.0, (40, 60, 70, 50)), (6.0, (99, 99, 99, 99))])
     _curve(res, "b", 1, [(5.0, (50, 70, 80, 60))])
-    _curve(res, "c", 0, [(1.0, (30, 50, 60, 40))], recipe="paper_xcorr", pairing="per_pair")
+    _curve(res, "c", 0, [(0.4, (24, 40, 50, 30)), (1.0, (30, 50, 60, 40))], recipe="paper_xcorr",
+           pairing="per_pair")
+    _curve(res, "d", 1, [(0.2, (1, 2, 3, 4)), (0.4, (20, 44, 50, 36))], recipe="paper_xcorr", pairing="per_pair")
     proc = reproduce(tmp_path, "--table=2", f"--from_results={res}")
     body = json.loads((tmp_path / "results" / "table2.json").read_text())
     assert not (tmp_path / "runs").exists()
-    lines = {(line["recipe"], line["pairing"]): line for line in body["lines"]}
-    assert set(lines) == {("cross_camera", "shared, K = 1"), ("paper_xcorr", "per_pair")}
-    both = lines["cross_camera", "shared, K = 1"]
-    assert both["trials"] == 2 and both["epochs"] == 5
+    lines = {(line["recipe"], line["pairing"], line["epochs"]): line for line in body["lines"]}
+    assert set(lines) == {("cross_camera", "shared, K = 1", 5), ("paper_xcorr", "per_pair", 1),
+                          ("paper_xcorr", "per_pair", 0.4)}  # not a's 1-epoch point: no run ends there
+    both = lines["cross_camera", "shared, K = 1", 5]
+    assert both["trials"] == 2
     assert both["summary"]["rank1"] == {"mean": 45.0, "std": pytest.approx(50 ** 0.5)}  # 40, 50: sd √50
     assert both["summary"]["map"]["mean"] == 55.0
-    short = lines["paper_xcorr", "per_pair"]
-    assert short["trials"] == 1 and short["epochs"] == 1 and short["summary"]["rank1"]["std"] == 0
+    short = lines["paper_xcorr", "per_pair", 1]
+    assert short["trials"] == 1 and short["summary"]["rank1"]["std"] == 0
+    met = lines["paper_xcorr", "per_pair", 0.4]  # c's 0.4 point and d's last: 24, 20 → 22 ± √8
+    assert met["trials"] == 2 and met["summary"]["rank1"] == {"mean": 22.0, "std": pytest.approx(8 ** 0.5)}
+    assert met["summary"]["rank5"]["mean"] == 42.0 and met["summary"]["map"]["mean"] == 33.0
     text = (tmp_path / "results" / "table2.md").read_text()
     assert "45.00 ± 7.07 / 86.55 / -41.55" in text and "1 (not the paper's 5)" in text
-    short_row = next(row for row in text.splitlines() if "| paper_xcorr |" in row)
+    assert "22.00 ± 2.83 / 86.55 / -64.55" in text and "0.4 (not the paper's 5)" in text
+    short_row = next(row for row in text.splitlines() if "| paper_xcorr |" in row and "| 1 (not" in row)
     assert "| 30.00 / 86.55 / -56.55 |" in short_row and "±" not in short_row  # one trial: no spread shown
     assert "no training" in text and "Ours-(L2, L3, L4) on cuhk01" in text
     assert "45.00 ± 7.07" in proc.stdout
