@@ -19,8 +19,8 @@ import re
 
 import tensorflow as tf
 from absl import flags, logging
-from PIL import Image, ImageDraw, ImageFont
 
+from experiments import plots
 from reid_tf import cli, datasets, evaluate, fileio, pairs
 from reid_tf.model import build_model
 from reid_tf.train import TrainOptions, read_run, run_setting
@@ -73,51 +73,20 @@ def markdown(body: dict) -> str:
 
 
 def plot(body: dict, path: str, size=(720, 440), paper_rank1: float | None = None) -> None:
-    """Rank-1 (%) against pairs seen, one line per protocol, the paper's rank-1 dashed (PIL only)."""
+    """Rank-1 (%) against pairs seen, one line per protocol, the paper's rank-1 dashed."""
     w, h = size
-    left, right, top, bottom = 60, 170, 36, 50
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=13)
-    points = body["points"]
-    max_x = max((p["pairs_seen"] for p in points), default=1) or 1
-
-    def xy(pairs_seen, rank1):
-        return (left + (w - left - right) * pairs_seen / max_x, h - bottom - (h - top - bottom) * rank1 / 100)
-
-    draw.line([(left, top), (left, h - bottom), (w - right, h - bottom)], fill="black")
-    for v in range(0, 101, 20):
-        y = xy(0, v)[1]
-        draw.line([(left - 4, y), (left, y)], fill="black")
-        draw.text((left - 32, y - 7), f"{v}", fill="black", font=font)
-    for i in range(5):
-        x = left + (w - left - right) * i / 4
-        draw.line([(x, h - bottom), (x, h - bottom + 4)], fill="black")
-        draw.text((x - 14, h - bottom + 8), f"{max_x * i / 4 / 1000:.0f}k", fill="black", font=font)
-    draw.text((left + (w - left - right) // 2 - 30, h - 22), "pairs seen", fill="black", font=font)
-    run = body["run"]
-    draw.text((8, 10), f"rank-1 (%), Eq. 7: {run['dataset']} / {run['model']} / "
-              f"{run_setting(run, 'recipe')} / {run_setting(run, 'pairing')} / trial {run['trial']}",
-              fill="black", font=font)
-    legend = []
-    if paper_rank1 is not None:
-        y = xy(0, paper_rank1)[1]
-        for x0 in range(left, w - right, 12):
-            draw.line([(x0, y), (min(x0 + 6, w - right), y)], fill=(90, 90, 90))
-        legend.append(((90, 90, 90), f"paper {paper_rank1:.2f}"))
-    for protocol, colour in COLOURS.items():
-        line = [xy(p["pairs_seen"], p["results"][protocol]["rank1"]) for p in points if protocol in p["results"]]
-        if len(line) > 1:
-            draw.line(line, fill=colour, width=2)
-        for x, y in line:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        legend.append((colour, f"{protocol} protocol"))
-    for n, (colour, label) in enumerate(legend):
-        y = top + 20 * n + 7
-        draw.line([(w - right + 12, y), (w - right + 34, y)], fill=colour, width=2)
-        draw.text((w - right + 40, y - 7), label, fill=colour, font=font)
-    with fileio.atomic_path(path, ".png") as tmp:
-        image.save(tmp)
+    image, draw = plots.new_image(size)
+    points, run = body["points"], body["run"]
+    series = [plots.Series(f"{protocol} protocol", colour,
+                           [(p["pairs_seen"], p["results"][protocol]["rank1"]) for p in points
+                            if protocol in p["results"]])
+              for protocol, colour in COLOURS.items()]
+    title = (f"rank-1 (%), Eq. 7: {run['dataset']} / {run['model']} / {run_setting(run, 'recipe')} / "
+             f"{run_setting(run, 'pairing')} / trial {run['trial']}")
+    plots.panel(draw, (2, 6, w - 170, h - 4), title, series,
+                max((p["pairs_seen"] for p in points), default=1), paper=paper_rank1)
+    plots.legend(draw, (w - 158, 36), [(s.colour, s.label, None) for s in series])
+    plots.save(image, path)
 
 
 def main(argv):

@@ -34,6 +34,7 @@ import time
 import numpy as np
 from absl import flags, logging
 
+from experiments import plots
 from experiments.common import Row, rows
 from reid_tf import cli, config, datasets, evaluate, fileio, metrics, train
 from reid_tf.evaluate import PROTOCOL_TITLES, SINGLE_SHOT_PROTOCOLS
@@ -124,10 +125,9 @@ def off_protocol(run: dict) -> list[str]:
     return [f"{name}={run[name]}" for name, value in expected.items() if run.get(name, value) != value]
 
 
-def from_results(table: int, results_dir: str) -> list[dict]:
-    """Measured lines of Table `table` from results_dir/*_curve.json (module docstring). A curve off
-    the protocol (off_protocol) is left out with a warning; the same run (trial, seed and settings)
-    in two files is an error, as it would count as two trials."""
+def read_curves(results_dir: str) -> list[tuple[str, dict]]:
+    """(path, body) of results_dir/*_curve.json, those off the protocol (off_protocol) left out
+    with a warning."""
     curves = []
     for path in sorted(glob.glob(os.path.join(results_dir, "*_curve.json"))):
         try:
@@ -140,6 +140,12 @@ def from_results(table: int, results_dir: str) -> list[dict]:
             logging.warning("%s: left out of the table, not the paper's setting (%s)", path, ", ".join(off))
             continue
         curves.append((path, body))
+    return curves
+
+
+def from_results(table: int, curves: list[tuple[str, dict]]) -> list[dict]:
+    """Measured lines of Table `table` from curves (read_curves; module docstring). The same run
+    (trial, seed and settings) in two files is an error, as it would count as two trials."""
     lines = []
     for row in rows(table):
         groups: dict[tuple, list] = {}
@@ -200,14 +206,59 @@ def from_results_markdown(table: int, lines: list[dict], results_dir: str) -> st
     return "\n".join(text) + "\n"
 
 
+PALETTE = [(31, 119, 180), (214, 39, 40), (255, 127, 14), (148, 103, 189), (44, 160, 44), (140, 86, 75),
+           (227, 119, 194), (23, 190, 207)]
+METRICS = (("rank1", "top-1"), ("rank5", "top-5"), ("rank10", "top-10"), ("map", "mAP"))
+
+
+def plot_row(row: Row, curves: list[tuple[str, dict]], path: str) -> bool:
+    """Top-1/5/10 and mAP against pairs seen for every committed run of a row (2 × 2 panels): one
+    colour per (recipe, pairing, protocol), one marker per trial, the paper's values dashed.
+    False (nothing drawn) when the row has no curve."""
+    bodies = [body for _, body in curves if (body["run"]["dataset"], body["run"]["model"]) == (row.dataset, row.model)
+              and body["points"]]
+    if not bodies:
+        return False
+    keys = sorted({(*_run_label(b["run"]), protocol) for b in bodies for p in b["points"] for protocol in p["results"]})
+    colour = {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(keys)}
+    trials = sorted({b["run"]["trial"] for b in bodies})
+    marker = {t: plots.MARKERS[i % len(plots.MARKERS)] for i, t in enumerate(trials)}
+    x_max = max(p["pairs_seen"] for b in bodies for p in b["points"])
+    pw, ph, legend_w = 470, 320, 330
+    image, draw = plots.new_image((2 * pw + legend_w, 2 * ph + 34))
+    draw.text((8, 8), f"{row.method} on {row.dataset}: test CMC (Eq. 7) and mAP against pairs seen, every "
+              "committed run (results/*_curve.json)", fill="black", font=plots.font(14))
+    for n, (name, title) in enumerate(METRICS):
+        series = [plots.Series("", colour[(*_run_label(b["run"]), protocol)],
+                               [(p["pairs_seen"], p["results"][protocol][name]) for p in b["points"]
+                                if protocol in p["results"]], marker[b["run"]["trial"]])
+                  for b in bodies for protocol in sorted({pr for p in b["points"] for pr in p["results"]})]
+        x0, y0 = (n % 2) * pw, 30 + (n // 2) * ph
+        paper = row.paper[n] if n < len(row.paper) else None
+        plots.panel(draw, (x0, y0, x0 + pw, y0 + ph), f"{title} (%)", series, x_max, paper=paper)
+    entries = [(colour[k], f"{k[0]}, {k[1]}, {k[2]}", None) for k in keys]
+    entries += [((0, 0, 0), f"trial {t}", marker[t]) for t in trials]
+    plots.legend(draw, (2 * pw + 10, 40), entries)
+    plots.save(image, path)
+    return True
+
+
 def write_from_results(table: int, results_dir: str, out_dir: str) -> str:
-    lines = from_results(table, results_dir)
-    text = from_results_markdown(table, lines, results_dir)
+    curves = read_curves(results_dir)
+    lines = from_results(table, curves)
     os.makedirs(out_dir, exist_ok=True)
     prefix = os.path.join(out_dir, f"table{table}")
+    figures = []
+    for row in rows(table):
+        figure = f"{prefix}_{row.dataset}_{row.model}.png"
+        if plot_row(row, curves, figure):
+            figures.append(os.path.basename(figure))
+    text = from_results_markdown(table, lines, results_dir)
+    if figures:
+        text += "\nAgainst pairs seen, every committed run: " + ", ".join(f"![{f}]({f})" for f in figures) + "\n"
     fileio.write_json(prefix + ".json", {"table": table, "source": f"{results_dir}/*_curve.json", "lines": lines})
     fileio.write_text(prefix + ".md", text)
-    logging.info("wrote %s.md and .json from %d measured line(s)", prefix, len(lines))
+    logging.info("wrote %s.md and .json from %d measured line(s), %d figure(s)", prefix, len(lines), len(figures))
     return text
 
 

@@ -5,8 +5,10 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from experiments.common import rows
+from experiments.reproduce import PALETTE
 from reid_tf import config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,6 +111,13 @@ def test_table_from_committed_results_trains_nothing(tmp_path):
     assert "| 30.00 / 86.55 / -56.55 |" in short_row and "±" not in short_row  # one trial: no spread shown
     assert "no training" in text and "Ours-(L2, L3, L4) on cuhk01" in text
     assert "45.00 ± 7.07" in proc.stdout
+    # one figure for the one measured row, linked from the table; each (recipe, pairing, protocol)
+    # has its own colour in it, and no figure for the rows without a curve
+    figures = sorted(p.name for p in (tmp_path / "results").glob("*.png"))
+    assert figures == ["table2_cuhk01_l23.png"] and "(table2_cuhk01_l23.png)" in text
+    with Image.open(tmp_path / "results" / figures[0]) as image:
+        colours = {c for _, c in image.convert("RGB").getcolors(1 << 20)}
+    assert {PALETTE[0], PALETTE[1]} <= colours  # the cross_camera and the paper_xcorr runs (xcorr protocol)
 
 
 def test_table_from_results_leaves_out_runs_off_the_protocol_and_refuses_a_run_twice(tmp_path):
