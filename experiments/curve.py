@@ -5,7 +5,8 @@ protocols (issue 11):
         --out=results/cuhk01_l23_cross_camera_curve [--protocols=single_shot,xcorr] [--every=395]
 
 Each checkpoint (ckpt-<step>) whose step is a multiple of --every, or the last one, is restored into
-the run's preset and evaluated on the run's test split (reid_tf.evaluate.evaluate_network). The
+the run's preset and evaluated on the run's test split (reid_tf.evaluate.evaluate_network);
+--checkpoints must be inside --workdir, so that no other run's weights meet this run's test split. The
 points are added to OUT.json (finished points are kept, so the command can be rerun as a run goes
 on), and OUT.md (a table) and OUT.png (rank-1 against pairs seen, one line per protocol) are
 rewritten. Commit these small files under results/ so the curve survives a change of machine.
@@ -95,6 +96,11 @@ def main(argv):
     if unknown:  # before any checkpoint is evaluated
         raise cli.UsageError(f"unknown --protocols {', '.join(unknown)}; valid: "
                              f"{', '.join(evaluate.SINGLE_SHOT_PROTOCOLS)}")
+    directory = FLAGS.checkpoints or os.path.join(FLAGS.workdir, "checkpoints")
+    inside = os.path.realpath(directory).startswith(os.path.realpath(FLAGS.workdir) + os.sep)
+    if not inside:  # another run's weights would be tested on this run's split, which it may have trained on
+        raise cli.UsageError(f"--checkpoints {directory} is not inside --workdir {FLAGS.workdir}: a curve "
+                             "evaluates a run's own checkpoints on that run's test split; give the run's workdir")
     run = read_run(FLAGS.workdir)
     options = TrainOptions.from_record(run)
     dataset = options.load_dataset()
@@ -107,7 +113,6 @@ def main(argv):
                                                     "total_steps", "learning_rate", "val_identities",
                                                     "test_identities", "init_from")}
     done = {p["step"] for p in body["points"]}
-    directory = FLAGS.checkpoints or os.path.join(FLAGS.workdir, "checkpoints")
     steps = checkpoint_steps(directory)
     for step in steps:
         if step in done or (step % FLAGS.every and step != steps[-1]):

@@ -3,6 +3,7 @@ guard, MirroredStrategy on two logical CPUs, evaluation outputs (issue 4)."""
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import types
@@ -349,3 +350,11 @@ def test_curve_evaluates_every_checkpoint_under_both_protocols(reference_run, tm
                               "--protocols=standard"], capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0 and "unknown --protocols standard" in refused.stderr
     assert not os.path.exists(out + "2.json")
+    # another run's checkpoints (here: a folder outside the workdir) would be tested on this run's
+    # split, which that run may have trained on: refused in one line, nothing written
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(os.path.join(workdir, "checkpoints"), elsewhere)
+    foreign = subprocess.run([sys.executable, "-m", "experiments.curve", f"--workdir={workdir}", f"--out={out}3",
+                              f"--checkpoints={elsewhere}"], capture_output=True, text=True, timeout=600)
+    assert foreign.returncode != 0 and "Traceback" not in foreign.stderr
+    assert f"--checkpoints {elsewhere} is not inside --workdir" in foreign.stderr and not os.path.exists(out + "3.json")
