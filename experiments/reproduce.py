@@ -209,6 +209,7 @@ def from_results_markdown(table: int, lines: list[dict], results_dir: str) -> st
 PALETTE = [(31, 119, 180), (214, 39, 40), (255, 127, 14), (148, 103, 189), (44, 160, 44), (140, 86, 75),
            (227, 119, 194), (23, 190, 207)]
 METRICS = (("rank1", "top-1"), ("rank5", "top-5"), ("rank10", "top-10"), ("map", "mAP"))
+PANEL = (470, 320)  # pixels of one chart of a row's figure; the legend is to the right of 2 × 2 of them
 
 
 def plot_row(row: Row, curves: list[tuple[str, dict]], path: str) -> bool:
@@ -224,7 +225,7 @@ def plot_row(row: Row, curves: list[tuple[str, dict]], path: str) -> bool:
     trials = sorted({b["run"]["trial"] for b in bodies})
     marker = {t: plots.MARKERS[i % len(plots.MARKERS)] for i, t in enumerate(trials)}
     x_max = max(p["pairs_seen"] for b in bodies for p in b["points"])
-    pw, ph, legend_w = 470, 320, 330
+    (pw, ph), legend_w = PANEL, 330
     image, draw = plots.new_image((2 * pw + legend_w, 2 * ph + 34))
     draw.text((8, 8), f"{row.method} on {row.dataset}: test CMC (Eq. 7) and mAP against pairs seen, every "
               "committed run (results/*_curve.json)", fill="black", font=plots.font(14))
