@@ -212,16 +212,27 @@ METRICS = (("rank1", "top-1"), ("rank5", "top-5"), ("rank10", "top-10"), ("map",
 PANEL = (470, 320)  # pixels of one chart of a row's figure; the legend is to the right of 2 × 2 of them
 
 
-def plot_row(row: Row, curves: list[tuple[str, dict]], path: str) -> bool:
+def _series_keys(bodies) -> list[tuple[str, str, str]]:
+    """The (recipe, pairing, protocol) of every series of these curve bodies, sorted."""
+    return sorted({(*_run_label(b["run"]), protocol) for b in bodies for p in b["points"] for protocol in p["results"]})
+
+
+def series_colours(curves: list[tuple[str, dict]]) -> dict:
+    """One colour per (recipe, pairing, protocol) over all the curves, so that a setting has the same
+    colour in every row's figure."""
+    return {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(_series_keys(body for _, body in curves))}
+
+
+def plot_row(row: Row, curves: list[tuple[str, dict]], path: str, colour: dict | None = None) -> bool:
     """Top-1/5/10 and mAP against pairs seen for every committed run of a row (2 × 2 panels): one
-    colour per (recipe, pairing, protocol), one marker per trial, the paper's values dashed.
-    False (nothing drawn) when the row has no curve."""
+    colour per (recipe, pairing, protocol) (`colour`, default series_colours(curves)), one marker
+    per trial, the paper's values dashed. False (nothing drawn) when the row has no curve."""
     bodies = [body for _, body in curves if (body["run"]["dataset"], body["run"]["model"]) == (row.dataset, row.model)
               and body["points"]]
     if not bodies:
         return False
-    keys = sorted({(*_run_label(b["run"]), protocol) for b in bodies for p in b["points"] for protocol in p["results"]})
-    colour = {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(keys)}
+    keys = _series_keys(bodies)
+    colour = colour or series_colours(curves)
     trials = sorted({b["run"]["trial"] for b in bodies})
     marker = {t: plots.MARKERS[i % len(plots.MARKERS)] for i, t in enumerate(trials)}
     x_max = max(p["pairs_seen"] for b in bodies for p in b["points"])
@@ -249,11 +260,14 @@ def write_from_results(table: int, results_dir: str, out_dir: str) -> str:
     lines = from_results(table, curves)
     os.makedirs(out_dir, exist_ok=True)
     prefix = os.path.join(out_dir, f"table{table}")
-    figures = []
+    figures, colour = [], series_colours(curves)
     for row in rows(table):
         figure = f"{prefix}_{row.dataset}_{row.model}.png"
-        if plot_row(row, curves, figure):
+        if plot_row(row, curves, figure, colour):
             figures.append(os.path.basename(figure))
+        elif os.path.exists(figure):  # drawn before from curves that are gone: it would show them still
+            os.remove(figure)
+            logging.info("removed %s: no committed curve of its row now", figure)
     text = from_results_markdown(table, lines, results_dir)
     if figures:
         text += "\nAgainst pairs seen, every committed run: " + ", ".join(f"![{f}]({f})" for f in figures) + "\n"

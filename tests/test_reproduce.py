@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from experiments.common import rows
-from experiments.reproduce import PALETTE, PANEL
+from experiments.reproduce import PALETTE, PANEL, write_from_results
 from reid_tf import config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,6 +119,32 @@ def test_table_from_committed_results_trains_nothing(tmp_path):
         charts = image.convert("RGB").crop((0, 0, 2 * PANEL[0], image.height))
         colours = {c for _, c in charts.getcolors(1 << 20)}
     assert {PALETTE[0], PALETTE[1]} <= colours  # the cross_camera and the paper_xcorr runs (xcorr protocol)
+
+
+def _chart_colours(path) -> set:
+    with Image.open(path) as image:  # the charts only, not the legend
+        charts = image.convert("RGB").crop((0, 0, 2 * PANEL[0], image.height))
+        return {c for _, c in charts.getcolors(1 << 20)}
+
+
+def test_row_figures_give_a_setting_one_colour_and_drop_figures_of_rows_without_curves(tmp_path):
+    """Ours-(L2, L3) has two settings, Ours-(L2, L3, L4) only the second: it is drawn in the second's
+    colour in both figures, not in the first colour of its own figure. A figure left from curves that
+    are gone (VIPeR here) is removed, as it would show runs the table no longer has."""
+    res, out = tmp_path / "res", tmp_path / "out"
+    res.mkdir()
+    out.mkdir()
+    _curve(res, "a", 0, [(1.0, (10, 20, 30, 15))])  # cross_camera, shared
+    _curve(res, "b", 0, [(1.0, (30, 50, 60, 40))], recipe="paper_xcorr", pairing="per_pair")
+    _curve(res, "c", 0, [(1.0, (35, 55, 65, 45))], recipe="paper_xcorr", pairing="per_pair", model="l234")
+    (out / "table2_viper_l23.png").write_bytes(b"stale")
+    text = write_from_results(2, str(res), str(out))
+    assert sorted(p.name for p in out.glob("*.png")) == ["table2_cuhk01_l23.png", "table2_cuhk01_l234.png"]
+    assert "table2_viper_l23" not in text
+    first, second = PALETTE[0], PALETTE[1]  # sorted settings: (cross_camera, …) then (paper_xcorr, …)
+    assert {first, second} <= _chart_colours(out / "table2_cuhk01_l23.png")
+    l234 = _chart_colours(out / "table2_cuhk01_l234.png")
+    assert second in l234 and first not in l234
 
 
 def test_table_from_results_leaves_out_runs_off_the_protocol_and_refuses_a_run_twice(tmp_path):
