@@ -41,6 +41,8 @@ flags.DEFINE_integer("batch", config.BATCH_SIZE["default"], "Pairs per training 
 flags.DEFINE_integer("steps", 3, "Steps timed without, then with the profiler (after two warm-up steps).")
 flags.DEFINE_enum("correlation", CORRELATIONS[0], list(CORRELATIONS), "The CSN correlation form (reid_tf.layers.CSN).")
 flags.DEFINE_enum("pairing", "per_pair", list(config.PAIRINGS), "Per-pair or shared-image batch (reid_tf.pairs).")
+flags.DEFINE_integer("shared_k", None, "Images per camera of a shared visit (K; [31]'s recipe trains with 1); "
+                     "default config.SHARED_IMAGES_PER_CAMERA.")
 flags.DEFINE_integer("top_ops", 15, "Also list the most expensive op types.")
 flags.DEFINE_list("detail", [], "Blocks whose op types to list too (e.g. csn_2.stn,conv1).")
 
@@ -90,7 +92,8 @@ def main(argv: list[str]) -> None:
     del argv
     model = training_model(FLAGS.preset, FLAGS.correlation)
     step = train_step(model)
-    x, y = per_pair_batch(FLAGS.batch, seed=0) if FLAGS.pairing == "per_pair" else shared_batch(FLAGS.batch, seed=0)
+    x, y = per_pair_batch(FLAGS.batch, seed=0) if FLAGS.pairing == "per_pair" else shared_batch(
+        FLAGS.batch, seed=0, **({} if FLAGS.shared_k is None else {"k": FLAGS.shared_k}))
     pairs_per_step = int(y.shape[0])
     step(x, y)  # tracing, optimizer slots
     step(x, y)  # the first backward pass also sets up oneDNN primitives
