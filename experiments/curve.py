@@ -10,6 +10,13 @@ the run's preset and evaluated on the run's test split (reid_tf.evaluate.evaluat
 points are added to OUT.json (finished points are kept, so the command can be rerun as a run goes
 on), and OUT.md (a table) and OUT.png (rank-1 against pairs seen, one line per protocol) are
 rewritten. Commit these small files under results/ so the curve survives a change of machine.
+
+With --follow it runs beside a training (start both, the curve niced) and evaluates each checkpoint
+as it appears, until the training that holds the workdir ends (reid_tf.workdir.holder); then it
+evaluates what is left, the last checkpoint included, and exits:
+
+    nice -n 19 python -m experiments.curve --workdir=RUN --checkpoints=RUN/checkpoints/kept \
+        --out=results/NAME_curve --follow &
 """
 from __future__ import annotations
 
@@ -17,12 +24,13 @@ import glob
 import json
 import os
 import re
+import time
 
 import tensorflow as tf
 from absl import flags, logging
 
 from experiments import plots
-from reid_tf import cli, datasets, evaluate, fileio, pairs
+from reid_tf import cli, datasets, evaluate, fileio, pairs, workdir
 from reid_tf.model import build_model
 from reid_tf.train import TrainOptions, read_run, run_setting
 
@@ -112,20 +120,39 @@ def main(argv):
                                                     "pairing", "shared_images_per_camera", "steps_per_epoch",
                                                     "total_steps", "learning_rate", "val_identities",
                                                     "test_identities", "init_from")}
-    done = {p["step"] for p in body["points"]}
-    steps = checkpoint_steps(directory)
-    for step in steps:
-        if step in done or (step % FLAGS.every and step != steps[-1]):
-            continue
-        results = evaluate_checkpoint(options, os.path.join(directory, f"ckpt-{step}"), dataset, split.test,
-                                      FLAGS.protocols)
-        body["points"].append({"step": step, "epochs": step / run["steps_per_epoch"],
-                               "pairs_seen": step * per_step, "results": results})
-        body["points"].sort(key=lambda p: p["step"])
-        os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
-        fileio.write_json(out_json, body)
-        fileio.write_text(FLAGS.out + ".md", markdown(body))
-        plot(body, FLAGS.out + ".png", paper_rank1=FLAGS.paper_rank1)
+
+    def evaluate_new(final: bool) -> None:
+        """Evaluate the checkpoints not in the curve yet; the newest is skipped while the run may still
+        be publishing it (it is retried at the next poll), except in the final pass."""
+        done = {p["step"] for p in body["points"]}
+        steps = checkpoint_steps(directory)
+        for step in steps:
+            if step in done or (step % FLAGS.every and not (final and step == steps[-1])):
+                continue  # while following, the newest rolling checkpoint is not a point of the curve
+            try:
+                results = evaluate_checkpoint(options, os.path.join(directory, f"ckpt-{step}"), dataset,
+                                              split.test, FLAGS.protocols)
+            except (tf.errors.OpError, ValueError) as e:
+                if final or step != steps[-1]:
+                    raise
+                logging.info("ckpt-%d not readable yet (%s); retrying at the next poll", step, type(e).__name__)
+                continue
+            body["points"].append({"step": step, "epochs": step / run["steps_per_epoch"],
+                                   "pairs_seen": step * per_step, "results": results})
+            body["points"].sort(key=lambda p: p["step"])
+            os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
+            fileio.write_json(out_json, body)
+            fileio.write_text(FLAGS.out + ".md", markdown(body))
+            plot(body, FLAGS.out + ".png", paper_rank1=FLAGS.paper_rank1)
+
+    # --follow: evaluate each checkpoint as the run writes it, until the training holding the workdir
+    # ends; then one last pass, for the checkpoint it saves on its way out.
+    while FLAGS.follow and (pid := workdir.holder(FLAGS.workdir)) is not None:
+        evaluate_new(final=False)
+        logging.log_every_n_seconds(logging.INFO, "following the training of pid %d; next poll in %d s",
+                                    600, pid, FLAGS.poll_seconds)
+        time.sleep(FLAGS.poll_seconds)
+    evaluate_new(final=True)
     print(markdown(body))
 
 
@@ -136,4 +163,7 @@ if __name__ == "__main__":
     flags.DEFINE_list("protocols", list(evaluate.SINGLE_SHOT_PROTOCOLS), "test protocols")
     flags.DEFINE_float("paper_rank1", None, "the paper's rank-1 for this row, drawn dashed (e.g. 86.55)")
     flags.DEFINE_integer("every", 1, "evaluate checkpoints whose step is a multiple of this (and the last)")
+    flags.DEFINE_boolean("follow", False, "while a training holds WORKDIR, keep evaluating its new checkpoints "
+                         "as they appear; exit after it ends (run it niced beside the training)")
+    flags.DEFINE_integer("poll_seconds", 60, "--follow: seconds between looks for new checkpoints")
     cli.run(main)

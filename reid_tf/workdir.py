@@ -3,7 +3,8 @@
 `lock(workdir)` takes an exclusive `fcntl.flock` on workdir/.lock for as long as the returned
 object lives (the trainer holds it for the whole run). The kernel releases a flock when its owner's
 file descriptor closes, which includes any death of the process (SIGKILL, OOM killer), so a stale
-lock is impossible; the pid written into the file is only for the message that names the owner.
+lock is impossible; the pid written into the file is only for the message that names the owner,
+and for `holder`, which asks (without locking) whether a training is still running there.
 """
 from __future__ import annotations
 
@@ -51,6 +52,30 @@ def _read_pid(fd: int) -> int | None:
         return int(os.pread(fd, 32, 0).decode().strip())
     except ValueError:
         return None
+
+
+def holder(workdir: str) -> int | None:
+    """The pid of the live process that holds (or last held) the workdir's lock, else None.
+
+    Read only: it never takes the lock, so it cannot make a training that starts at that moment
+    fail as busy. A holder that died leaves its pid in the file; that pid is then not a live process
+    (unless the system has given it to another process since: then it reads as held until that one
+    ends).
+    """
+    try:
+        with open(os.path.join(workdir, LOCK_FILE)) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # exists, owned by another user
+        return pid
+    return pid
 
 
 def lock(workdir: str) -> WorkdirLock:

@@ -74,8 +74,10 @@ def test_busy_workdir_is_refused_naming_the_holder_and_a_killed_holder_leaves_no
     work = str(tmp_path / "run")
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, work], stdout=subprocess.PIPE, text=True,
                               cwd=fixtures.REPO, env=ENV)
+    assert workdir.holder(work) is None  # no lock file yet
     try:
         assert holder.stdout.readline().strip() == "locked"
+        assert workdir.holder(work) == holder.pid  # asked without taking the lock
         with pytest.raises(workdir.WorkdirBusyError, match=f"pid {holder.pid}"):
             workdir.lock(work)
         proc = run(train_cmd(data_dir, work, "--max_steps=2"), check=False)
@@ -86,8 +88,46 @@ def test_busy_workdir_is_refused_naming_the_holder_and_a_killed_holder_leaves_no
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+    assert workdir.holder(work) is None  # its pid is still in the file, but no process has it
     with workdir.lock(work):  # SIGKILL released the lock: the workdir is usable at once
         pass
+
+
+def test_curve_follows_a_training_until_it_ends(copy_of, tmp_path):
+    """experiments.curve --follow beside a "training" (a process holding the workdir's lock) whose
+    checkpoints appear one by one: each is evaluated as it appears, and when the holder ends the
+    curve makes one last pass (the checkpoint written on the way out) and exits."""
+    work = copy_of()
+    held = tmp_path / "not_written_yet"
+    held.mkdir()
+    ckpts = os.path.join(work, "checkpoints")
+    for name in os.listdir(ckpts):
+        if name.startswith(("ckpt-4.", "ckpt-6.")):
+            shutil.move(os.path.join(ckpts, name), held / name)
+    release = lambda step: [shutil.move(str(p), ckpts) for p in held.glob(f"ckpt-{step}.*")]  # noqa: E731
+    out = str(tmp_path / "curve")
+    steps = lambda: [p["step"] for p in json.load(open(out + ".json"))["points"]] if os.path.isfile(  # noqa: E731
+        out + ".json") else []
+    training = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, work], stdout=subprocess.PIPE, text=True,
+                                cwd=fixtures.REPO, env=ENV)
+    curve = None
+    try:
+        assert training.stdout.readline().strip() == "locked"
+        curve = subprocess.Popen(command("experiments.curve", f"--workdir={work}", f"--out={out}", "--follow",
+                                         "--poll_seconds=1", "--protocols=single_shot"),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=fixtures.REPO, env=ENV)
+        wait_for(lambda: steps() == [2], curve)
+        release(4)
+        wait_for(lambda: steps() == [2, 4], curve)
+        time.sleep(2)
+        assert curve.poll() is None  # still following: the training holds the workdir
+        release(6)  # written as the training stops
+    finally:
+        training.send_signal(signal.SIGKILL)
+        training.wait()
+    stdout, stderr = curve.communicate(timeout=300)
+    assert curve.returncode == 0, stderr[-3000:]
+    assert steps() == [2, 4, 6] and "| 6 |" in stdout
 
 
 # ------------------------------------------------------------------- --resume checks the settings
