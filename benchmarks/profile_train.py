@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from benchmarks.common import per_pair_batch, shared_batch, train_step, training_model
+from benchmarks.common import SHARED_K, per_pair_batch, shared_batch, train_step, training_model
 from reid_tf import config
 from reid_tf.complexity import block_of, complexity
 from reid_tf.layers.csn import CORRELATIONS
@@ -41,8 +41,8 @@ flags.DEFINE_integer("batch", config.BATCH_SIZE["default"], "Pairs per training 
 flags.DEFINE_integer("steps", 3, "Steps timed without, then with the profiler (after two warm-up steps).")
 flags.DEFINE_enum("correlation", CORRELATIONS[0], list(CORRELATIONS), "The CSN correlation form (reid_tf.layers.CSN).")
 flags.DEFINE_enum("pairing", "per_pair", list(config.PAIRINGS), "Per-pair or shared-image batch (reid_tf.pairs).")
-flags.DEFINE_integer("shared_k", None, "Images per camera of a shared visit (K; [31]'s recipe trains with 1); "
-                     "default config.SHARED_IMAGES_PER_CAMERA.")
+flags.DEFINE_integer("shared_k", SHARED_K, "--pairing=shared: images per camera of a visit (K; [31]'s recipe "
+                     "trains with 1).")
 flags.DEFINE_integer("top_ops", 15, "Also list the most expensive op types.")
 flags.DEFINE_list("detail", [], "Blocks whose op types to list too (e.g. csn_2.stn,conv1).")
 
@@ -93,7 +93,7 @@ def main(argv: list[str]) -> None:
     model = training_model(FLAGS.preset, FLAGS.correlation)
     step = train_step(model)
     x, y = per_pair_batch(FLAGS.batch, seed=0) if FLAGS.pairing == "per_pair" else shared_batch(
-        FLAGS.batch, seed=0, **({} if FLAGS.shared_k is None else {"k": FLAGS.shared_k}))
+        FLAGS.batch, seed=0, k=FLAGS.shared_k)
     pairs_per_step = int(y.shape[0])
     step(x, y)  # tracing, optimizer slots
     step(x, y)  # the first backward pass also sets up oneDNN primitives

@@ -63,18 +63,21 @@ def holder(workdir: str) -> int | None:
     ends).
     """
     try:
-        with open(os.path.join(workdir, LOCK_FILE)) as f:
-            pid = int(f.read().strip() or 0)
-    except (OSError, ValueError):
+        fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDONLY)
+    except OSError:
         return None
-    if pid <= 0:
+    try:
+        pid = _read_pid(fd)
+    finally:
+        os.close(fd)
+    if pid is None or pid <= 0:
         return None
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return None
-    except PermissionError:  # exists, owned by another user
-        return pid
+    except PermissionError:  # it exists, owned by another user
+        pass
     return pid
 
 

@@ -78,6 +78,12 @@ def _curve(tmp, name, trial, points, **run):
     (tmp / f"{name}_curve.json").write_text(json.dumps(body))
 
 
+def _chart_colours(path) -> set:
+    with Image.open(path) as image:  # the charts only, not the legend
+        charts = image.convert("RGB").crop((0, 0, 2 * PANEL[0], image.height))
+        return {c for _, c in charts.getcolors(1 << 20)}
+
+
 def test_table_from_committed_results_trains_nothing(tmp_path):
     """Two trials at 5 epochs (their later points ignored); on another recipe, two runs stopped at
     1 and 0.4 epochs: a two-trial line where they meet (0.4) and a one-trial line at 1. Hand-computed
@@ -115,16 +121,8 @@ def test_table_from_committed_results_trains_nothing(tmp_path):
     # has its own colour in it, and no figure for the rows without a curve
     figures = sorted(p.name for p in (tmp_path / "results").glob("*.png"))
     assert figures == ["table2_cuhk01_l23.png"] and "(table2_cuhk01_l23.png)" in text
-    with Image.open(tmp_path / "results" / figures[0]) as image:  # the charts only, not the legend
-        charts = image.convert("RGB").crop((0, 0, 2 * PANEL[0], image.height))
-        colours = {c for _, c in charts.getcolors(1 << 20)}
-    assert {PALETTE[0], PALETTE[1]} <= colours  # the cross_camera and the paper_xcorr runs (xcorr protocol)
-
-
-def _chart_colours(path) -> set:
-    with Image.open(path) as image:  # the charts only, not the legend
-        charts = image.convert("RGB").crop((0, 0, 2 * PANEL[0], image.height))
-        return {c for _, c in charts.getcolors(1 << 20)}
+    # the cross_camera and the paper_xcorr runs (xcorr protocol), in the charts, not only the legend
+    assert {PALETTE[0], PALETTE[1]} <= _chart_colours(tmp_path / "results" / figures[0])
 
 
 def test_row_figures_give_a_setting_one_colour_and_drop_figures_of_rows_without_curves(tmp_path):

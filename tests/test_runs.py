@@ -95,8 +95,9 @@ def test_busy_workdir_is_refused_naming_the_holder_and_a_killed_holder_leaves_no
 
 def test_curve_follows_a_training_until_it_ends(copy_of, tmp_path):
     """experiments.curve --follow beside a "training" (a process holding the workdir's lock) whose
-    checkpoints appear one by one: each is evaluated as it appears, and when the holder ends the
-    curve makes one last pass (the checkpoint written on the way out) and exits."""
+    checkpoints appear one by one: each is evaluated as it appears (one seen half written is retried,
+    not a crash), and when the holder ends the curve makes one last pass (the checkpoint written on
+    the way out) and exits."""
     work = copy_of()
     held = tmp_path / "not_written_yet"
     held.mkdir()
@@ -104,7 +105,7 @@ def test_curve_follows_a_training_until_it_ends(copy_of, tmp_path):
     for name in os.listdir(ckpts):
         if name.startswith(("ckpt-4.", "ckpt-6.")):
             shutil.move(os.path.join(ckpts, name), held / name)
-    release = lambda step: [shutil.move(str(p), ckpts) for p in held.glob(f"ckpt-{step}.*")]  # noqa: E731
+    release = lambda pattern: [shutil.move(str(p), ckpts) for p in held.glob(pattern)]  # noqa: E731
     out = str(tmp_path / "curve")
     steps = lambda: [p["step"] for p in json.load(open(out + ".json"))["points"]] if os.path.isfile(  # noqa: E731
         out + ".json") else []
@@ -117,11 +118,14 @@ def test_curve_follows_a_training_until_it_ends(copy_of, tmp_path):
                                          "--poll_seconds=1", "--protocols=single_shot"),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=fixtures.REPO, env=ENV)
         wait_for(lambda: steps() == [2], curve)
-        release(4)
+        release("ckpt-4.index")  # half published: its data shard is not there yet
+        time.sleep(4)
+        assert curve.poll() is None and steps() == [2]  # not readable: retried, not a crash
+        release("ckpt-4.data*")
         wait_for(lambda: steps() == [2, 4], curve)
         time.sleep(2)
         assert curve.poll() is None  # still following: the training holds the workdir
-        release(6)  # written as the training stops
+        release("ckpt-6.*")  # written as the training stops
     finally:
         training.send_signal(signal.SIGKILL)
         training.wait()
