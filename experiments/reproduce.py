@@ -8,8 +8,9 @@ that prepares it. Finished trials are reused (their workdir holds eval.json), so
 reproduction continues where it stopped; an interrupted trial resumes from its last checkpoint.
 
 Each row trains with its dataset's recipe (`paper_xcorr`, [31]'s pairs, for the paper's datasets:
-docs/DESIGN.md "Recipes") unless --recipe says otherwise, per pair unless --pairing=shared; a run's
-workdir, runs/table{N}/<row>_<recipe>_<pairing>/trial{t}, names both.
+docs/DESIGN.md "Recipes") unless --recipe says otherwise, on the recipe's pairing (shared images for
+`paper_xcorr`, per pair for `cross_camera`: config.RECIPE_PAIRING) unless --pairing says otherwise;
+a run's workdir, runs/table{N}/<row>_<recipe>_<pairing>/trial{t}, names both.
 
 --smoke runs the same code path on a tiny synthetic dataset in a few minutes (the test suite does,
 so the table machinery can't rot); its numbers mean nothing and the table says so.
@@ -52,13 +53,14 @@ def hardware() -> str:
 
 
 def run_row(row: Row, trials: int, data_dir: str, runs_dir: str, smoke: bool,
-            max_minutes: float | None, recipe: str | None = None, pairing: str = "per_pair") -> dict:
-    """Train + evaluate every trial of one row with `recipe` (None: the dataset's) and `pairing`;
-    returns its measured summary, with the recipe and pairing it used."""
+            max_minutes: float | None, recipe: str | None = None, pairing: str | None = None) -> dict:
+    """Train + evaluate every trial of one row with `recipe` (None: the dataset's) and `pairing`
+    (None: the recipe's); returns its measured summary, with the recipe and pairing it used."""
     t0 = time.monotonic()
     workdirs = []
     dataset = "synthetic" if smoke else row.dataset
-    recipe = train.TrainOptions(dataset=dataset, recipe=recipe).resolved_recipe()
+    resolved = train.TrainOptions(dataset=dataset, recipe=recipe, pairing=pairing)
+    recipe, pairing = resolved.resolved_recipe(), resolved.resolved_pairing()
     # A smoke run maps every dataset to the synthetic one, so rows that differ only by dataset are
     # the same experiment: they share one workdir (Table 2's smoke trains 2 models, not 8). Runs of
     # another recipe or pairing are other experiments: their own workdirs, never resumed as this one.
@@ -279,7 +281,7 @@ def write_from_results(table: int, results_dir: str, out_dir: str) -> str:
 
 def reproduce(table: int, data_dir: str, trials: int | None, smoke: bool, out_dir: str,
               runs_dir: str, max_minutes: float | None = None, recipe: str | None = None,
-              pairing: str = "per_pair") -> dict:
+              pairing: str | None = None) -> dict:
     hw = hardware()
     results, skipped = [], []
     for row in rows(table):
@@ -328,5 +330,6 @@ if __name__ == "__main__":
     flags.DEFINE_float("max_minutes", None, "training budget per trial (default: the paper's 5 epochs)")
     flags.DEFINE_enum("recipe", None, list(config.RECIPES), "training pairs (default: each dataset's: "
                       "paper_xcorr for the paper's datasets; reid_tf.train --recipe)")
-    flags.DEFINE_enum("pairing", "per_pair", list(config.PAIRINGS), "per_pair or shared (reid_tf.train --pairing)")
+    flags.DEFINE_enum("pairing", None, list(config.PAIRINGS), "per_pair or shared (default: the recipe's; "
+                      "reid_tf.train --pairing)")
     cli.run(main)

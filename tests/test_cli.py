@@ -61,6 +61,8 @@ def a_file(tmp_path_factory):
     (["--dataset=nope"], ["nope", "viper"]),
     (["--pairing=shared", "--recipe=paper_xcorr", "--shared_images_per_camera=2"],
      ["paper_xcorr", "K = 1", "--shared_images_per_camera=2"]),
+    (["--recipe=paper_xcorr", "--shared_images_per_camera=2"],  # shared by default with this recipe
+     ["paper_xcorr", "its default pairing", "--pairing=per_pair", "--shared_images_per_camera=2"]),
     (["--pairing=shared", "--strategy=mirrored"], ["--pairing=shared", "mirrored"]),
 ])
 def test_train_refuses_meaningless_values(args, expected, a_file, tmp_path):

@@ -43,6 +43,25 @@ def test_an_older_run_json_has_the_values_of_its_time(tmp_path):
             for n in ("recipe", "pairing", "shared_images_per_camera")] == ["cross_camera", "per_pair", 2]
 
 
+def test_the_default_pairing_is_the_recipes_and_run_json_records_it(tmp_path):
+    """No --pairing: shared images for paper_xcorr, per pair for cross_camera (config.RECIPE_PAIRING),
+    per pair under --strategy=mirrored (which cannot split a shared batch); a given one is kept.
+    run.json holds the pairing the run used, so a run of the old default is resumed only by naming it."""
+    assert TrainOptions(dataset="cuhk01").resolved_pairing() == "shared"  # the paper's set: paper_xcorr
+    assert TrainOptions(dataset="cuhk01", recipe="cross_camera").resolved_pairing() == "per_pair"
+    assert TrainOptions().resolved_pairing() == "per_pair"  # the synthetic set: cross_camera
+    assert TrainOptions(dataset="market1501").resolved_pairing() == "per_pair"
+    assert TrainOptions(dataset="cuhk01", strategy="mirrored").resolved_pairing() == "per_pair"
+    assert TrainOptions(dataset="cuhk01", pairing="per_pair").resolved_pairing() == "per_pair"
+    assert TrainOptions(recipe="paper_xcorr").resolved_pairing() == "shared"
+    opts = TrainOptions(dataset="viper", workdir=str(tmp_path))
+    opts.save(total_steps=1)
+    assert read_run(opts.workdir)["pairing"] == "shared"  # resolved, never null
+    old_default = {**read_run(opts.workdir), "pairing": "per_pair"}  # paper_xcorr per pair, made before
+    current = dataclasses.replace(opts, recipe=opts.resolved_recipe(), pairing=opts.resolved_pairing())
+    assert resume_mismatches(old_default, dataclasses.asdict(current)) == ["--pairing=per_pair (now shared)"]
+
+
 @pytest.mark.parametrize("text,error,words", [
     (None, FileNotFoundError, "not a reid_tf.train workdir"),
     ('{"dataset": ', ValueError, "is damaged"),

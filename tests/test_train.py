@@ -307,9 +307,10 @@ def test_default_recipe_is_the_papers_on_its_datasets_and_ours_elsewhere(name):
 
 @pytest.mark.slow  # 76 s: prepares VIPeR, trains a step, resumes (the parts have fast tests of their own)
 def test_a_paper_dataset_trains_with_paper_xcorr_unless_told_and_records_it(tmp_path):
-    """VIPeR in its original layout, prepared, trained one step without --recipe: run.json says
-    paper_xcorr and the log counts [31]'s epoch (316 identities × C(14, 2) positives × 3 pairs);
-    resuming it with --recipe=cross_camera is refused, naming the flag."""
+    """VIPeR in its original layout, prepared, trained one step without --recipe or --pairing:
+    run.json says paper_xcorr on shared images (the recipe's pairing) and the log counts [31]'s
+    epoch (316 identities × C(14, 2) positives, one a visit, 2 visits in a batch of 6 pairs);
+    resuming it with another recipe or pairing is refused, naming the flag."""
     from tests import fixtures
     data = tmp_path / "data"
     src = fixtures.write_viper(str(tmp_path / "src"))
@@ -322,10 +323,13 @@ def test_a_paper_dataset_trains_with_paper_xcorr_unless_told_and_records_it(tmp_
     proc = subprocess.run(base, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(work, "run.json")) as f:
-        assert json.load(f)["recipe"] == "paper_xcorr"
-    assert f"{316 * 91 * 3 // 6} steps per epoch" in proc.stderr
-    again = subprocess.run(base + ["--resume", "--recipe=cross_camera"], capture_output=True, text=True, timeout=600)
-    assert again.returncode != 0 and "--recipe=paper_xcorr (now cross_camera)" in again.stderr, again.stderr[-2000:]
+        recorded = json.load(f)
+    assert (recorded["recipe"], recorded["pairing"]) == ("paper_xcorr", "shared")
+    assert f"{316 * 91 // 2} steps per epoch of 6 pairs (shared images: 4 images a batch)" in proc.stderr
+    for flag, said in [("--recipe=cross_camera", "--recipe=paper_xcorr (now cross_camera)"),
+                       ("--pairing=per_pair", "--pairing=shared (now per_pair)")]:
+        again = subprocess.run(base + ["--resume", flag], capture_output=True, text=True, timeout=600)
+        assert again.returncode != 0 and said in again.stderr, again.stderr[-2000:]
 
 
 def test_curve_evaluates_every_checkpoint_under_both_protocols(reference_run, tmp_path):
