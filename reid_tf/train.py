@@ -441,6 +441,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("test_identities", None, "test identities (default: the protocol's)")
     flags.DEFINE_boolean("evaluate", d.evaluate, "evaluate on the test split after training")
     flags.DEFINE_boolean("figures", d.figures, "log Figure 4 panels to TensorBoard")
+    flags.DEFINE_integer("threads", 0, "TensorFlow's intra- and inter-op threads (0: TensorFlow's default, "
+                         "every core). 1 each lets two trainings share 2 cores: together they did 1.13x the "
+                         "pairs of one on both (docs/RESULTS.md, session 8)")
     flags.DEFINE_integer("cpu_devices", 0, "split the CPU into this many logical devices (to run "
                          "--strategy=mirrored without GPUs, e.g. in tests); 0: leave as is")
 
@@ -456,11 +459,25 @@ def split_cpu(n: int) -> None:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
 
 
+def set_threads(n: int) -> None:
+    """TensorFlow's intra- and inter-op pools (XLA's CPU code included) at n threads each (must run
+    before TensorFlow initialises its runtime)."""
+    import tensorflow as tf  # lazy: see the imports
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(n)
+    logging.info("TensorFlow threads: %d intra-op, %d inter-op", tf.config.threading.get_intra_op_parallelism_threads(),
+                 tf.config.threading.get_inter_op_parallelism_threads())
+
+
 def main(argv):
     del argv
     opts = options_from_flags()
     opts.check()  # before TensorFlow loads (split_cpu loads it): a bad value fails at once
+    if FLAGS.threads < 0:
+        raise UsageError(f"--threads={FLAGS.threads}: must be >= 0 (0: TensorFlow's default)")
     from reid_tf.callbacks import NonFiniteLossError  # lazy: see the imports
+    if FLAGS.threads:
+        set_threads(FLAGS.threads)
     if FLAGS.cpu_devices:
         split_cpu(FLAGS.cpu_devices)
     try:

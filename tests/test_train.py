@@ -152,6 +152,17 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert all(np.all(np.isfinite(v)) for v in weights.values()), path
 
 
+def test_one_thread_trains_as_the_default_pool_does(data_dir, reference_run, tmp_path):
+    """--threads=1 (two trainings sharing 2 cores) sets TensorFlow's pools, and trains the same
+    steps as the reference run with the default pool, to summation-order noise."""
+    proc = run_train(data_dir, str(tmp_path / "one_thread"), "--max_steps=2", "--noevaluate", "--threads=1")
+    assert "TensorFlow threads: 1 intra-op, 1 inter-op" in proc.stderr
+    single, one = logged_losses(reference_run[1].stderr), logged_losses(proc.stderr)
+    assert [s for s, _ in one] == [1, 2]
+    assert one[0][1] == pytest.approx(single[0][1], abs=1e-4)  # the same first step, before any update
+    np.testing.assert_allclose([l for _, l in one], [l for _, l in single[:2]], atol=3e-3)
+
+
 def test_mirrored_strategy_matches_single_device(data_dir, reference_run, tmp_path):
     workdir = str(tmp_path / "mirrored")
     proc = run_train(data_dir, workdir, "--max_steps=6", "--noevaluate", "--strategy=mirrored", "--cpu_devices=2")
