@@ -114,8 +114,8 @@ RECIPES = ("cross_camera", "paper_xcorr")
 PAPER_RECIPE = "paper_xcorr"
 # Each recipe's default pairing (ours; DESIGN "Training on shared images"), the one its results
 # were measured with. cross_camera: per pair, which learned more per pair than shared K = 1 on average
-# over two CUHK01 trials (RESULTS sessions 3–4). paper_xcorr: shared (K = 1), 1.8× faster (≈ 10 h against
-# ≈ 17 h for 5 CUHK01 epochs on 2 CPU cores) and the pairing of every [31]-recipe run in RESULTS
+# over two CUHK01 trials (RESULTS sessions 3–4). paper_xcorr: shared (K = 1), 1.8× faster (≈ 10.5 h against
+# ≈ 17.5 h for 5 CUHK01 epochs on 2 CPU cores) and the pairing of every [31]-recipe run in RESULTS
 # (sessions 4–8); per pair with this recipe has not been measured. --strategy=mirrored, which
 # cannot split a shared batch, trains per pair.
 RECIPE_PAIRING = {"cross_camera": "per_pair", "paper_xcorr": "shared"}

@@ -135,8 +135,8 @@ class TrainOptions:
 
     def save(self, **resolved) -> str:
         """Write workdir/run.json (atomically): these options, and what they came to (`resolved`:
-        total_steps, steps_per_epoch, split_sizes). The recipe is written resolved (never null: a
-        null recipe reads as a run that predates the option, run_setting). Returns its path."""
+        total_steps, steps_per_epoch, split_sizes). The recipe and pairing are written resolved (never
+        null: null reads as a run that predates the option, run_setting). Returns its path."""
         body = {**dataclasses.asdict(self), "recipe": self.resolved_recipe(), "pairing": self.resolved_pairing(),
                 **resolved}
         return fileio.write_json(run_file(self.workdir), body)
