@@ -316,7 +316,7 @@ def test_default_recipe_is_the_papers_on_its_datasets_and_ours_elsewhere(name):
         assert TrainOptions(dataset=name, recipe=recipe).resolved_recipe() == recipe
 
 
-@pytest.mark.slow  # 76 s: prepares VIPeR, trains a step, resumes (the parts have fast tests of their own)
+@pytest.mark.slow  # 79 s idle: prepares VIPeR, trains a step, two refused resumes (the parts have fast tests)
 def test_a_paper_dataset_trains_with_paper_xcorr_unless_told_and_records_it(tmp_path):
     """VIPeR in its original layout, prepared, trained one step without --recipe or --pairing:
     run.json says paper_xcorr on shared images (the recipe's pairing) and the log counts [31]'s
