@@ -30,9 +30,10 @@ import tensorflow as tf
 from absl import flags, logging
 
 from experiments import plots
-from reid_tf import cli, datasets, evaluate, fileio, pairs, workdir
+from reid_tf import cli, datasets, evaluate, fileio, pairs, trainer, workdir
+from reid_tf import precise_bn as precise_bn_lib
 from reid_tf.model import build_model
-from reid_tf.train import TrainOptions, read_run, run_setting
+from reid_tf.train import TrainOptions, read_run, run_setting, training_data
 
 FLAGS = flags.FLAGS
 COLOURS = {"single_shot": (31, 119, 180), "xcorr": (214, 39, 40)}
@@ -51,9 +52,18 @@ def checkpoint_steps(directory: str) -> list[int]:
     return sorted(found)
 
 
-def evaluate_checkpoint(run: TrainOptions, path: str, dataset, test_ids, protocols) -> dict:
+def evaluate_checkpoint(run: TrainOptions, path: str, dataset, test_ids, protocols, precise_bn: int = 0,
+                        train_records=None) -> dict:
+    """Test CMC and mAP of checkpoint `path` under each protocol; with precise_bn = N > 0, on BN
+    statistics re-estimated over the N training batches the run would train on next (reid_tf.precise_bn)."""
     network = build_model(run.model)
     tf.train.Checkpoint(model=network).restore(path).expect_partial()
+    if precise_bn:
+        step = trainer.checkpoint_step(path)
+        batches = training_data(run, train_records, dataset.spec.crops_per_image, step)
+        used = precise_bn_lib.recalibrate(trainer.PairTrainer(network), batches, precise_bn)
+        logging.info("%s: BN statistics re-estimated over %d training batches from step %d",
+                     os.path.basename(path), used, step)
     out = {}
     for protocol in protocols:
         summary = evaluate.summarize([evaluate.evaluate_network(network, dataset, test_ids, run.trial,
@@ -65,11 +75,16 @@ def evaluate_checkpoint(run: TrainOptions, path: str, dataset, test_ids, protoco
     return out
 
 
+def bn_note(run: dict) -> str:
+    n = run.get("precise_bn", 0)
+    return f" / BN statistics re-estimated over {n} training batches" if n else ""
+
+
 def markdown(body: dict) -> str:
     run = body["run"]
     lines = [f"### {run['dataset']} / {run['model']} / recipe {run_setting(run, 'recipe')} / "
-             f"pairing {run_setting(run, 'pairing')} / trial {run['trial']}: test CMC (Eq. 7) against "
-             "pairs seen", "",
+             f"pairing {run_setting(run, 'pairing')} / trial {run['trial']}{bn_note(run)}: test CMC (Eq. 7) "
+             "against pairs seen", "",
              "| step | epochs | pairs seen | protocol | top-1 | top-5 | top-10 | mAP |",
              "|---|---|---|---|---|---|---|---|"]
     for p in body["points"]:
@@ -91,7 +106,7 @@ def plot(body: dict, path: str, size=(720, 440), paper_rank1: float | None = Non
                             if protocol in p["results"]])
               for protocol, colour in COLOURS.items()]
     title = (f"rank-1 (%), Eq. 7: {run['dataset']} / {run['model']} / {run_setting(run, 'recipe')} / "
-             f"{run_setting(run, 'pairing')} / trial {run['trial']}")
+             f"{run_setting(run, 'pairing')} / trial {run['trial']}{bn_note(run)}")
     plots.panel(draw, (2, 6, w - 170, h - 4), title, series,
                 max((p["pairs_seen"] for p in points), default=1), paper=paper_rank1)
     plots.legend(draw, (w - 158, 36), [(s.colour, s.label, None) for s in series])
@@ -104,6 +119,8 @@ def main(argv):
     if unknown:  # before any checkpoint is evaluated
         raise cli.UsageError(f"unknown --protocols {', '.join(unknown)}; valid: "
                              f"{', '.join(evaluate.SINGLE_SHOT_PROTOCOLS)}")
+    if FLAGS.precise_bn < 0:
+        raise cli.UsageError(f"--precise_bn={FLAGS.precise_bn}: a number of batches, 0 for none")
     directory = FLAGS.checkpoints or os.path.join(FLAGS.workdir, "checkpoints")
     inside = os.path.realpath(directory).startswith(os.path.realpath(FLAGS.workdir) + os.sep)
     if not inside:  # another run's weights would be tested on this run's split, which it may have trained on
@@ -113,13 +130,18 @@ def main(argv):
     options = TrainOptions.from_record(run)
     dataset = options.load_dataset()
     split = options.split(dataset)
-    per_step = pairs_per_step(options, datasets.records_of(dataset, split.train))
+    train_records = datasets.records_of(dataset, split.train)
+    per_step = pairs_per_step(options, train_records)
     out_json = FLAGS.out + ".json"
     body = json.load(open(out_json)) if os.path.isfile(out_json) else {"points": []}
+    if body["points"] and body.get("run", {}).get("precise_bn", 0) != FLAGS.precise_bn:
+        raise cli.UsageError(f"{out_json} holds points with --precise_bn={body['run'].get('precise_bn', 0)}, "
+                             f"not {FLAGS.precise_bn}: one curve, one way of evaluating; give another --out")
     body["run"] = {k: run_setting(run, k) for k in ("dataset", "model", "trial", "seed", "batch_size", "recipe",
                                                     "pairing", "shared_images_per_camera", "steps_per_epoch",
                                                     "total_steps", "learning_rate", "val_identities",
                                                     "test_identities", "init_from")}
+    body["run"]["precise_bn"] = FLAGS.precise_bn
 
     def evaluate_new(final: bool) -> None:
         """Evaluate the checkpoints not in the curve yet; the newest is skipped while the run may still
@@ -131,7 +153,7 @@ def main(argv):
                 continue  # while following, the newest rolling checkpoint is not a point of the curve
             try:
                 results = evaluate_checkpoint(options, os.path.join(directory, f"ckpt-{step}"), dataset,
-                                              split.test, FLAGS.protocols)
+                                              split.test, FLAGS.protocols, FLAGS.precise_bn, train_records)
             except (tf.errors.OpError, ValueError) as e:
                 if final or step != steps[-1]:
                     raise
@@ -166,4 +188,7 @@ if __name__ == "__main__":
     flags.DEFINE_boolean("follow", False, "while a training holds WORKDIR, keep evaluating its new checkpoints "
                          "as they appear; exit after it ends (run it niced beside the training)")
     flags.DEFINE_integer("poll_seconds", 60, "--follow: seconds between looks for new checkpoints")
+    flags.DEFINE_integer("precise_bn", 0, "re-estimate BN statistics over this many of the run's training "
+                         "batches before evaluating each checkpoint (0: as trained, the paper's way; "
+                         "reid_tf.precise_bn). Such a curve is left out of reproduce's table")
     cli.run(main)

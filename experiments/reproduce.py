@@ -119,10 +119,11 @@ def _run_label(run: dict) -> tuple[str, str]:
 
 def off_protocol(run: dict) -> list[str]:
     """The settings of a curve's run that make it no measurement of the paper's row: another test or
-    validation split, learning rate or batch size than the protocol's, or weights not trained from
-    scratch (the paper's Ours rows are). A setting the curve file does not record had its default."""
+    validation split, learning rate or batch size than the protocol's, weights not trained from
+    scratch (the paper's Ours rows are), or BN statistics re-estimated after training (precise_bn; the
+    paper evaluates them as trained). A setting the curve file does not record had its default."""
     spec = datasets.get_spec(run["dataset"])
-    expected = {"val_identities": None, "test_identities": None, "init_from": None,
+    expected = {"val_identities": None, "test_identities": None, "init_from": None, "precise_bn": 0,
                 "learning_rate": config.LEARNING_RATE, "batch_size": spec.batch_size}
     return [f"{name}={run[name]}" for name, value in expected.items() if run.get(name, value) != value]
 

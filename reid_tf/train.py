@@ -356,12 +356,7 @@ def _run_locked(opts: TrainOptions) -> dict:
     if start >= total:
         logging.info("checkpoint step %d already reaches the %d steps asked for", start, total)
 
-    if shared:
-        data = pairs.make_shared_dataset(train_records, batch, opts.seed, crops, start_step=start, most=k,
-                                         recipe=opts.recipe)
-    else:
-        data = pairs.make_pair_dataset(train_records, batch, opts.seed, crops, start_step=start,
-                                       recipe=opts.recipe)
+    data = training_data(opts, train_records, crops, start)
     every = max(1, min(opts.checkpoint_every, total))
     checkpoint = StepCheckpoint(manager, every, total, opts.keep_every)
     budget = TimeBudget(opts.max_minutes)
@@ -450,6 +445,19 @@ def define_flags() -> None:
 
 def options_from_flags() -> TrainOptions:
     return TrainOptions(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(TrainOptions)})
+
+
+def training_data(opts: TrainOptions, train_records, crops_per_image: int, start_step: int):
+    """The run's training batches from step `start_step` on (resolved options: batch size, recipe and
+    pairing as run.json records them): shared-image or per-pair batches, as the run trains on."""
+    from reid_tf import pairs
+
+    if opts.pairing == "shared":
+        return pairs.make_shared_dataset(train_records, opts.batch_size, opts.seed, crops_per_image,
+                                         start_step=start_step, most=opts.shared_images_per_camera,
+                                         recipe=opts.recipe)
+    return pairs.make_pair_dataset(train_records, opts.batch_size, opts.seed, crops_per_image,
+                                   start_step=start_step, recipe=opts.recipe)
 
 
 def split_cpu(n: int) -> None:

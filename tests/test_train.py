@@ -373,3 +373,29 @@ def test_curve_evaluates_every_checkpoint_under_both_protocols(reference_run, tm
                               f"--checkpoints={elsewhere}"], capture_output=True, text=True, timeout=600)
     assert foreign.returncode != 0 and "Traceback" not in foreign.stderr
     assert f"--checkpoints {elsewhere} is not inside --workdir" in foreign.stderr and not os.path.exists(out + "3.json")
+
+
+def test_curve_with_precise_bn_re_estimates_the_statistics_and_stays_out_of_the_table(reference_run, tmp_path):
+    """--precise_bn=N: each checkpoint evaluated on BN statistics re-estimated over N of the run's
+    training batches (reid_tf.precise_bn); the curve file says so, is never mixed with one evaluated
+    as trained, and experiments.reproduce leaves it out of the paper's table."""
+    from experiments import reproduce
+
+    workdir = reference_run[0]
+    out = str(tmp_path / "curve")
+    base = [sys.executable, "-m", "experiments.curve", f"--workdir={workdir}", f"--out={out}",
+            "--protocols=single_shot", "--every=6"]
+    proc = subprocess.run(base + ["--precise_bn=2"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ckpt-6: BN statistics re-estimated over 2 training batches from step 6" in proc.stderr
+    with open(out + ".json") as f:
+        body = json.load(f)
+    assert body["run"]["precise_bn"] == 2 and [p["step"] for p in body["points"]] == [6]
+    assert "BN statistics re-estimated over 2 training batches" in open(out + ".md").read()
+    with open(os.path.join(workdir, "eval.json")) as f:  # the same weights evaluated as trained
+        as_trained = json.load(f)["summary"]["eq7"]["map"]["mean"]
+    assert body["points"][0]["results"]["single_shot"]["map"] != pytest.approx(as_trained)
+    assert "precise_bn=2" in reproduce.off_protocol(body["run"])  # (batch_size=6 too: a small reference run)
+    mixed = subprocess.run(base, capture_output=True, text=True, timeout=600)
+    assert mixed.returncode != 0 and "Traceback" not in mixed.stderr
+    assert "holds points with --precise_bn=2, not 0" in mixed.stderr
