@@ -76,8 +76,7 @@ def evaluate_checkpoint(run: TrainOptions, path: str, dataset, test_ids, protoco
 
 
 def bn_note(run: dict) -> str:
-    n = run.get("precise_bn", 0)
-    return f" / BN statistics re-estimated over {n} training batches" if n else ""
+    return evaluate.bn_note(run.get("precise_bn", 0))
 
 
 def markdown(body: dict) -> str:

@@ -22,7 +22,7 @@ from reid_tf.cli import UsageError
 from reid_tf.history import read_history
 from reid_tf.images import load_images
 from reid_tf.rank import visrank_trial
-from reid_tf.train import TrainOptions
+from reid_tf.train import TrainOptions, model_info
 
 # The modules that load TensorFlow (model, scoring, shortlist, trainer) are imported inside the
 # functions that need them: --help, a usage error and reid_tf.train's import of this module (before
@@ -206,18 +206,24 @@ def evaluate_workdir(workdir: str, network=None, repeats: int = 1, protocol: str
         per_trial = evaluate_network(network, dataset, split.test, run.trial, run.seed, repeats, protocol)
     summary = summarize([per_trial])
     chance = {str(k): 100 * min(1.0, k / len(split.test)) for k in config.RANKS}
+    precise = model_info(workdir)["precise_bn"] if step is None else 0  # a checkpoint: moving averages
     body = {"dataset": run.dataset, "model": run.model, "trial": run.trial,
             "protocol": protocol, "protocol_title": PROTOCOL_TITLES[protocol],
-            "network": source, "step": step, "test_identities": len(split.test), "chance": chance,
-            "summary": summary, "per_trial": per_trial}
+            "network": source, "step": step, "precise_bn": precise, "test_identities": len(split.test),
+            "chance": chance, "summary": summary, "per_trial": per_trial}
     title = (f"{run.dataset} / {run.model} / trial {run.trial} ({len(split.test)} test identities)"
-             f"{f', checkpoint at step {step}' if step is not None else ''}"
+             f"{f', checkpoint at step {step}' if step is not None else ''}{bn_note(precise)}"
              f" — protocol {protocol}: {PROTOCOL_TITLES[protocol]}")
     _write(eval_prefix(workdir, protocol), body, markdown(summary, title))
     eq7 = summary["eq7"]["rank"]
     logging.info("test CMC (%s, Eq. 7): rank-1 %.2f%%  rank-5 %.2f%%  rank-10 %.2f%%  (chance %.2f%%)",
                  title, eq7["1"]["mean"], eq7["5"]["mean"], eq7["10"]["mean"], chance["1"])
     return body
+
+
+def bn_note(precise_bn: int) -> str:
+    """Title words for a network whose BN statistics were re-estimated (reid_tf.precise_bn)."""
+    return f", BN statistics re-estimated over {precise_bn} training batches" if precise_bn else ""
 
 
 def _evaluated(workdir: str, repeats: int, protocol: str = "single_shot") -> dict | None:
@@ -245,11 +251,17 @@ def evaluate_workdirs(workdirs: list[str], out_prefix: str, repeats: int = 1, re
     bodies = [(reuse and _evaluated(w, repeats, protocol_of(w)))
               or evaluate_workdir(w, repeats=repeats, protocol=protocol, shortlist=shortlist)
               for w in workdirs]
+    precise = {b.get("precise_bn", 0) for b in bodies}
+    if len(precise) > 1:  # a mean over networks evaluated two ways would describe neither
+        raise UsageError(f"the runs' networks have BN statistics of different kinds (--precise_bn "
+                         f"{', '.join(str(b.get('precise_bn', 0)) + ' in ' + w for b, w in zip(bodies, workdirs))}); "
+                         "resume them with one --precise_bn")
     summary = summarize([b["per_trial"] for b in bodies])
-    title = (f"{bodies[0]['dataset']} / {bodies[0]['model']} / {len(bodies)} trial(s) — protocol "
-             f"{protocol}: {PROTOCOL_TITLES[protocol]}")
+    title = (f"{bodies[0]['dataset']} / {bodies[0]['model']} / {len(bodies)} trial(s){bn_note(precise.pop())} "
+             f"— protocol {protocol}: {PROTOCOL_TITLES[protocol]}")
     body = {"dataset": bodies[0]["dataset"], "model": bodies[0]["model"], "protocol": protocol,
-            "trials": [b["trial"] for b in bodies], "summary": summary}
+            "trials": [b["trial"] for b in bodies], "precise_bn": bodies[0].get("precise_bn", 0),
+            "summary": summary}
     os.makedirs(os.path.dirname(out_prefix) or ".", exist_ok=True)
     _write(out_prefix, body, markdown(summary, title))
     return body

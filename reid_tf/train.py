@@ -69,6 +69,10 @@ class TrainOptions:
     test_identities: int | None = None  # None: the protocol's; smaller for quick runs (not CUHK03)
     evaluate: bool = True  # evaluate on the trial's test split at the end
     figures: bool = True  # Figure 4 panels in TensorBoard at each validation
+    # > 0: before model.keras is written and evaluated, its BN statistics are re-estimated over this
+    # many of the run's next training batches (reid_tf.precise_bn; DESIGN "Precise BN"); 0: the moving
+    # averages as trained. The checkpoints keep the moving averages either way.
+    precise_bn: int = 0
 
     def check(self) -> None:
         """Refuse values that cannot mean anything, naming the flag, and a dataset that is unknown or
@@ -79,7 +83,8 @@ class TrainOptions:
         for name, value in positive.items():
             if value is not None and not value > 0:  # also refuses NaN
                 raise UsageError(f"--{name}={value}: must be > 0")
-        for name in ("trial", "seed", "eval_every", "keep_every", "log_every_seconds", "learning_rate"):
+        for name in ("trial", "seed", "eval_every", "keep_every", "log_every_seconds", "learning_rate",
+                     "precise_bn"):
             if not getattr(self, name) >= 0:  # also refuses NaN; learning rate 0 freezes the weights
                 raise UsageError(f"--{name}={getattr(self, name)}: must be >= 0")
         if self.batch_size is not None and self.batch_size < 3:
@@ -175,7 +180,8 @@ def read_run(workdir: str) -> dict:
 
 # What a checkpoint depends on: a resumed run must have the same (batch_size as resolved). The other
 # options (epochs, max_steps, max_minutes, checkpoint_every, keep_every, eval_every, log_every_seconds,
-# strategy, evaluate, figures, data_dir) may change on --resume (README, "Using it").
+# strategy, evaluate, figures, precise_bn, data_dir) may change on --resume (README, "Using it"); a
+# finished run resumed with another --precise_bn rewrites model.keras from its last checkpoint.
 RESUME_FIXED = ("dataset", "model", "trial", "seed", "batch_size", "learning_rate", "pairing", "recipe",
                 "val_identities", "test_identities", "synthetic_identities", "shared_images_per_camera")
 
@@ -238,12 +244,32 @@ def _strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def save_network(network, workdir: str) -> str:
-    """workdir/model.keras, written atomically (Keras needs the .keras suffix on the temp file)."""
-    final = os.path.join(workdir, "model.keras")
+def save_network(network, workdir: str, step: int, precise_bn: int = 0) -> str:
+    """workdir/model.keras, written atomically (Keras needs the .keras suffix on the temp file), and
+    beside it model.json: the step it was trained to and the training batches its BN statistics were
+    re-estimated over (0: the moving averages, as trained), which evaluations report."""
+    final, info = os.path.join(workdir, "model.keras"), model_info_file(workdir)
+    if os.path.exists(info):  # never a description of another network than the one beside it
+        os.remove(info)
     with fileio.atomic_path(final, suffix=".keras") as tmp:
         network.save(tmp)
+    fileio.write_json(info, {"step": step, "precise_bn": precise_bn})
     return final
+
+
+def model_info_file(workdir: str) -> str:
+    return os.path.join(workdir, "model.json")
+
+
+def model_info(workdir: str) -> dict:
+    """workdir/model.json (save_network); a run that predates it, or whose file is unreadable, has
+    moving-average statistics and an unknown step."""
+    try:
+        with open(model_info_file(workdir)) as f:
+            body = json.load(f)
+        return {"step": body.get("step"), "precise_bn": int(body.get("precise_bn", 0))}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {"step": None, "precise_bn": 0}
 
 
 def init_from(network, source: str) -> None:
@@ -386,7 +412,13 @@ def _run_locked(opts: TrainOptions) -> dict:
         raise Interrupted(f"stopped by {signal.Signals(stop.signum).name} at step {step}; checkpoint "
                           f"{checkpoint.manager.latest_checkpoint} written; continue with --resume",
                           stop.signum)
-    path = save_network(network, opts.workdir)
+    used = 0
+    if opts.precise_bn:  # after the last checkpoint: the checkpoints keep the moving averages
+        from reid_tf import precise_bn
+        used = precise_bn.recalibrate(model, training_data(opts, train_records, crops, step), opts.precise_bn)
+        logging.info("BN statistics re-estimated over %d training batches from step %d (--precise_bn)",
+                     used, step)
+    path = save_network(network, opts.workdir, step, used)
     logging.info("trained to step %d in %.1f min%s; network saved to %s", step, train_seconds / 60,
                  " (time budget reached)" if budget.exhausted else "", path)
     summary = {"dataset": dataset.name, "model": model_cfg.name, "trial": opts.trial, "step": step,
@@ -436,6 +468,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("test_identities", None, "test identities (default: the protocol's)")
     flags.DEFINE_boolean("evaluate", d.evaluate, "evaluate on the test split after training")
     flags.DEFINE_boolean("figures", d.figures, "log Figure 4 panels to TensorBoard")
+    flags.DEFINE_integer("precise_bn", d.precise_bn, "re-estimate the final network's BN statistics over this "
+                         "many of the run's next training batches before saving model.keras and evaluating "
+                         "it (0: the moving averages as trained, the paper's way; DESIGN \"Precise BN\"); "
+                         "with --resume, applies to a finished run too")
     flags.DEFINE_integer("threads", 0, "TensorFlow's intra- and inter-op threads (0: TensorFlow's default, "
                          "every core). 1 each lets two trainings share 2 cores: together they did 1.13x the "
                          "pairs of one on both (docs/RESULTS.md, session 8)")

@@ -65,6 +65,7 @@ def a_file(tmp_path_factory):
      ["paper_xcorr", "its default pairing", "--pairing=per_pair", "--shared_images_per_camera=2"]),
     (["--pairing=shared", "--strategy=mirrored"], ["--pairing=shared", "mirrored"]),
     (["--threads=-1"], ["--threads=-1", ">= 0"]),
+    (["--precise_bn=-1"], ["--precise_bn=-1", ">= 0"]),
 ])
 def test_train_refuses_meaningless_values(args, expected, a_file, tmp_path):
     workdir = str(tmp_path / "run")

@@ -375,6 +375,64 @@ def test_curve_evaluates_every_checkpoint_under_both_protocols(reference_run, tm
     assert f"--checkpoints {elsewhere} is not inside --workdir" in foreign.stderr and not os.path.exists(out + "3.json")
 
 
+def bn_statistics(network):
+    """BN layer path -> (moving mean, moving variance) of a network."""
+    from reid_tf.precise_bn import batch_norm_layers
+    return {layer.path: (layer.moving_mean.numpy(), layer.moving_variance.numpy())
+            for layer in batch_norm_layers(network)}
+
+
+def test_train_precise_bn_rewrites_the_final_network_not_the_checkpoints(reference_run, data_dir, tmp_path):
+    """--precise_bn=N on a finished run (--resume): model.keras gets the BN statistics re-estimated
+    over the N training batches after its last step, model.json and eval.json say so, the checkpoints
+    keep the moving averages; --precise_bn=0 brings those back. Evaluating it together with a run of
+    the other kind is refused."""
+    from reid_tf import precise_bn, trainer
+    from reid_tf.model import build_model
+    from reid_tf.train import TrainOptions, training_data
+
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference_run[0], workdir)
+    run_train(data_dir, workdir, "--max_steps=6", "--resume", "--precise_bn=2")
+    with open(os.path.join(workdir, "model.json")) as f:
+        assert json.load(f) == {"step": 6, "precise_bn": 2}
+    with open(os.path.join(workdir, "eval.json")) as f:
+        assert json.load(f)["precise_bn"] == 2
+    assert "BN statistics re-estimated over 2 training batches" in open(os.path.join(workdir, "eval.md")).read()
+    got = bn_statistics(load_network(os.path.join(workdir, "model.keras")))
+
+    opts = TrainOptions.load(workdir)  # the same statistics computed here from the checkpoint
+    dataset = opts.load_dataset()
+    network = build_model(config.get_model_config(opts.model))
+    tf.train.Checkpoint(model=network).restore(os.path.join(workdir, "checkpoints", "ckpt-6")).expect_partial()
+    moving = bn_statistics(network)
+    records = datasets.records_of(dataset, opts.split(dataset).train)
+    assert precise_bn.recalibrate(trainer.PairTrainer(network),
+                                  training_data(opts, records, dataset.spec.crops_per_image, 6), 2) == 2
+    want = bn_statistics(network)
+    assert set(got) == set(want) and len(got) > 10
+    for path in want:
+        for g, w, m in zip(got[path], want[path], moving[path]):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=path)
+    assert any(not np.allclose(got[p][0], moving[p][0], atol=1e-4) for p in moving)  # not the moving averages
+    assert checkpoint_weights(workdir)[1].keys() == checkpoint_weights(reference_run[0])[1].keys()
+    for name, value in checkpoint_weights(workdir)[1].items():  # the checkpoint untouched
+        np.testing.assert_array_equal(value, checkpoint_weights(reference_run[0])[1][name], err_msg=name)
+
+    mixed = subprocess.run([sys.executable, "-m", "reid_tf.evaluate", f"--workdir={reference_run[0]},{workdir}",
+                            f"--out={tmp_path / 'both'}"], capture_output=True, text=True, timeout=600)
+    assert mixed.returncode != 0 and "Traceback" not in mixed.stderr
+    assert "BN statistics of different kinds (--precise_bn 0 in" in mixed.stderr
+
+    run_train(data_dir, workdir, "--max_steps=6", "--resume")  # --precise_bn=0: as trained again
+    back = bn_statistics(load_network(os.path.join(workdir, "model.keras")))
+    for path in moving:
+        for b, m in zip(back[path], moving[path]):
+            np.testing.assert_array_equal(b, m, err_msg=path)
+    with open(os.path.join(workdir, "eval.json")) as f:
+        assert json.load(f)["precise_bn"] == 0
+
+
 def test_curve_with_precise_bn_re_estimates_the_statistics_and_stays_out_of_the_table(reference_run, tmp_path):
     """--precise_bn=N: each checkpoint evaluated on BN statistics re-estimated over N of the run's
     training batches (reid_tf.precise_bn); the curve file says so, is never mixed with one evaluated
