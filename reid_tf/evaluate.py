@@ -22,7 +22,7 @@ from reid_tf.cli import UsageError
 from reid_tf.history import read_history
 from reid_tf.images import load_images
 from reid_tf.rank import visrank_trial
-from reid_tf.train import TrainOptions, model_info
+from reid_tf.train import TrainOptions, model_precise_bn
 
 # The modules that load TensorFlow (model, scoring, shortlist, trainer) are imported inside the
 # functions that need them: --help, a usage error and reid_tf.train's import of this module (before
@@ -206,7 +206,7 @@ def evaluate_workdir(workdir: str, network=None, repeats: int = 1, protocol: str
         per_trial = evaluate_network(network, dataset, split.test, run.trial, run.seed, repeats, protocol)
     summary = summarize([per_trial])
     chance = {str(k): 100 * min(1.0, k / len(split.test)) for k in config.RANKS}
-    precise = model_info(workdir)["precise_bn"] if step is None else 0  # a checkpoint: moving averages
+    precise = model_precise_bn(workdir) if step is None else 0  # a checkpoint: moving averages
     body = {"dataset": run.dataset, "model": run.model, "trial": run.trial,
             "protocol": protocol, "protocol_title": PROTOCOL_TITLES[protocol],
             "network": source, "step": step, "precise_bn": precise, "test_identities": len(split.test),

@@ -261,15 +261,15 @@ def model_info_file(workdir: str) -> str:
     return os.path.join(workdir, "model.json")
 
 
-def model_info(workdir: str) -> dict:
-    """workdir/model.json (save_network); a run that predates it, or whose file is unreadable, has
-    moving-average statistics and an unknown step."""
+def model_precise_bn(workdir: str) -> int:
+    """The training batches workdir/model.keras's BN statistics were re-estimated over (its
+    model.json, save_network); 0 for the moving averages, and for a run that predates model.json or
+    whose file is unreadable (such runs had only moving averages)."""
     try:
         with open(model_info_file(workdir)) as f:
-            body = json.load(f)
-        return {"step": body.get("step"), "precise_bn": int(body.get("precise_bn", 0))}
+            return int(json.load(f).get("precise_bn", 0))
     except (OSError, ValueError, TypeError, AttributeError):
-        return {"step": None, "precise_bn": 0}
+        return 0
 
 
 def init_from(network, source: str) -> None:
@@ -470,7 +470,7 @@ def define_flags() -> None:
     flags.DEFINE_boolean("figures", d.figures, "log Figure 4 panels to TensorBoard")
     flags.DEFINE_integer("precise_bn", d.precise_bn, "re-estimate the final network's BN statistics over this "
                          "many of the run's next training batches before saving model.keras and evaluating "
-                         "it (0: the moving averages as trained, the paper's way; DESIGN \"Precise BN\"); "
+                         "it (0: the moving averages as trained, the default; DESIGN \"Precise BN\"); "
                          "with --resume, applies to a finished run too")
     flags.DEFINE_integer("threads", 0, "TensorFlow's intra- and inter-op threads (0: TensorFlow's default, "
                          "every core). 1 each lets two trainings share 2 cores: together they did 1.13x the "

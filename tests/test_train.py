@@ -412,12 +412,13 @@ def test_train_precise_bn_rewrites_the_final_network_not_the_checkpoints(referen
     want = bn_statistics(network)
     assert set(got) == set(want) and len(got) > 10
     for path in want:
-        for g, w, m in zip(got[path], want[path], moving[path]):
+        for g, w in zip(got[path], want[path]):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=path)
     assert any(not np.allclose(got[p][0], moving[p][0], atol=1e-4) for p in moving)  # not the moving averages
-    assert checkpoint_weights(workdir)[1].keys() == checkpoint_weights(reference_run[0])[1].keys()
-    for name, value in checkpoint_weights(workdir)[1].items():  # the checkpoint untouched
-        np.testing.assert_array_equal(value, checkpoint_weights(reference_run[0])[1][name], err_msg=name)
+    kept, reference = checkpoint_weights(workdir)[1], checkpoint_weights(reference_run[0])[1]
+    assert kept.keys() == reference.keys()
+    for name, value in kept.items():  # the checkpoint untouched
+        np.testing.assert_array_equal(value, reference[name], err_msg=name)
 
     mixed = subprocess.run([sys.executable, "-m", "reid_tf.evaluate", f"--workdir={reference_run[0]},{workdir}",
                             f"--out={tmp_path / 'both'}"], capture_output=True, text=True, timeout=600)
