@@ -136,11 +136,16 @@ def main(argv):
     if body["points"] and body.get("run", {}).get("precise_bn", 0) != FLAGS.precise_bn:
         raise cli.UsageError(f"{out_json} holds points with --precise_bn={body['run'].get('precise_bn', 0)}, "
                              f"not {FLAGS.precise_bn}: one curve, one way of evaluating; give another --out")
+    if body["points"] and body.get("run", {}).get("run_id") != run.get("run_id"):
+        raise cli.UsageError(f"{out_json} holds points of another run than {FLAGS.workdir}'s (run_id "
+                             f"{body['run'].get('run_id')}, now {run.get('run_id')}; the workdir was started "
+                             "afresh): one curve, one run; give another --out, or another --trial")
     body["run"] = {k: run_setting(run, k) for k in ("dataset", "model", "trial", "seed", "batch_size", "recipe",
                                                     "pairing", "shared_images_per_camera", "steps_per_epoch",
                                                     "total_steps", "learning_rate", "val_identities",
                                                     "test_identities", "init_from")}
     body["run"]["precise_bn"] = FLAGS.precise_bn
+    body["run"]["run_id"] = run.get("run_id")
 
     def evaluate_new(final: bool) -> None:
         """Evaluate the checkpoints not in the curve yet; the newest is skipped while the run may still

@@ -20,6 +20,7 @@ import math
 import os
 import signal
 import time
+import uuid
 
 from absl import flags, logging
 
@@ -156,6 +157,16 @@ class TrainOptions:
     def load(cls, workdir: str) -> "TrainOptions":
         """The options of the run in `workdir` (its run.json), with workdir = where it is now."""
         return dataclasses.replace(cls.from_record(read_run(workdir)), workdir=workdir)
+
+
+def run_identity(previous: dict | None, start: int) -> str | None:
+    """run.json's run_id: new when the run starts from step 0, the recorded one when it resumes. Results
+    derived from a run (experiments.curve) carry it, so that a run started afresh in the same workdir (a
+    new machine, a deleted folder) is never taken for the one whose results are already written. None
+    for a resumed run whose run.json predates identities or is unreadable: its identity is unknown."""
+    if start == 0:
+        return uuid.uuid4().hex[:16]
+    return (previous or {}).get("run_id")
 
 
 def run_file(workdir: str) -> str:
@@ -378,7 +389,8 @@ def _run_locked(opts: TrainOptions) -> dict:
         start, manager = trainer.restore(model, manager) if opts.resume else (0, manager)
         if opts.init_from and not start:
             init_from(network, opts.init_from)
-    opts.save(total_steps=total, steps_per_epoch=per_epoch, split_sizes=[len(s) for s in split])
+    opts.save(total_steps=total, steps_per_epoch=per_epoch, split_sizes=[len(s) for s in split],
+              run_id=run_identity(previous, start))
     if start >= total:
         logging.info("checkpoint step %d already reaches the %d steps asked for", start, total)
 

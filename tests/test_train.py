@@ -129,11 +129,17 @@ def test_sigkill_then_resume_ends_where_the_uninterrupted_run_ends(data_dir, ref
     assert "step 3/6" in proc.stderr and "step 4/6" not in proc.stderr
     killed_at, _ = checkpoint_weights(workdir)
     assert killed_at.endswith("ckpt-2")
+    with open(os.path.join(workdir, "run.json")) as f:
+        run_id = json.load(f)["run_id"]
+    with open(os.path.join(reference_run[0], "run.json")) as f:
+        assert run_id and len(run_id) == 16 and run_id != json.load(f)["run_id"]  # each fresh start its own
     # A second start without --resume refuses to overwrite the run.
     refused = run_train(data_dir, workdir, "--max_steps=6", check=False)
     assert refused.returncode == 1 and "--resume" in refused.stderr
     resumed = run_train(data_dir, workdir, "--max_steps=6", "--resume", "--noevaluate")
     assert "at step 2" in resumed.stderr
+    with open(os.path.join(workdir, "run.json")) as f:
+        assert json.load(f)["run_id"] == run_id  # a resumed run is the same run
     ref_path, ref = checkpoint_weights(reference_run[0])
     path, got = checkpoint_weights(workdir)
     assert path.endswith("ckpt-6") and set(got) == set(ref)
@@ -373,6 +379,19 @@ def test_curve_evaluates_every_checkpoint_under_both_protocols(reference_run, tm
                               f"--checkpoints={elsewhere}"], capture_output=True, text=True, timeout=600)
     assert foreign.returncode != 0 and "Traceback" not in foreign.stderr
     assert f"--checkpoints {elsewhere} is not inside --workdir" in foreign.stderr and not os.path.exists(out + "3.json")
+    # the same workdir started afresh (a new machine, say) is another run: its checkpoints are never
+    # added to the curve of the first, whose points stay as they were
+    assert body["run"]["run_id"] == json.load(open(os.path.join(workdir, "run.json")))["run_id"]
+    restarted = str(tmp_path / "restarted")
+    shutil.copytree(workdir, restarted)
+    record = json.load(open(os.path.join(restarted, "run.json")))
+    with open(os.path.join(restarted, "run.json"), "w") as f:
+        json.dump({**record, "run_id": "0123456789abcdef"}, f)
+    before = open(out + ".json").read()
+    other = subprocess.run([sys.executable, "-m", "experiments.curve", f"--workdir={restarted}", f"--out={out}"],
+                           capture_output=True, text=True, timeout=600)
+    assert other.returncode != 0 and "Traceback" not in other.stderr
+    assert "holds points of another run" in other.stderr and open(out + ".json").read() == before
 
 
 def bn_statistics(network):
