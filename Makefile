@@ -27,11 +27,14 @@ demo: $(STAMP)
 	  $(if $(DATASET),--dataset=$(DATASET)) $(DEMO_FLAGS)
 
 # The default test run (< 10 minutes on 2 CPU cores); slow tests are marked and run by test-slow.
+# TEST_WORKERS pytest-xdist processes: much of a test's time is single-threaded Python (tracing a
+# training step), so two workers on 2 cores took 1,100 s where one took 1,564 (docs/DESIGN.md, "Test tiers").
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_FLAGS) tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_FLAGS) tests
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow $(PYTEST_FLAGS) tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m slow $(PYTEST_FLAGS) tests
 
 table5: $(STAMP)
 	$(PY) -m experiments.table5

@@ -19,5 +19,5 @@ setup(
         "tensorboard>=2.20,<3",  # `make tensorboard`; TF 2.21 no longer pulls it in
         "threadpoolctl>=3.5,<4",  # single-threaded BLAS per scoring worker; 3.5 knows NumPy's scipy-openblas
     ],
-    extras_require={"test": ["pytest>=8,<10"]},
+    extras_require={"test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"]},  # make test runs 2 workers
 )

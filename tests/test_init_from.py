@@ -41,6 +41,7 @@ def test_init_from_errors_name_the_problem(tmp_path, source):
         train.init_from(target, str(tmp_path / "nothing"))
 
 
+@pytest.mark.slow  # 30 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
 def test_training_run_starts_from_the_given_network(tmp_path, source):
     """With learning rate 0, a 1-step run ends with the source's trainable weights."""
     src, workdir = source

@@ -41,6 +41,7 @@ def test_rows_without_data_are_skipped_with_the_prepare_command(tmp_path):
     assert "prepare_cuhk03 --mat" in text and text.count("skipped") == 4
 
 
+@pytest.mark.slow  # 115 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
 def test_smoke_table2_runs_the_whole_path(tmp_path):
     proc = reproduce(tmp_path, "--table=2", "--smoke")
     text = (tmp_path / "results" / "table2_smoke.md").read_text()

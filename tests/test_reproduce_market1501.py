@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from data_tools import bounding_boxes
 from experiments.market1501 import ANCHORS
 from reid_tf import datasets
@@ -12,6 +14,7 @@ from reid_tf.datasets import market1501
 from tests import fixtures
 
 
+@pytest.mark.slow  # 55 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
 def test_smoke_on_market1501_fixture(tmp_path):
     src = fixtures.write_market1501(str(tmp_path), identities=4)
     data = tmp_path / "data"

@@ -93,6 +93,7 @@ def test_busy_workdir_is_refused_naming_the_holder_and_a_killed_holder_leaves_no
         pass
 
 
+@pytest.mark.slow  # 25 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
 def test_curve_follows_a_training_until_it_ends(copy_of, tmp_path):
     """experiments.curve --follow beside a "training" (a process holding the workdir's lock) whose
     checkpoints appear one by one: each is evaluated as it appears (one seen half written is retried,
@@ -166,6 +167,7 @@ def test_resume_mismatches_name_what_differs():
 
 
 # ----------------------------------------------- damaged newest checkpoint, leftover ckpt-N_temp/
+@pytest.mark.slow  # 36 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
 def test_resume_falls_back_past_a_damaged_checkpoint_and_keeps_it_aside(data_dir, copy_of):
     """Before: IndexError / DataLossError tracebacks although ckpt-4 was intact."""
     work = copy_of()
@@ -219,6 +221,7 @@ def test_damaged_model_is_reported_as_damaged(copy_of):
 
 
 # ---------------------------------------------------------- SIGTERM / Ctrl-C: checkpoint and exit
+@pytest.mark.slow  # 91 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
 def test_sigterm_checkpoints_the_current_step_and_resume_continues(data_dir, tmp_path):
     """Before: a traceback (SIGINT) or a silent death (SIGTERM), losing every step since the last
     checkpoint (none before step 50). Also: a training in progress holds the workdir."""

@@ -46,24 +46,36 @@ def checkpoint_weights(workdir, step=None):
     return path, {n: reader.get_tensor(n) for n in names}
 
 
-def assert_same_training(got, ref, lr=config.LEARNING_RATE, steps=2):
-    """Two trainings that compute the same mathematics in a different order (MirroredStrategy sums
-    the replicas' gradients; one device sums the whole batch), so they agree only up to rounding.
+def training_differences(got, ref, lr=config.LEARNING_RATE, steps=2) -> list[str]:
+    """How two trainings that should compute the same mathematics in a different order differ beyond
+    rounding (MirroredStrategy sums the replicas' gradients; one device sums the whole batch); [] when
+    they agree.
 
-    Adam turns a rounding-level difference in a near-zero gradient into a ±lr step; so a few
-    elements may differ by up to 2·steps·lr, while a real fault (wrong data position, lost optimizer
-    state, per-replica BN) moves most elements of most variables.
+    Adam turns a rounding-level difference in a near-zero gradient into a ±lr step, so a few elements
+    may differ by up to 2·steps·lr; how many depends on the machine's summation order (2 of a BN γ's
+    32 on a Zen 1 CPU, session 11; none or one before). A real fault (wrong data position, lost
+    optimizer state, per-replica BN) moves most elements of most variables: pooled over the weights
+    and BN statistics, at most 1 % of the elements may exceed the rounding tolerance, and in no
+    variable half of them; none may differ by more than the 2·steps·lr bound.
     """
     assert set(got) == set(ref)
+    found, beyond, total = [], 0, 0
     for name in ref:
         diff = np.abs(got[name] - ref[name])
         if "/_variables/" in name:  # Adam's moments: running averages of the (rounding-noisy) gradients
-            assert float(diff.max()) <= 0.1 * float(np.abs(ref[name]).max()) + 1e-6, name
+            if float(diff.max()) > 0.1 * float(np.abs(ref[name]).max()) + 1e-6:
+                found.append(f"{name}: Adam moment off by {float(diff.max()):.3g}")
             continue
         tol = 1e-4 + 1e-2 * np.abs(ref[name])  # weights (optimizer/_trainable_variables) and BN statistics
-        # at most 1 % of the elements, or one in a small variable (a BN γ of 32 channels)
-        assert np.sum(diff > tol) <= max(1, 0.01 * diff.size), (name, int(np.sum(diff > tol)), diff.size)
-        assert float(diff.max()) <= 2 * steps * lr + float(tol.max()), (name, float(diff.max()))
+        n = int(np.sum(diff > tol))
+        beyond, total = beyond + n, total + diff.size
+        if 2 * n >= diff.size:
+            found.append(f"{name}: {n} of {diff.size} elements beyond rounding")
+        if float(diff.max()) > 2 * steps * lr + float(tol.max()):
+            found.append(f"{name}: off by {float(diff.max()):.3g}, more than {steps} Adam steps")
+    if beyond > 0.01 * total:
+        found.append(f"{beyond} of {total} elements beyond rounding")
+    return found
 
 
 # A run repeated on one machine is bit-reproducible: the same 6-step run five times (two of them
@@ -118,6 +130,7 @@ def test_end_to_end_outputs(reference_run):
     assert "pairs/s" in proc.stderr and "ETA" in proc.stderr  # progress lines
 
 
+@pytest.mark.slow  # 79 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
 def test_sigkill_then_resume_ends_where_the_uninterrupted_run_ends(data_dir, reference_run, tmp_path):
     """The run SIGKILLs itself after step 3 (a test-only hook, so no race with the machine's speed):
     checkpoint 2 survives, step 3 is lost, and the resume redoes it from checkpoint 2's data position."""
@@ -147,6 +160,7 @@ def test_sigkill_then_resume_ends_where_the_uninterrupted_run_ends(data_dir, ref
     assert_same_checkpoint(got, ref)
 
 
+@pytest.mark.slow  # 37 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
     workdir = str(tmp_path / "nan")
     proc = run_train(data_dir, workdir, "--max_steps=8", "--checkpoint_every=1", "--learning_rate=1e12",
@@ -158,6 +172,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert all(np.all(np.isfinite(v)) for v in weights.values()), path
 
 
+@pytest.mark.slow  # 46 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
 def test_one_thread_trains_as_the_default_pool_does(data_dir, reference_run, tmp_path):
     """--threads=1 (two trainings sharing 2 cores) sets TensorFlow's pools, and trains the same
     steps as the reference run with the default pool, to summation-order noise."""
@@ -169,6 +184,7 @@ def test_one_thread_trains_as_the_default_pool_does(data_dir, reference_run, tmp
     np.testing.assert_allclose([l for _, l in one], [l for _, l in single[:2]], atol=3e-3)
 
 
+@pytest.mark.slow  # 69 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
 def test_mirrored_strategy_matches_single_device(data_dir, reference_run, tmp_path):
     workdir = str(tmp_path / "mirrored")
     proc = run_train(data_dir, workdir, "--max_steps=6", "--noevaluate", "--strategy=mirrored", "--cpu_devices=2")
@@ -182,7 +198,10 @@ def test_mirrored_strategy_matches_single_device(data_dir, reference_run, tmp_pa
     # Adam steps could move a weight (later, Adam amplifies summation-order noise in tiny gradients).
     _, ref = checkpoint_weights(reference_run[0], step=2)
     _, got = checkpoint_weights(workdir, step=2)
-    assert_same_training(got, ref, steps=2)
+    assert training_differences(got, ref, steps=2) == []
+    # the criterion sees a real fault: the same run two steps of data further on
+    _, later = checkpoint_weights(reference_run[0], step=4)
+    assert len(training_differences(got, later, steps=2)) > 1
 
 
 def exhaustive_scores(workdir):
@@ -250,6 +269,7 @@ def test_evaluate_cli_checkpoint_equals_the_runs_own_evaluation(reference_run, d
         assert got[name]["map"]["mean"] == pytest.approx(want[name]["map"]["mean"]), name
 
 
+@pytest.mark.slow  # 87 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
 @pytest.mark.parametrize("pairing", ["shared", "per_pair"])
 def test_epochs_become_steps_with_the_datasets_recipe(data_dir, tmp_path, pairing):
     """--epochs with no --batch_size: the synthetic recipe's batch (32) and crops (1), an epoch = every
@@ -401,6 +421,7 @@ def bn_statistics(network):
             for layer in batch_norm_layers(network)}
 
 
+@pytest.mark.slow  # 31 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
 def test_train_precise_bn_rewrites_the_final_network_not_the_checkpoints(reference_run, data_dir, tmp_path):
     """--precise_bn=N on a finished run (--resume): model.keras gets the BN statistics re-estimated
     over the N training batches after its last step, model.json and eval.json say so, the checkpoints
@@ -453,6 +474,7 @@ def test_train_precise_bn_rewrites_the_final_network_not_the_checkpoints(referen
         assert json.load(f)["precise_bn"] == 0
 
 
+@pytest.mark.slow  # 20 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
 def test_curve_with_precise_bn_re_estimates_the_statistics_and_stays_out_of_the_table(reference_run, tmp_path):
     """--precise_bn=N: each checkpoint evaluated on BN statistics re-estimated over N of the run's
     training batches (reid_tf.precise_bn); the curve file says so, is never mixed with one evaluated
