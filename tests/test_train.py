@@ -342,7 +342,7 @@ def test_default_recipe_is_the_papers_on_its_datasets_and_ours_elsewhere(name):
         assert TrainOptions(dataset=name, recipe=recipe).resolved_recipe() == recipe
 
 
-@pytest.mark.slow  # 79 s idle: prepares VIPeR, trains a step, two refused resumes (the parts have fast tests)
+@pytest.mark.slow  # 79 s idle (307 s on session 11's Zen 1): prepares VIPeR, trains a step, two refused resumes (the parts have fast tests)
 def test_a_paper_dataset_trains_with_paper_xcorr_unless_told_and_records_it(tmp_path):
     """VIPeR in its original layout, prepared, trained one step without --recipe or --pairing:
     run.json says paper_xcorr on shared images (the recipe's pairing) and the log counts [31]'s
