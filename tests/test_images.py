@@ -67,7 +67,7 @@ def test_every_mode_reads_as_the_same_rgb_everywhere(mode_file):
     # ... and so do both training pipelines (decoded once into the cache, or per use in tf.data).
     records = [datasets.Record(path, 0, 0)]
     for cache in (True, False):
-        fetch = pairs._image_source(records, cache)
+        fetch = pairs.image_source(records, cache)
         got = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(fetch).get_single_element()
         np.testing.assert_array_equal(got.numpy(), expected, err_msg=f"cache_images={cache}")
 
@@ -97,7 +97,7 @@ def test_resized_modes_agree(tmp_path, size):
     np.testing.assert_array_equal(ranked, out)
     records = [datasets.Record(p, 0, 0) for p in paths]
     for cache in (True, False):
-        fetch = pairs._image_source(records, cache)
+        fetch = pairs.image_source(records, cache)
         for i in range(2):
             got = tf.data.Dataset.from_tensors(tf.constant(i, tf.int64)).map(fetch).get_single_element()
             np.testing.assert_array_equal(got.numpy(), expected, err_msg=f"cache_images={cache}, image {i}")

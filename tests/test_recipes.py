@@ -90,6 +90,15 @@ def test_paper_xcorr_batches_resume_exactly(records):
 def test_unknown_recipe_is_refused(records):
     with pytest.raises(ValueError, match="unknown recipe.*cross_camera"):
         pairs.epoch_size(records, CROPS, "nope")
+    for make in (pairs.make_pair_dataset, pairs.make_shared_dataset):
+        with pytest.raises(ValueError, match="unknown recipe 'nope'"):
+            make(records, 9, 0, CROPS, recipe="nope")
+
+
+def test_every_recipe_name_has_its_object():
+    """--recipe's choices (config.RECIPES) are exactly the recipes reid_tf.pairs knows, by name."""
+    assert tuple(pairs.RECIPES) == config.RECIPES
+    assert all(pairs.get_recipe(name).name == name for name in config.RECIPES)
 
 
 def test_paper_xcorr_on_shared_images_is_every_positive_once_with_batch_negatives(records):
