@@ -41,6 +41,38 @@ def theta_penalty(thetas, weight: float = config.ROTATION_L1):
     return weight * ops.sum(ops.stack(terms)) if terms else 0.0
 
 
+# The terms of the value training minimises (`objective_terms`), in the order they are summed.
+OBJECTIVE_TERMS = ("l_cls", "l_ctr", "l_theta", "l_decay")
+
+
+def objective_terms(labels, outputs: dict, decay, contrastive: bool = True) -> dict:
+    """Every term of the training objective, as scalars.
+
+    Args:
+      labels: (B,) int, 1 = matched.
+      outputs: the network's output dict (reid_tf.model.build_model): "logits", "distance" and the
+        θ of every level and image ("theta_*").
+      decay: the layers' L2 regularisation losses (§4.2 weight decay; `network.losses`).
+      contrastive: False for Ours-cls (Table 3): no L_ctr, though the ranking net still computes d.
+    Returns:
+      {name: scalar} for OBJECTIVE_TERMS: L_cls (Eq. 3), L_ctr (Eq. 4; 0 when not contrastive), the
+      θ penalty (§4.2; 0 without an STN) and the weight decay (0 without regularisers).
+    """
+    thetas = [v for k, v in outputs.items() if k.startswith("theta_")]
+    return {
+        "l_cls": softmax_loss(labels, outputs["logits"]),
+        "l_ctr": contrastive_loss(labels, outputs["distance"]) if contrastive else 0.0,
+        "l_theta": theta_penalty(thetas) if thetas else 0.0,
+        "l_decay": ops.sum(ops.stack(decay)) if decay else 0.0,
+    }
+
+
+def total_objective(terms: dict):
+    """Eq. 6, L_com = L_cls + L_ctr, plus §4.2's regularisers (θ penalty, weight decay): the value
+    training minimises, from `objective_terms`."""
+    return terms["l_cls"] + terms["l_ctr"] + terms["l_theta"] + terms["l_decay"]
+
+
 def final_score(p_match, d, lam: float = config.SCORE_LAMBDA, eps: float = config.SCORE_EPS):
     """Eq. 7: SimiScore = s_softmax + λ / (d + ε); higher = more similar."""
     return p_match + lam / (d + eps)

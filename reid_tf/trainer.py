@@ -1,8 +1,9 @@
 """Training with `model.fit`: the objective of §3.1 (Eq. 6) and the recipe of §4.2.
 
 - `PairTrainer` wraps the network and overrides `compute_loss` (the Keras 3 hook for losses that
-  need several outputs): L_cls (Eq. 3) + L_ctr (Eq. 4, not for "cls") + θ penalty (§4.2) + weight
-  decay (§4.2, the layers' L2 regularisers), with one Mean tracker per term for logs/TensorBoard.
+  need several outputs) with the objective of reid_tf.losses (`objective_terms`, `total_objective`:
+  L_cls (Eq. 3) + L_ctr (Eq. 4, not for "cls") + θ penalty (§4.2) + weight decay (§4.2, the layers'
+  L2 regularisers)), with one Mean tracker per term for logs/TensorBoard.
 - `make_optimizer`: Adam, as §4.2.
 - Checkpoints: `checkpoint_manager` (what reid_tf.callbacks.StepCheckpoint saves with); `restore`
   continues from the newest checkpoint that restores, moving damaged newer ones to
@@ -31,7 +32,7 @@ from reid_tf import model as model_lib
 class PairTrainer(keras.Model):
     """The network plus the paper's objective. Call arguments and outputs are the network's."""
 
-    TERMS = ("l_cls", "l_ctr", "l_theta", "l_decay")
+    TERMS = losses.OBJECTIVE_TERMS
 
     def __init__(self, network: keras.Model, contrastive: bool = True, **kwargs):
         super().__init__(**kwargs)
@@ -56,19 +57,12 @@ class PairTrainer(keras.Model):
         return model_lib.pair_outputs(fa, fb, head, levels)
 
     def loss_terms(self, y, y_pred) -> dict:
-        """Every term of the objective, as scalars."""
-        thetas = [v for k, v in y_pred.items() if k.startswith("theta_")]
-        decay = self.network.losses
-        return {
-            "l_cls": losses.softmax_loss(y, y_pred["logits"]),
-            "l_ctr": losses.contrastive_loss(y, y_pred["distance"]) if self.contrastive else 0.0,
-            "l_theta": losses.theta_penalty(thetas) if thetas else 0.0,
-            "l_decay": keras.ops.sum(keras.ops.stack(decay)) if decay else 0.0,
-        }
+        """Every term of the objective, as scalars (reid_tf.losses.objective_terms)."""
+        return losses.objective_terms(y, y_pred, self.network.losses, self.contrastive)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         terms = self.loss_terms(y, y_pred)
-        total = terms["l_cls"] + terms["l_ctr"] + terms["l_theta"] + terms["l_decay"]
+        total = losses.total_objective(terms)  # Eq. 6 with the regularisers
         for name, value in terms.items():
             self.trackers[name].update_state(value)
         self.trackers["loss"].update_state(total)

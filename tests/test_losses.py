@@ -36,3 +36,24 @@ def test_theta_penalty_is_l1_on_rotation_only():
     theta = np.array([[[0.5, 0.2, 0.3], [-0.4, 0.5, 0.1]]], "float32")  # r_w = 0.2, r_h = −0.4
     assert float(losses.theta_penalty([theta], weight=1.0)) == pytest.approx(0.6, rel=1e-6)
     assert float(losses.theta_penalty([theta, theta], weight=0.5)) == pytest.approx(0.6, rel=1e-6)
+
+
+def test_objective_is_eq6_plus_the_regularisers():
+    """total_objective = L_cls + L_ctr (Eq. 6) + θ penalty + weight decay, each from its own function;
+    Ours-cls drops L_ctr, a network without θ or regularisers contributes 0 for them."""
+    labels = np.array([1, 0])
+    theta = np.array([[[0.5, 0.2, 0.3], [-0.4, 0.5, 0.1]]], "float32")
+    outputs = {"logits": np.array([[0.0, 0.0], [2.0, 0.0]], "float32"),
+               "distance": np.array([0.5, 0.3], "float32"), "theta_2_a": theta, "theta_2_b": -theta}
+    decay = [np.float32(0.25), np.float32(0.5)]
+    terms = losses.objective_terms(labels, outputs, decay)
+    assert tuple(terms) == losses.OBJECTIVE_TERMS
+    want = {"l_cls": float(losses.softmax_loss(labels, outputs["logits"])),
+            "l_ctr": float(losses.contrastive_loss(labels, outputs["distance"])),
+            "l_theta": float(losses.theta_penalty([theta, -theta])), "l_decay": 0.75}
+    for name, value in want.items():
+        assert float(terms[name]) == pytest.approx(value, rel=1e-6), name
+    assert float(losses.total_objective(terms)) == pytest.approx(sum(want.values()), rel=1e-6)
+    bare = losses.objective_terms(labels, {k: outputs[k] for k in ("logits", "distance")}, [], contrastive=False)
+    assert (bare["l_ctr"], bare["l_theta"], bare["l_decay"]) == (0.0, 0.0, 0.0)
+    assert float(losses.total_objective(bare)) == pytest.approx(want["l_cls"], rel=1e-6)
