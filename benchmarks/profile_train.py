@@ -6,7 +6,7 @@
 Runs the real training step (benchmarks.common.train_step: PairTrainer's, the whole objective,
 backward, Adam; --pairing=shared for a shared-image batch) under TensorFlow's profiler and reads the trace it writes (the XSpace
 protobuf that ships inside TensorFlow, so no TensorBoard plugin is needed). Every op event of the
-step is attributed to a block with reid_tf.complexity.block_of — the same blocks as
+step is attributed to a block with reid_tf.model.op_blocks — the same blocks as
 `python -m experiments.table5 --breakdown` — and to the forward pass, the backward pass (ops under
 `gradient_tape/`) or the optimizer. Printed per block: milliseconds per step forward and backward,
 the share of the op time, the block's forward FLOPs per step (from reid_tf.complexity, counted with
@@ -31,9 +31,9 @@ from absl import app, flags, logging
 
 from benchmarks.common import SHARED_K, per_pair_batch, shared_batch, train_step, training_model
 from reid_tf import config
-from reid_tf.complexity import block_of, complexity
+from reid_tf.complexity import complexity
 from reid_tf.layers.csn import CORRELATIONS
-from reid_tf.model import encoder_of, pair_head_of
+from reid_tf.model import op_blocks
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "l23", "Model preset (reid_tf.config.PRESETS).")
@@ -110,8 +110,7 @@ def main(argv: list[str]) -> None:
     wall = (time.perf_counter() - start) / FLAGS.steps
     tf.profiler.experimental.stop()
 
-    layer_names = [layer.name for part in (encoder_of(model.network), pair_head_of(model.network))
-                   for layer in part.layers]
+    block_of = op_blocks(model.network)
     by_block = collections.defaultdict(lambda: collections.Counter())
     by_type = collections.Counter()
     detail = collections.defaultdict(lambda: collections.Counter())
@@ -120,7 +119,7 @@ def main(argv: list[str]) -> None:
         if name == XLA_BLOCK or phase == "optimizer":
             block = XLA_BLOCK if name == XLA_BLOCK else "optimizer"
         else:
-            block = block_of(name.removeprefix("gradient_tape/"), layer_names)
+            block = block_of(name.removeprefix("gradient_tape/"))
         by_block[block][phase] += ns
         by_type[(op_type, phase)] += ns
         if block in FLAGS.detail:

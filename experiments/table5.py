@@ -13,7 +13,6 @@ FLOPs per block. What it measured and how the gaps read: docs/RESULTS.md, "Model
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from absl import flags, logging
@@ -36,7 +35,7 @@ def readings(result: Mapping) -> dict[str, list[tuple[str, float]]]:
     Returns {"params": [(reading, millions)], "flops": [(reading, giga)]}.
     """
     b = result["breakdown"]
-    ranking = sum(r["params"] for k, r in b.items() if k.startswith("rank_") or k == "embedding")
+    ranking = sum(r["params"] for r in b.values() if r["part"] == "ranking")  # rank_j, embedding
     bn_all = 2 * result["non_trainable_params"]  # γ, β beside every moving mean, variance
     per_image = sum(r["flops"] for r in b.values() if r["per_image"])
     params = [
@@ -73,9 +72,9 @@ def format_table(results: list[Mapping]) -> str:
     return "\n".join(lines)
 
 
-# Where the parameters sit, by the parts of Figure 2 / Table 1 (block-name patterns).
-_PARTS = {"trunk conv1–3b": r"conv(1|2|3|3b)$", "localisation nets": r"csn_\d\.loc$",
-          "ranking net + embedding": r"(rank_\d|embedding)$", "head conv4–6 + logits": r"(conv[456]|logits)$"}
+# Where the parameters sit, by the parts of Figure 2 / Table 1 (reid_tf.model.PARTS).
+_PARTS = {"trunk conv1–3b": "trunk", "localisation nets": "localisation",
+          "ranking net + embedding": "ranking", "head conv4–6 + logits": "head"}
 
 
 def format_gaps(result: Mapping) -> str:
@@ -89,8 +88,8 @@ def format_gaps(result: Mapping) -> str:
             flag = "within ±25 %" if abs(ratio - 1) <= GAP_TOLERANCE else "gap"
             lines.append(f"  {kind:<6} {label:<55}{value:>8.3f} {unit}  ratio {ratio:5.2f}  {flag}")
     parts = []
-    for label, pattern in _PARTS.items():
-        held = sum(r["params"] for k, r in result["breakdown"].items() if re.match(pattern, k))
+    for label, part in _PARTS.items():
+        held = sum(r["params"] for r in result["breakdown"].values() if r["part"] == part)
         parts.append(f"{label} {held / 1e6:.3f} M")
     bn = 2 * result["non_trainable_params"]  # γ, β, moving mean, moving variance
     lines.append(f"  params by part: {', '.join(parts)}; of all these, BN {bn / 1e6:.3f} M")

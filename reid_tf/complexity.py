@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
-from collections.abc import Iterable
 
 import keras
 import numpy as np
@@ -42,7 +40,7 @@ import tensorflow as tf
 from absl import logging
 
 from reid_tf import config
-from reid_tf.model import build_model, encoder_of, pair_head_of
+from reid_tf.model import blocks, build_model, op_blocks, structure
 
 MAC_OPS = frozenset({"Conv2D", "DepthwiseConv2dNative", "MatMul", "BatchMatMul", "BatchMatMulV2",
                      "BatchMatMulV3", "Einsum"})
@@ -161,50 +159,13 @@ def inference_graph(model: keras.Model, batch: int = 1) -> tf.Graph:
 
 
 # ------------------------------------------------------------------------------------------------
-def _layer_of(component: str, layer_names: Iterable[str]) -> str | None:
-    """'csn_2_1' -> 'csn_2': the layer whose name scope (name or name_<n>) this component is."""
-    matches = [n for n in layer_names if component == n or re.fullmatch(re.escape(n) + r"_\d+", component)]
-    return max(matches, key=len) if matches else None
-
-
-def block_of(op_name: str, layer_names: Iterable[str]) -> str:
-    """Block of a graph op: the layer of the encoder or pair head it belongs to, with a CSN split
-    into loc / stn / xcorr.
-
-    csn_j.loc: the localisation net (loc conv1–3 and the θ dense layer); csn_j.stn: the rest of the
-    encoder's CSNParts (the stripes, the loc net's GAP, the θ map and the bilinear sampler);
-    csn_j.xcorr: the pair head's depth-wise cross-correlation of Eq. 2 (layer similarity_j). Ops
-    outside every layer go to "other".
-    """
-    parts = op_name.split("/")
-    for i, component in enumerate(parts[:-1]):
-        layer = _layer_of(component, layer_names)
-        if layer is None:
-            continue
-        if layer.startswith("csn_"):
-            inner = parts[i + 1:-1]
-            is_loc = (len(inner) > 1 and re.fullmatch(r"stn(_\d+)?", inner[0])
-                      and re.match(r"(loc_conv\d|theta)(_\d+)?$", inner[1]))
-            return f"{layer}.loc" if is_loc else f"{layer}.stn"
-        if layer.startswith("similarity_"):
-            return f"csn_{layer.removeprefix('similarity_')}.xcorr"
-        return layer
-    return "other"
-
-
-def _layers(model: keras.Model) -> list[tuple[keras.layers.Layer, bool]]:
-    """(layer, per image?) for every layer of the encoder, then of the pair head."""
-    return [(layer, part is encoder) for encoder in (encoder_of(model),)
-            for part in (encoder, pair_head_of(model)) for layer in part.layers]
-
-
 def param_breakdown(model: keras.Model) -> dict[str, dict[str, int]]:
-    """Parameters per top-level layer (a CSN's all sit in its loc net), trainable vs BN statistics."""
+    """Parameters per block (reid_tf.model.blocks; a CSN's all sit in its loc net), trainable vs BN
+    statistics; blocks without weights are left out."""
     table: dict[str, dict[str, int]] = {}
-    for layer, _ in _layers(model):
-        for w in layer.weights:
-            block = f"{layer.name}.loc" if layer.name.startswith("csn_") else layer.name
-            row = table.setdefault(block, {"trainable": 0, "non_trainable": 0})
+    for block in blocks(model):
+        for w in block.weights:
+            row = table.setdefault(block.name, {"trainable": 0, "non_trainable": 0})
             row["trainable" if w.trainable else "non_trainable"] += int(np.prod(w.shape))
     return table
 
@@ -216,37 +177,33 @@ def complexity(name: str | config.ModelConfig) -> dict:
     flops and macs per pair (batch of one pair, both images' trunks, training=False),
     profiler_flops (the TF profiler's own total, for comparison), unregistered (op types counted
     by us because the profiler has no rule), and breakdown {block: {params, trainable,
-    non_trainable, flops, macs, per_image}}.
+    non_trainable, flops, macs, per_image, part}} (part: Figure 2's, reid_tf.model.PARTS).
     """
     model = build_model(name, correlation="direct")  # count the paper's arithmetic, not the FFT's
     costs = graph_costs(inference_graph(model, batch=1))
-    layer_names = [layer.name for layer, _ in _layers(model)]
-    blocks: dict[str, dict] = {}
-    per_image: dict[str, bool] = {}
-    for layer, image in _layers(model):  # rows in the encoder's, then the head's order
-        names = [f"{layer.name}.loc", f"{layer.name}.stn"] if layer.name.startswith("csn_") else [
-            f"csn_{layer.name.removeprefix('similarity_')}.xcorr" if layer.name.startswith("similarity_")
-            else layer.name]
-        for block in names:
-            blocks[block], per_image[block] = None, image
+    kinds = {b.name: b for b in blocks(model)}  # rows in the encoder's, then the head's order
+    rows: dict[str, dict | None] = dict.fromkeys(kinds)
 
     def row(block):
-        if blocks.get(block) is None:
-            blocks[block] = {"params": 0, "trainable": 0, "non_trainable": 0, "flops": 0, "macs": 0,
-                             "per_image": per_image.get(block, False)}
-        return blocks[block]
+        if rows.get(block) is None:
+            kind = kinds.get(block)
+            rows[block] = {"params": 0, "trainable": 0, "non_trainable": 0, "flops": 0, "macs": 0,
+                           "per_image": kind is not None and kind.per_image,
+                           "part": kind.part if kind else "other"}
+        return rows[block]
 
     for block, p in param_breakdown(model).items():
         r = row(block)
         r.update(trainable=p["trainable"], non_trainable=p["non_trainable"],
                  params=p["trainable"] + p["non_trainable"])
+    block_of = op_blocks(model)
     for cost in costs:
-        r = row(block_of(cost.name, layer_names))
+        r = row(block_of(cost.name))
         r["flops"] += cost.flops
         r["macs"] += cost.macs
-    blocks = {k: v for k, v in blocks.items() if v is not None}
+    ranking = structure(model).ranking
     result = {
-        "name": model.name.removeprefix("reid_"),
+        "name": config.get_model_config(name).name,
         "params": model.count_params(),
         "trainable_params": sum(int(np.prod(w.shape)) for w in model.trainable_weights),
         "non_trainable_params": sum(int(np.prod(w.shape)) for w in model.non_trainable_weights),
@@ -254,10 +211,10 @@ def complexity(name: str | config.ModelConfig) -> dict:
         "macs": sum(c.macs for c in costs),
         "profiler_flops": sum(c.profiler_flops for c in costs),
         "unregistered": sorted({c.type for c in costs if c.flops and not c.profiler_flops}),
-        "breakdown": blocks,
+        "breakdown": {k: v for k, v in rows.items() if v is not None},
         # the second 3×3×96→96 conv of every ranking branch, for the "one conv per level" reading
-        "rank_second_conv_params": sum(int(np.prod(w.shape)) for w in model.weights
-                                       if "/rank_conv2/" in w.path),
+        "rank_second_conv_params": sum(int(np.prod(w.shape)) for branch in ranking.values()
+                                       for w in branch.conv_b.weights),
     }
     logging.info("%s: %d params, %.4f GFLOPs, %.4f GMACs per pair (TF profiler alone: %.4f GFLOPs)",
                  result["name"], result["params"], result["flops"] / 1e9, result["macs"] / 1e9,

@@ -19,6 +19,8 @@ model, so that scoring, training on shared images, visualisation and export use 
 from __future__ import annotations
 
 import dataclasses
+import re
+from typing import Callable
 
 import keras
 from reid_tf import config
@@ -213,6 +215,106 @@ def find_layer(model: keras.Model, name: str):
         if name in {layer.name for layer in part.layers}:
             return part.get_layer(name)
     raise ValueError(f"{model.name} has no layer {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The network by block, for accounts of its size and cost (Table 5: reid_tf.complexity). A block is
+# one top-level layer of the encoder or the head, except that a CSN is two blocks on the image side
+# (its localisation net, "csn_j.loc", and the rest: stripes, θ map, sampler, "csn_j.stn") and its
+# correlation (Eq. 2) one on the pair side ("csn_j.xcorr").
+# Figure 2's parts, the groups of blocks Table 5's readings speak of:
+PARTS = ("input", "trunk", "localisation", "sampling", "ranking", "correlation", "head", "other")
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One block of a network (see above).
+
+    Attributes:
+      name: "conv1", "csn_2.loc", "csn_2.stn", "rank_2", "embedding", "csn_2.xcorr", "conv4", ….
+      part: its part of Figure 2 (PARTS).
+      per_image: in the encoder (run once per image), else in the pair head (once per pair).
+      weights: the variables it holds (all of a CSN's sit in its localisation net).
+    """
+
+    name: str
+    part: str
+    per_image: bool
+    weights: tuple
+
+
+def _present(network: keras.Model, *names: str) -> list:
+    """The layers of these names that the network has (the concatenations exist only with > 1 level)."""
+    held = {layer.name for layer in network.layers}
+    return [network.get_layer(name) for name in names if name in held]
+
+
+def _parts_of_layers(model: keras.Model) -> dict[int, str]:
+    """id(layer) -> its part of Figure 2, for the top-level layers of the encoder and the head."""
+    s, encoder, head = structure(model), encoder_of(model), pair_head_of(model)
+    groups = {
+        "input": _present(encoder, "normalise"),
+        "trunk": s.trunk,
+        "ranking": [*s.ranking.values(), *_present(encoder, "rank_concat", "embedding", "l2_normalise"),
+                    head.get_layer("distance")],
+        "correlation": [*s.similarity.values(), *(p for pools in s.pools.values() for p in pools),
+                        *_present(head, "sim_concat")],
+        "head": [s.conv4, *s.after_conv4, s.score],
+    }
+    return {id(layer): part for part, layers in groups.items() for layer in layers}
+
+
+def blocks(model: keras.Model) -> tuple[Block, ...]:
+    """Every block of a network from build_model: the encoder's in layer order, then the head's."""
+    s, parts = structure(model), _parts_of_layers(model)
+    level_of = {id(layer): j for table in (s.csn_parts, s.similarity) for j, layer in table.items()}
+    out = []
+    for network, per_image in ((encoder_of(model), True), (pair_head_of(model), False)):
+        for layer in network.layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            if isinstance(layer, CSNParts):
+                j = level_of[id(layer)]
+                out += [Block(f"csn_{j}.loc", "localisation", True, tuple(layer.weights)),
+                        Block(f"csn_{j}.stn", "sampling", True, ())]
+            elif isinstance(layer, CSNSimilarity):
+                out.append(Block(f"csn_{level_of[id(layer)]}.xcorr", "correlation", False, ()))
+            else:
+                out.append(Block(layer.name, parts.get(id(layer), "other"), per_image, tuple(layer.weights)))
+    return tuple(out)
+
+
+def _scope_matches(layer_name: str, component: str) -> bool:
+    """A name-scope component of a traced op is its layer's name, or that name with "_<n>" added
+    when the scope was entered more than once."""
+    return component == layer_name or re.fullmatch(re.escape(layer_name) + r"_\d+", component) is not None
+
+
+def op_blocks(model: keras.Model) -> Callable[[str], str]:
+    """op name -> the name of its Block, for the ops of a graph traced from `model` (alone or inside
+    a trainer: the scopes of the layers are what counts); "other" outside every layer."""
+    s = structure(model)
+    layers = [layer for network in (encoder_of(model), pair_head_of(model)) for layer in network.layers]
+    level_of = {id(layer): j for table in (s.csn_parts, s.similarity) for j, layer in table.items()}
+
+    def block(op_name: str) -> str:
+        scopes = op_name.split("/")
+        for i, component in enumerate(scopes[:-1]):
+            matches = [layer for layer in layers if _scope_matches(layer.name, component)]
+            if not matches:
+                continue
+            layer = max(matches, key=lambda m: len(m.name))
+            if isinstance(layer, CSNParts):  # its localisation net's ops: inside stn/, in loc conv 1–3 or θ
+                inner = scopes[i + 1:-1]
+                is_loc = (len(inner) > 1 and _scope_matches(layer.stn.name, inner[0])
+                          and any(_scope_matches(m.name, inner[1]) for m in layer.stn.localisation_layers))
+                return f"csn_{level_of[id(layer)]}.{'loc' if is_loc else 'stn'}"
+            if isinstance(layer, CSNSimilarity):
+                return f"csn_{level_of[id(layer)]}.xcorr"
+            return layer.name
+        return "other"
+
+    return block
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import tensorflow as tf
 from experiments import table5
 from reid_tf import complexity
 from reid_tf.layers import depthwise_xcorr
-from reid_tf.model import build_model
+from reid_tf.model import blocks, build_model, op_blocks
 
 
 def _graph(fn, *shapes):
@@ -58,16 +58,33 @@ def test_depthwise_xcorr_of_the_model():
     assert sum(c.macs for c in costs) == 6 * 5 * 6 * 9
 
 
-def test_block_of():
-    names = ["conv2", "csn_2", "csn_3", "rank_2", "similarity_3", "sim_2_pool0"]
-    assert complexity.block_of("reid_l23_1/conv2_3/conv_1/convolution", names) == "conv2"
-    assert complexity.block_of("reid_l23_1/csn_2_1/stn_3/loc_conv1_1/conv_1/convolution", names) == "csn_2.loc"
-    assert complexity.block_of("reid_l23_1/csn_2_1/stn_1/theta_1/MatMul", names) == "csn_2.loc"
-    assert complexity.block_of("reid_l23_1/csn_2_1/stn_1/GatherV2", names) == "csn_2.stn"
-    assert complexity.block_of("reid_l23_1/csn_3_1/split", names) == "csn_3.stn"  # the stripes
-    assert complexity.block_of("reid_l23_1/pair_head_1/similarity_3_1/depthwise", names) == "csn_3.xcorr"
-    assert complexity.block_of("reid_l23_1/sim_2_pool0_1/MaxPool", names) == "sim_2_pool0"
-    assert complexity.block_of("reid_l23_1/Identity", names) == "other"
+def test_op_blocks():
+    block_of = op_blocks(build_model("l23"))
+    assert block_of("reid_l23_1/conv2_3/conv_1/convolution") == "conv2"
+    assert block_of("reid_l23_1/csn_2_1/stn_3/loc_conv1_1/conv_1/convolution") == "csn_2.loc"
+    assert block_of("reid_l23_1/csn_2_1/stn_1/theta_1/MatMul") == "csn_2.loc"
+    assert block_of("reid_l23_1/csn_2_1/stn_1/GatherV2") == "csn_2.stn"
+    assert block_of("reid_l23_1/csn_3_1/split") == "csn_3.stn"  # the stripes
+    assert block_of("reid_l23_1/pair_head_1/similarity_3_1/depthwise") == "csn_3.xcorr"
+    assert block_of("reid_l23_1/sim_2_pool0_1/MaxPool") == "sim_2_pool0"
+    assert block_of("reid_l23_1/Identity") == "other"
+
+
+def test_blocks_and_their_parts():
+    """Every block of Ours-(L2, L3) in the encoder's then the head's order, each in its part of
+    Figure 2, with the weights it holds."""
+    got = [(b.name, b.part, b.per_image) for b in blocks(build_model("l23"))]
+    encoder = [("normalise", "input"), ("conv1", "trunk"), ("conv2", "trunk"), ("conv3", "trunk"),
+               ("csn_2.loc", "localisation"), ("csn_2.stn", "sampling"), ("csn_3.loc", "localisation"),
+               ("csn_3.stn", "sampling"), ("rank_2", "ranking"), ("rank_3", "ranking"),
+               ("rank_concat", "ranking"), ("embedding", "ranking"), ("l2_normalise", "ranking")]
+    assert got[:len(encoder)] == [(n, p, True) for n, p in encoder]
+    head = {n: p for n, p, image in got[len(encoder):] if not image}
+    assert len(head) == len(got) - len(encoder)
+    assert head == {"csn_2.xcorr": "correlation", "sim_2_pool0": "correlation", "csn_3.xcorr": "correlation",
+                    "sim_2_pool1": "correlation", "sim_3_pool0": "correlation", "sim_concat": "correlation",
+                    "conv4": "head", "conv5": "head", "conv6": "head", "gap": "head", "logits": "head",
+                    "distance": "ranking", "p_match": "head", "score": "head"}
 
 
 # ---- whole presets against hand totals ----------------------------------------------------------
@@ -147,6 +164,23 @@ def test_whole_presets_against_hand_totals(measured):
         assert sum(b["flops"] for b in r["breakdown"].values()) == r["flops"]
         # FLOPs = 2 × MACs + the elementwise work (BN, ReLU, pooling, the sampler): > 0, < 1 %
         assert 0 < r["flops"] - 2 * r["macs"] < 0.01 * r["flops"]
+
+
+def test_params_by_part_against_hand_totals(measured):
+    """Table 5's readings group blocks by their part of Figure 2 (reid_tf.model.PARTS)."""
+    for levels, r in (((2, 3), measured["l23"]), ((2, 3, 4), measured["l234"])):
+        by_part = {}
+        for row in r["breakdown"].values():
+            by_part[row["part"]] = by_part.get(row["part"], 0) + row["params"]
+        trunk = conv_params(5, 3, 32) + conv_params(3, 32, 96) + conv_params(3, 96, 96)
+        want = {"trunk": trunk + (conv_params(3, 96, 96) if 4 in levels else 0),
+                "localisation": len(levels) * (conv_params(3, 96, 32) + conv_params(3, 32, 32)
+                                               + conv_params(1, 32, 128) + 128 * 6 + 6),
+                "ranking": len(levels) * 2 * conv_params(3, 96, 96) + 96 * len(levels) * 256 + 256,
+                "head": (conv_params(1, 576 * len(levels), 32) + conv_params(3, 32, 32)
+                         + conv_params(1, 32, 500) + 500 * 2 + 2)}
+        assert {k: v for k, v in by_part.items() if v} == want
+        assert r["rank_second_conv_params"] == len(levels) * conv_params(3, 96, 96)
 
 
 def test_report_shows_the_counted_values(measured):

@@ -115,6 +115,11 @@ class AffineSTN(keras.layers.Layer):
         )
         self.theta_dense.build((None, config.LOC_CONV3[1]))
 
+    @property
+    def localisation_layers(self) -> tuple:
+        """The localisation net's layers, conv 1–3 and the θ dense layer (none when fixed)."""
+        return () if self.fixed else (self.loc1, self.loc2, self.loc3, self.theta_dense)
+
     def theta(self, stripe, training=None):
         """θ (B, 2, 3) for each stripe (B, H, W, C)."""
         if self.fixed:
