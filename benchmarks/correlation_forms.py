@@ -2,7 +2,7 @@
 signal against many kernels, and TF's depth-wise convolution with a channel multiplier.
 
 They lost to the forms the project uses (the layer's "shift" for training, reid_tf.layers.correlation;
-the NumPy im2col of reid_tf.im2col for scoring) and stay here so that `benchmarks/bench_scoring.py`
+the NumPy im2col of reid_tf.correlation_as_matmul for scoring) and stay here so that `benchmarks/bench_scoring.py`
 (f) can keep comparing against them; tests/test_scoring.py checks each against the per-sample loop.
 All follow the layer's convention: per channel, no kernel flip, TF "SAME" zero padding (for an even
 kernel the extra row/column of padding is at the bottom/right).

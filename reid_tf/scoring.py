@@ -27,7 +27,7 @@ the engine against the full model to 1e-4):
 4. BN(conv4) → ReLU → conv5 → conv6 → GAP → logits → softmax on batches of `pair_batch` pairs, in a
    tf.function of fixed shape (the last batch padded), inference mode.
 
-Steps 1–3 run in NumPy (the arithmetic: reid_tf.im2col), one signal image per worker thread (one
+Steps 1–3 run in NumPy (the arithmetic: reid_tf.correlation_as_matmul), one signal image per worker thread (one
 per core), each with a single-threaded BLAS (reid_tf.parallel). Of the forms of Eq. 2 for one signal
 against many kernels that benchmarks/bench_scoring.py (f) compares — this one; the same im2col with
 tf.matmul; TF's depth-wise convolution with a channel multiplier; FFT with every spectrum cached;
@@ -45,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from reid_tf import losses
-from reid_tf.im2col import correlate_and_pool, kernel_matrix, signal_patches_numpy
+from reid_tf.correlation_as_matmul import correlate_and_pool, kernel_matrix, signal_patches_numpy
 from reid_tf.model import encoder_of, structure
 from reid_tf.parallel import parallel_map
 

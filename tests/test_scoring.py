@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from benchmarks.correlation_forms import xcorr_depthwise_multiplier, xcorr_im2col, xcorr_shared_kernels
 from reid_tf import config
-from reid_tf.im2col import correlate_and_pool, kernel_matrix, signal_patches_numpy, xcorr_shared_kernels_numpy
+from reid_tf.correlation_as_matmul import correlate_and_pool, kernel_matrix, signal_patches_numpy, xcorr_shared_kernels_numpy
 from reid_tf.layers import CSN, depthwise_xcorr
 from reid_tf.layers.correlation import depthwise_xcorr_parts_fft, depthwise_xcorr_parts_shift
 from reid_tf.layers.csn import similarity_direct, similarity_fft, similarity_shift
