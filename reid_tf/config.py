@@ -90,16 +90,16 @@ CROPS_PER_IMAGE = {"cuhk03": 2, "default": 5,  # "randomly sample 2 images for C
                    "synthetic": 1}  # ours: synthetic images are new every generation; no repeats needed
 # Shared-image batches (ours, `--pairing=shared`, reid_tf.pairs): camera-A and camera-B images per
 # identity visit, at most (K). Measured on CUHK01 at equal pairs with the cross_camera recipe
-# (docs/RESULTS.md, sessions 3–4): K = 2 (11 identities, 132 pairs from 44 images) encodes half as
-# many images per pair as K = 1 (43 identities a batch of 129 pairs from 86 images) but learned
-# about half as much per pair. So K = 1.
+# (docs/RESULTS.md, shared images against per pair): K = 2 (11 identities, 132 pairs from 44 images)
+# encodes half as many images per pair as K = 1 (43 identities a batch of 129 pairs from 86 images)
+# but learned about half as much per pair. So K = 1.
 SHARED_IMAGES_PER_CAMERA = 1
 PAIRINGS = ("per_pair", "shared")
 # Multi-camera datasets (Market-1501, DukeMTMC-reID; ours, the paper has none): an epoch draws this
 # many cross-camera positives per training identity (DESIGN "Multi-camera pairs"): 751 × 32 × 3 =
 # 72,096 pairs on Market-1501, about CUHK01's 52,260, so the paper's 5 epochs keep their meaning.
 POSITIVES_PER_IDENTITY = 32
-# Two readings of §4.2's pairs (issue 11; DESIGN "Recipes"), both sourced:
+# Two readings of §4.2's pairs (DESIGN "Recipes"; a module each in reid_tf.pairs), both sourced:
 # - "cross_camera" (ours): a positive is a camera-A and a camera-B image of one identity, each
 #   positive CROPS_PER_IMAGE times per epoch with fresh online crops and flips, negatives
 #   cross-camera (reid_tf.pairs); CUHK01: 52 k pairs per epoch.
@@ -110,14 +110,13 @@ POSITIVES_PER_IDENTITY = 32
 #   (src/trainMultiGPU.lua); CUHK01: 871 × C(28, 2) positives, 988 k pairs per epoch.
 RECIPES = ("cross_camera", "paper_xcorr")
 # The default for the paper's datasets (VIPeR, CUHK01, CUHK03; each dataset module's `recipe`),
-# chosen by measurement on CUHK01 (docs/RESULTS.md sessions 4–5; the reasoning: DESIGN "Recipes").
+# chosen by measurement on CUHK01 (docs/RESULTS.md, [31]'s recipe; the reasoning: DESIGN "Recipes").
 PAPER_RECIPE = "paper_xcorr"
 # Each recipe's default pairing (ours; DESIGN "Training on shared images"), the one its results
-# were measured with. cross_camera: per pair, which learned more per pair than shared K = 1 on average
-# over two CUHK01 trials (RESULTS sessions 3–4). paper_xcorr: shared (K = 1), 1.8× faster (≈ 10.5 h against
-# ≈ 17.5 h for 5 CUHK01 epochs on 2 CPU cores) and the pairing of every [31]-recipe run in RESULTS
-# (sessions 4–8); per pair with this recipe has not been measured. --strategy=mirrored, which
-# cannot split a shared batch, trains per pair.
+# were measured with (docs/RESULTS.md). cross_camera: per pair, which learned more per pair than
+# shared K = 1 on average over two CUHK01 trials. paper_xcorr: shared (K = 1), the faster of the two
+# and the pairing of every [31]-recipe run; per pair with this recipe has not been measured.
+# --strategy=mirrored, which cannot split a shared batch, trains per pair.
 RECIPE_PAIRING = {"cross_camera": "per_pair", "paper_xcorr": "shared"}
 # [31]'s copies are translated by integers drawn from [−0.05 H, 0.05 H] on both axes (H = the
 # image height, for the width too), uncovered pixels zero (datasets/cuhk01_test486/dataAugmentation.lua).

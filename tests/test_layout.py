@@ -1,0 +1,292 @@
+"""The layout rules of the code, read from its source (no import of what is checked):
+
+- no import circle inside reid_tf/ (every import counts, at module level or inside a function);
+- a recipe's name is compared only inside reid_tf/pairs/ (the recipe objects); elsewhere code asks
+  the recipe;
+- layer names are read only in reid_tf/model.py: outside it no `get_layer` / `find_layer` call and
+  no string operation (str methods, `in`, `re`) on a `.name` or `.path`;
+- no "session N" / "issue N" in code (history belongs to the commit log and docs/RESULTS.md).
+
+Each rule has an allow-list of today's exceptions in files that other work is changing; the
+exceptions are to be fixed there and their entries deleted — a test fails when an entry no longer
+matches anything, so the lists only shrink. Each rule's checker is also run on a planted violation.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from reid_tf import config
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "reid_tf"
+CODE_DIRS = ("reid_tf", "data_tools", "experiments", "benchmarks")
+
+# Import circles of today, each the set of modules of one strongly connected component. The
+# integrator empties this list as the circles are cut.
+KNOWN_CIRCLES = [
+    # evaluate reads the run options and loads networks through train; train evaluates at its end
+    {"reid_tf.evaluate", "reid_tf.train"},
+    # rank draws its pictures with ranked_results, which reads images through rank
+    {"reid_tf.rank", "reid_tf.ranked_results"},
+    # the dataset table imports every dataset module, which import base, whose Dataset.spec looks
+    # its spec up in the table (a function-level import)
+    {"reid_tf.datasets", "reid_tf.datasets.base", "reid_tf.datasets.cuhk01", "reid_tf.datasets.cuhk03",
+     "reid_tf.datasets.cuhk03_np", "reid_tf.datasets.dukemtmcreid", "reid_tf.datasets.market1501",
+     "reid_tf.datasets.synthetic", "reid_tf.datasets.viper"},
+]
+# (file, source line) where a recipe's name is still compared outside reid_tf/pairs/:
+KNOWN_RECIPE_BRANCHES = [
+    # the check that [31]'s recipe shares one image per camera side (pairs.get_recipe(r).max_shared_k)
+    ("reid_tf/train.py", 'if self.resolved_pairing() == "shared" and self.resolved_recipe() == "paper_xcorr" and \\'),
+    ("experiments/reproduce.py", 'k = 1 if recipe == "paper_xcorr" else run_setting(run, "shared_images_per_camera")'),
+]
+# (file, source line) of string operations on a `.name` that is no layer's, weight's or op's:
+NOT_LAYER_NAMES = [
+    ("experiments/common.py", 'if info.name.startswith(f"table{table}_"):'),  # a module's name
+    ("benchmarks/profile_train.py", 'if not plane.name.startswith("/host:"):'),  # a profiler plane
+]
+# (file, source line) of string operations on a layer's or a tensor's name outside model.py:
+KNOWN_NAME_PARSING = [
+    ("reid_tf/export.py", 'name = tensor.name.split(":")[0]'),  # the SavedModel's output names
+]
+# (file, source line) with a session or issue number, in files other work is changing:
+KNOWN_HISTORY = [
+    ("reid_tf/export.py", '"""Export a trained network as a TensorFlow SavedModel for serving (issue 12).'),
+    ("reid_tf/export.py", "TOLERANCE = 1e-4  # SavedModel == Keras model (issue 12)"),
+    ("reid_tf/rank.py",
+     '"""Rank a gallery with a trained model: `python -m reid_tf.rank` and the `Ranker` API (issue 12).'),
+    ("reid_tf/callbacks.py",
+     "validation-against-time curve of issue 5), never for choosing a checkpoint — the final model is"),
+    ("reid_tf/precise_bn.py", 'its final weights (issue 11; docs/DESIGN.md "Precise BN").'),
+    ("reid_tf/ranked_results.py",
+     '"""Ranked results made visible: one picture per query and one page that shows them all (issue 12).'),
+    ("reid_tf/train.py", "# default, which may differ: K became 1 in session 4)."),
+    ("reid_tf/train.py", "predates (PREDATES; also when recorded as null, as session 3's curve files did), else"),
+    ("reid_tf/train.py", '"pairs of one on both (docs/RESULTS.md, session 8)")'),
+    ("experiments/market1501.py",
+     "# Published Market-1501 results of the time (single query, no re-ranking). Sources (checked session 4):"),
+    ("experiments/curve.py", "protocols (issue 11):"),
+    ("benchmarks/bench_large_gallery.py",
+     '"(docs/RESULTS.md, idle, session 2\'s machine; network only, so image decoding makes the projection "'),
+    ("benchmarks/bench_rank.py",
+     '"""Ranking one query against a large gallery (issue 12): exhaustive against two-stage scoring, and'),
+    ("benchmarks/profile_train.py", '"""Where a training step\'s time goes, op by op, grouped by the model\'s blocks (issue 6).'),
+    ("benchmarks/bench_scoring.py", '"""Scoring and training throughput on this machine, against its own matmul speed (issue 6).'),
+]
+
+
+def _sources(*dirs: str) -> dict[str, str]:
+    """relative path -> text of every .py file under these folders of the repository."""
+    return {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8")
+            for d in dirs for p in sorted((ROOT / d).rglob("*.py"))}
+
+
+def _module_name(path: str) -> str:
+    parts = list(Path(path).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _line(source: str, node: ast.AST) -> str:
+    return source.splitlines()[node.lineno - 1].strip()
+
+
+# ------------------------------------------------------------------------------------ import circles
+def import_graph(sources: dict[str, str], package: str = PACKAGE) -> dict[str, set[str]]:
+    """module -> the modules of `package` it imports anywhere in its file (the module itself when a
+    name is imported from a package's __init__, the submodule when a submodule is)."""
+    modules = {_module_name(path): path for path in sources}
+    graph = {name: set() for name in modules}
+    for name, path in modules.items():
+        is_package = path.endswith("__init__.py")
+        for node in ast.walk(ast.parse(sources[path])):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the module's package, `level` folders up
+                    anchor = name.split(".") if is_package else name.split(".")[:-1]
+                    anchor = anchor[:len(anchor) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            else:
+                continue
+            graph[name].update(t for t in targets if t in modules and t != name)
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components of more than one module (Tarjan), each a set."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(component)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+@pytest.fixture(scope="module")
+def package_circles():
+    return circles(import_graph(_sources(PACKAGE)))
+
+
+def test_no_import_circle_but_the_known_ones(package_circles):
+    new = [c for c in package_circles if c not in KNOWN_CIRCLES]
+    assert not new, f"import circles inside {PACKAGE}/: {[sorted(c) for c in new]}"
+
+
+def test_every_known_circle_still_exists(package_circles):
+    gone = [c for c in KNOWN_CIRCLES if c not in package_circles]
+    assert not gone, f"cut: delete {[sorted(c) for c in gone]} from KNOWN_CIRCLES"
+
+
+def test_import_graph_sees_every_kind_of_import():
+    """A planted circle through a function-level `from reid_tf import b`, and one through a relative
+    import, are found; a one-way import and a name imported from a package are not circles."""
+    sources = {
+        "reid_tf/__init__.py": "",
+        "reid_tf/a.py": "import reid_tf.b\n",
+        "reid_tf/b.py": "def f():\n    from reid_tf import a\n",
+        "reid_tf/c.py": "from reid_tf.pkg import x\n",
+        "reid_tf/pkg/__init__.py": "from .d import x\n",
+        "reid_tf/pkg/d.py": "from . import e\nx = 1\n",
+        "reid_tf/pkg/e.py": "from reid_tf.pkg.d import x\n",
+    }
+    graph = import_graph(sources)
+    assert graph["reid_tf.c"] == {"reid_tf.pkg"} and graph["reid_tf.pkg"] == {"reid_tf.pkg.d"}
+    assert sorted(map(sorted, circles(graph))) == [["reid_tf.a", "reid_tf.b"], ["reid_tf.pkg.d", "reid_tf.pkg.e"]]
+
+
+# ------------------------------------------------------------------------------------ rule checkers
+def _found(rule, sources: dict[str, str]) -> list[tuple[str, str]]:
+    return [hit for path, text in sources.items() for hit in rule(path, text)]
+
+
+def recipe_branches(path: str, source: str) -> list[tuple[str, str]]:
+    """(path, line) of every comparison (==, !=, in, not in, is, is not) or match-case with a recipe's
+    name (config.RECIPES) as an operand."""
+    names = set(config.RECIPES)
+
+    def is_recipe_name(node):
+        return isinstance(node, ast.Constant) and node.value in names or (
+            isinstance(node, (ast.Tuple, ast.List, ast.Set)) and any(map(is_recipe_name, node.elts)))
+
+    hits = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare) and any(map(is_recipe_name, [node.left, *node.comparators])):
+            hits.append((path, _line(source, node)))
+        elif isinstance(node, ast.MatchValue) and is_recipe_name(node.value):
+            hits.append((path, _line(source, node)))
+    return hits
+
+
+STR_METHODS = {"startswith", "endswith", "removeprefix", "removesuffix", "split", "rsplit", "partition",
+               "rpartition", "find", "rfind", "index", "rindex", "count", "replace"}
+
+
+def name_parsing(path: str, source: str) -> list[tuple[str, str]]:
+    """(path, line) of every `get_layer(...)` / `find_layer(...)` call and every string operation on
+    a `.name` or `.path` attribute: a str method called on it, `in` / `not in` with it as an operand,
+    or a `re` function given it."""
+    def is_name(node):  # x.name, x.path, but not the module os.path
+        return isinstance(node, ast.Attribute) and node.attr in ("name", "path") and not (
+            isinstance(node.value, ast.Name) and node.value.id == "os")
+
+    hits = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in ("get_layer", "find_layer"):
+                hits.append((path, _line(source, node)))
+            elif isinstance(func, ast.Attribute) and func.attr in STR_METHODS and is_name(func.value):
+                hits.append((path, _line(source, node)))
+            elif (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "re"
+                  and any(map(is_name, node.args))):
+                hits.append((path, _line(source, node)))
+        elif isinstance(node, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops) \
+                and any(map(is_name, [node.left, *node.comparators])):
+            hits.append((path, _line(source, node)))
+    return hits
+
+
+HISTORY = re.compile(r"\b(session|issue)s?\s+\d", re.IGNORECASE)
+
+
+def history_numbers(path: str, source: str) -> list[tuple[str, str]]:
+    """(path, line) of every line that cites a session or an issue by number."""
+    return [(path, line.strip()) for line in source.splitlines() if HISTORY.search(line)]
+
+
+def _not_in(hits, allowed) -> list:
+    return sorted(set(hits) - set(allowed))
+
+
+def _stale(hits, allowed) -> list:
+    return [entry for entry in allowed if entry not in set(hits)]
+
+
+@pytest.fixture(scope="module")
+def code():
+    return _sources(*CODE_DIRS)
+
+
+def test_recipe_names_are_compared_only_in_the_pairs_package(code):
+    outside = {p: t for p, t in code.items() if not p.startswith("reid_tf/pairs/")}
+    hits = _found(recipe_branches, outside)
+    assert not _not_in(hits, KNOWN_RECIPE_BRANCHES), "ask reid_tf.pairs.get_recipe(name) instead"
+    assert not _stale(hits, KNOWN_RECIPE_BRANCHES), "fixed: delete from KNOWN_RECIPE_BRANCHES"
+
+
+def test_layer_names_are_read_only_in_model_py(code):
+    outside = {p: t for p, t in code.items() if p != "reid_tf/model.py"}
+    hits = _found(name_parsing, outside)
+    allowed = NOT_LAYER_NAMES + KNOWN_NAME_PARSING
+    assert not _not_in(hits, allowed), "use reid_tf.model.structure / blocks / op_blocks"
+    assert not _stale(hits, allowed), "fixed: delete from KNOWN_NAME_PARSING / NOT_LAYER_NAMES"
+
+
+def test_no_session_or_issue_numbers_in_code(code):
+    hits = _found(history_numbers, code)
+    assert not _not_in(hits, KNOWN_HISTORY), "say why, not when: history goes to commits and RESULTS"
+    assert not _stale(hits, KNOWN_HISTORY), "fixed: delete from KNOWN_HISTORY"
+
+
+@pytest.mark.parametrize("rule, planted, clean", [
+    (recipe_branches, 'if opts.recipe == "paper_xcorr":\n    pass\n', "recipe = get_recipe(name)\n"),
+    (recipe_branches, 'k = 1 if recipe in ("cross_camera", "x") else 2\n', 'table = {"paper_xcorr": 1}\n'),
+    (recipe_branches, 'match recipe:\n    case "paper_xcorr":\n        pass\n', "match k:\n    case 1:\n        pass\n"),
+    (name_parsing, 'if layer.name.startswith("csn_"):\n    pass\n', "layer = structure(model).trunk[0]\n"),
+    (name_parsing, 'n = sum(1 for w in model.weights if "/rank_conv2/" in w.path)\n', "n = model.name\n"),
+    (name_parsing, 'm = re.fullmatch(r"csn_\\d", layer.name)\n', 'm = re.fullmatch(r"\\d", text)\n'),
+    (name_parsing, 'head = model.get_layer("pair_head")\n', "head = pair_head_of(model)\n"),
+    (name_parsing, 'stem = tensor.name.split(":")[0]\n', "folder, name = os.path.split(path)\n"),
+    (history_numbers, "# K became 1 in session 4\n", "# K = 1 learned more per pair\n"),
+    (history_numbers, '"""Export (Issue 12)."""\n', '"""Export for serving."""\n'),
+])
+def test_each_rule_finds_a_planted_violation(rule, planted, clean):
+    assert rule("x.py", planted) and not rule("x.py", clean)
