@@ -16,7 +16,7 @@ def fake(name: str, identities: int, per_camera: int = 1, testsets: int = 0) -> 
     ids = [1000 * (1 + i % 3) + i for i in range(identities)] if name.startswith("cuhk03") else list(range(identities))
     records = [Record(f"/x/{i}_{c}_{k}.png", i, c) for i in ids for c in (0, 1) for k in range(per_camera)]
     sets = [ids[t::max(1, identities // 100)][:100] for t in range(testsets)] if testsets else None
-    return Dataset(name, "/x", records, sets)
+    return Dataset(datasets.get_spec(name), "/x", records, sets)
 
 
 def write_dataset(root: str, name: str, identities: int = 8, per_camera: int = 2) -> str:
@@ -155,7 +155,7 @@ def test_single_shot(caplog):
     picks = {tuple(r.path for r in datasets.single_shot(ds, range(50), trial=t, seed=0)[0]) for t in range(3)}
     assert len(picks) == 3  # a different random pick per trial
 
-    ds = Dataset(ds.name, ds.root, [r for r in ds.records if not (r.identity == 3 and r.camera == 1)])
+    ds = Dataset(ds.spec, ds.root, [r for r in ds.records if not (r.identity == 3 and r.camera == 1)])
     with caplog.at_level(logging.WARNING):
         queries, gallery = datasets.single_shot(ds, ids, trial=0, seed=0)
     assert [r.identity for r in queries] == [7, 41, 12] == [r.identity for r in gallery]

@@ -32,11 +32,6 @@ KNOWN_CIRCLES = [
     {"reid_tf.evaluate", "reid_tf.train"},
     # rank draws its pictures with ranked_results, which reads images through rank
     {"reid_tf.rank", "reid_tf.ranked_results"},
-    # the dataset table imports every dataset module, which import base, whose Dataset.spec looks
-    # its spec up in the table (a function-level import)
-    {"reid_tf.datasets", "reid_tf.datasets.base", "reid_tf.datasets.cuhk01", "reid_tf.datasets.cuhk03",
-     "reid_tf.datasets.cuhk03_np", "reid_tf.datasets.dukemtmcreid", "reid_tf.datasets.market1501",
-     "reid_tf.datasets.synthetic", "reid_tf.datasets.viper"},
 ]
 # (file, source line) where a recipe's name is still compared outside reid_tf/pairs/:
 KNOWN_RECIPE_BRANCHES = [

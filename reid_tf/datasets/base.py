@@ -153,10 +153,10 @@ class Split(NamedTuple):
 
 @dataclasses.dataclass
 class Dataset:
-    """A prepared dataset: its training records; for CUHK03 the 20 testsets of cuhk-03.mat; for
-    the standard protocol the fixed query and gallery records."""
+    """A prepared dataset: its spec, its training records; for CUHK03 the 20 testsets of
+    cuhk-03.mat; for the standard protocol the fixed query and gallery records."""
 
-    name: str
+    spec: DatasetSpec  # carried, not looked up by name: the table imports this module
     root: str
     records: list[Record]
     testsets: list[list[int]] | None = None
@@ -164,10 +164,8 @@ class Dataset:
     gallery: list[Record] | None = None
 
     @property
-    def spec(self) -> DatasetSpec:
-        # The table in reid_tf.datasets imports every dataset module, and they import this one.
-        from reid_tf.datasets import get_spec
-        return get_spec(self.name)
+    def name(self) -> str:
+        return self.spec.name
 
     @functools.cached_property
     def identities(self) -> list[int]:
@@ -260,7 +258,7 @@ def load_manifest(spec: DatasetSpec, root: str) -> Dataset:
                                 f"re-prepare: {spec.prepare_command(root)}")
     if spec.fixed_testsets and not body.get("testsets"):
         raise ValueError(f"{manifest}: CUHK03 manifest without testsets; re-prepare it")
-    return Dataset(spec.name, root, parts["records"], body.get("testsets"), parts.get("query"),
+    return Dataset(spec, root, parts["records"], body.get("testsets"), parts.get("query"),
                    parts.get("gallery"))
 
 
