@@ -125,7 +125,9 @@ def preset_title(preset: str) -> str:
 
 
 def card_markdown(card: dict) -> str:
-    t, r = card["training"], card["run"]
+    t, r, machine = card["training"], card["run"], card["provenance"]["machine"]
+    rebuilt = " (rebuilt from run.json)" if t["command_source"] == "run.json" else ""
+    bn = f"re-estimated over {t['precise_bn']} batches" if t["precise_bn"] else "moving averages, as trained"
     lines = [f"# {card['name']}", "",
              f"{card['preset_title']} on {r['dataset']}, trial {r['trial']} (seed {r['seed']}; "
              f"{'/'.join(map(str, r.get('split_sizes', [])))} train/val/test identities), recipe {r['recipe']}, "
@@ -135,14 +137,15 @@ def card_markdown(card: dict) -> str:
              f"| network | `{card['network']}` ({card['bytes'] / 1e6:.1f} MB, SHA-256 {card['sha256'][:12]}…) |",
              f"| trained | step {t['step']:,} = {t['epochs']:.2f} epochs = {t['pairs_seen']:,} pairs "
              f"({t['pairs_per_step']} a step) |",
-             f"| BN statistics | {'re-estimated over ' + str(t['precise_bn']) + ' batches' if t['precise_bn'] else 'moving averages, as trained'} |",
+             f"| BN statistics | {bn} |",
              f"| run_id | {t['run_id']} |",
              f"| code | {t['code']['commit']}{' (uncommitted changes)' if t['code']['dirty'] is True else ''} |",
-             f"| command | `{t['command']}`{' (rebuilt from run.json)' if t['command_source'] == 'run.json' else ''} |",
+             f"| command | `{t['command']}`{rebuilt} |",
              f"| dates | {t['log']['started']} → {t['log']['ended']} |",
-             f"| training rate | {t['log']['rate_pairs_per_s']} pairs/s (median of {t['log']['rate_lines']} log lines) |",
-             f"| machine | {card['provenance']['machine']['cpu']}, {card['provenance']['machine']['cores']} cores, "
-             f"{card['provenance']['machine']['matmul_gflops']} GFLOP/s matmul (where the card was made) |", "",
+             f"| training rate | {t['log']['rate_pairs_per_s']} pairs/s (median of {t['log']['rate_lines']} "
+             "log lines) |",
+             f"| machine | {machine['cpu']}, {machine['cores']} cores, {machine['matmul_gflops']} GFLOP/s "
+             "matmul (where the card was made) |", "",
              "Test figures (Eq. 7, %; `make check-results` re-measures them):", "",
              "| protocol | top-1 | top-5 | top-10 | mAP | gallery seed, draws |", "|---|---|---|---|---|---|"]
     for protocol, m in card["test"].items():

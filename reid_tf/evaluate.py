@@ -253,7 +253,8 @@ def evaluate_workdir(workdir: str, network=None, repeats: int = 1, protocol: str
     title = (f"{run.dataset} / {run.model} / trial {run.trial} ({len(split.test)} test identities)"
              f"{f', checkpoint at step {step}' if step is not None else ''}{bn_note(precise)}"
              f" — protocol {protocol}: {PROTOCOL_TITLES[protocol]}")
-    _write(eval_prefix(workdir, protocol), body, markdown(summary, title) + camera_split_markdown(body["camera_split"]))
+    _write(eval_prefix(workdir, protocol), body,
+           markdown(summary, title) + camera_split_markdown(body["camera_split"]))
     eq7 = summary["eq7"]["rank"]
     logging.info("test CMC (%s, Eq. 7): rank-1 %.2f%%  rank-5 %.2f%%  rank-10 %.2f%%  (chance %.2f%%)",
                  title, eq7["1"]["mean"], eq7["5"]["mean"], eq7["10"]["mean"], chance["1"])
@@ -419,8 +420,8 @@ def main(argv):
             suffix = "" if protocol == "single_shot" else f"_{protocol}"
             body = evaluate_workdirs(workdirs, f.out or os.path.join(workdirs[0], "eval_trials" + suffix),
                                      f.repeats, protocol=protocol, shortlist=f.top_k)
-            tables.append(markdown(body["summary"], f"{body['dataset']} / {body['model']} — protocol "
-                                   f"{protocol}: {PROTOCOL_TITLES[protocol]}"))
+            title = f"{body['dataset']} / {body['model']} — protocol {protocol}: {PROTOCOL_TITLES[protocol]}"
+            tables.append(markdown(body["summary"], title) + camera_split_markdown(body["camera_split"]))
         table = "\n".join(tables)
     else:
         raise UsageError("pass --workdir=DIR[,DIR...] or --checkpoint=PATH.keras")
