@@ -30,7 +30,7 @@ import tensorflow as tf
 from absl import flags, logging
 
 from experiments import plots
-from reid_tf import cli, datasets, evaluate, fileio, pairs, trainer, workdir
+from reid_tf import cli, datasets, evaluate, fileio, pairs, provenance, trainer, workdir
 from reid_tf import precise_bn as precise_bn_lib
 from reid_tf.model import build_model
 from reid_tf.train import TrainOptions, read_run, run_setting, training_data
@@ -66,12 +66,14 @@ def evaluate_checkpoint(run: TrainOptions, path: str, dataset, test_ids, protoco
                      os.path.basename(path), used, step)
     out = {}
     for protocol in protocols:
-        summary = evaluate.summarize([evaluate.evaluate_network(network, dataset, test_ids, run.trial,
-                                                                run.seed, protocol=protocol)])["eq7"]
+        per_trial = evaluate.evaluate_network(network, dataset, test_ids, run.trial, run.seed, protocol=protocol)
+        summary = evaluate.summarize([per_trial])["eq7"]
         out[protocol] = {"rank1": summary["rank"]["1"]["mean"], "rank5": summary["rank"]["5"]["mean"],
                          "rank10": summary["rank"]["10"]["mean"], "map": summary["map"]["mean"]}
+        if split := evaluate.summarize_camera_split([per_trial]):  # [31]'s protocol: same / other camera
+            out[protocol]["camera_split"] = split
         logging.info("%s, %s: rank-1/5/10 %.1f / %.1f / %.1f, mAP %.1f", os.path.basename(path), protocol,
-                     *out[protocol].values())
+                     *list(out[protocol].values())[:4])
     return out
 
 
@@ -146,6 +148,7 @@ def main(argv):
                                                     "test_identities", "init_from")}
     body["run"]["precise_bn"] = FLAGS.precise_bn
     body["run"]["run_id"] = run.get("run_id")
+    record = provenance.start(run_id=run.get("run_id"), gallery_seed=options.seed, steps=[])
 
     def evaluate_new(final: bool) -> None:
         """Evaluate the checkpoints not in the curve yet; the newest is skipped while the run may still
@@ -163,8 +166,10 @@ def main(argv):
                     raise
                 logging.info("ckpt-%d not readable yet (%s); retrying at the next poll", step, type(e).__name__)
                 continue
-            body["points"].append({"step": step, "epochs": step / run["steps_per_epoch"],
-                                   "pairs_seen": step * per_step, "results": results})
+            point = {"step": step, "epochs": step / run["steps_per_epoch"], "pairs_seen": step * per_step,
+                     "results": results}
+            provenance.add_point(body, record, point)
+            body["points"].append(point)
             body["points"].sort(key=lambda p: p["step"])
             os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
             fileio.write_json(out_json, body)

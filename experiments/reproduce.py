@@ -37,7 +37,7 @@ from absl import flags, logging
 
 from experiments import plots
 from experiments.common import Row, rows
-from reid_tf import cli, config, datasets, evaluate, fileio, metrics, train
+from reid_tf import cli, config, datasets, evaluate, fileio, metrics, provenance, train
 from reid_tf.evaluate import PROTOCOL_TITLES, SINGLE_SHOT_PROTOCOLS
 from reid_tf.train import run_setting
 
@@ -78,6 +78,7 @@ def run_row(row: Row, trials: int, data_dir: str, runs_dir: str, smoke: bool,
         train.run(opts)
     body = evaluate.evaluate_workdirs(workdirs, os.path.join(runs_dir, key, "eval_trials"))
     return {"summary": body["summary"]["eq7"], "trials": len(workdirs), "recipe": recipe, "pairing": pairing,
+            "sources": [{"workdir": w, "file": os.path.join(w, "eval.json")} for w in workdirs],
             "wall_minutes": (time.monotonic() - t0) / 60}
 
 
@@ -162,24 +163,29 @@ def from_results(table: int, curves: list[tuple[str, dict]]) -> list[dict]:
                 raise cli.UsageError(f"{path} and {seen[same]} are curves of the same run (trial {run['trial']}, "
                                      f"seed {run['seed']}, {', '.join(same[:2])}): keep one, or it counts twice")
             seen[same] = path
-            points = {round(p["epochs"], 2): p["results"] for p in body["points"]}
+            points = {round(p["epochs"], 2): p for p in body["points"]}
             full = [e for e in points if e >= config.EPOCHS - 1e-9]
-            groups.setdefault(_run_label(run), []).append((min(full) if full else max(points), points))
+            end = min(full) if full else max(points)
+            groups.setdefault(_run_label(run), []).append((end, points, path, run["trial"]))
         by_point: dict[tuple, list] = {}
         for label, runs in groups.items():
             # A line at every run's end point (5 epochs, else its last), over all the runs with a point
             # there: trials stopped at different epochs meet at the earlier one instead of two lines
             # of one trial each.
-            for epochs in {end for end, _ in runs}:
-                for _, points in runs:
-                    for protocol, result in points.get(epochs, {}).items():
-                        by_point.setdefault((*label, protocol, epochs), []).append(result)
-        for (recipe, pairing, protocol, epochs), results in sorted(by_point.items()):
+            for epochs in {end for end, *_ in runs}:
+                for _, points, path, trial in runs:
+                    point = points.get(epochs, {"results": {}})
+                    for protocol, result in point["results"].items():
+                        source = {"file": path, "step": point["step"], "trial": trial}
+                        by_point.setdefault((*label, protocol, epochs), []).append((result, source))
+        for (recipe, pairing, protocol, epochs), found in sorted(by_point.items()):
+            results = [r for r, _ in found]
             summary = {name: {"mean": float(np.mean([r[name] for r in results])),
                               "std": metrics.spread([r[name] for r in results])}
                        for name in ("rank1", "rank5", "rank10", "map")}
             lines.append({**dataclasses.asdict(row), "recipe": recipe, "pairing": pairing,
-                          "protocol": protocol, "epochs": epochs, "trials": len(results), "summary": summary})
+                          "protocol": protocol, "epochs": epochs, "trials": len(results), "summary": summary,
+                          "sources": [source for _, source in found]})
     return lines
 
 
@@ -259,6 +265,7 @@ def plot_row(row: Row, curves: list[tuple[str, dict]], path: str, colour: dict |
 
 
 def write_from_results(table: int, results_dir: str, out_dir: str) -> str:
+    record = provenance.start(measure=False)  # no training, no gallery draw: the machine's speed says nothing
     curves = read_curves(results_dir)
     lines = from_results(table, curves)
     os.makedirs(out_dir, exist_ok=True)
@@ -274,7 +281,8 @@ def write_from_results(table: int, results_dir: str, out_dir: str) -> str:
     text = from_results_markdown(table, lines, results_dir)
     if figures:
         text += "\nAgainst pairs seen, every committed run: " + ", ".join(f"![{f}]({f})" for f in figures) + "\n"
-    fileio.write_json(prefix + ".json", {"table": table, "source": f"{results_dir}/*_curve.json", "lines": lines})
+    fileio.write_json(prefix + ".json", {"table": table, "source": f"{results_dir}/*_curve.json", "lines": lines,
+                                         "provenance": provenance.finish(record)})
     fileio.write_text(prefix + ".md", text)
     logging.info("wrote %s.md and .json from %d measured line(s), %d figure(s)", prefix, len(lines), len(figures))
     return text
@@ -283,6 +291,7 @@ def write_from_results(table: int, results_dir: str, out_dir: str) -> str:
 def reproduce(table: int, data_dir: str, trials: int | None, smoke: bool, out_dir: str,
               runs_dir: str, max_minutes: float | None = None, recipe: str | None = None,
               pairing: str | None = None) -> dict:
+    record = provenance.start()  # each trial's own eval.json records its run_id and gallery seed
     hw = hardware()
     results, skipped = [], []
     for row in rows(table):
@@ -297,7 +306,8 @@ def reproduce(table: int, data_dir: str, trials: int | None, smoke: bool, out_di
         measured = run_row(row, n, data_dir, os.path.join(runs_dir, f"table{table}"), smoke, max_minutes,
                            recipe, pairing)
         results.append({**dataclasses.asdict(row), **measured})
-    body = {"table": table, "smoke": smoke, "hardware": hw, "rows": results, "skipped": skipped}
+    body = {"table": table, "smoke": smoke, "hardware": hw, "rows": results, "skipped": skipped,
+            "provenance": provenance.finish(record)}
     os.makedirs(out_dir, exist_ok=True)
     prefix = os.path.join(out_dir, f"table{table}{'_smoke' if smoke else ''}")
     text = table_markdown(table, results, skipped, smoke, hw)

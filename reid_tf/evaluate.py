@@ -17,12 +17,12 @@ import time
 import numpy as np
 from absl import flags, logging
 
-from reid_tf import cli, config, datasets, fileio, metrics
+from reid_tf import cli, config, datasets, fileio, metrics, provenance
 from reid_tf.cli import UsageError
 from reid_tf.history import read_history
 from reid_tf.images import load_images
 from reid_tf.rank import visrank_trial
-from reid_tf.train import TrainOptions, model_precise_bn
+from reid_tf.train import TrainOptions, model_precise_bn, read_run
 
 # The modules that load TensorFlow (model, scoring, shortlist, trainer) are imported inside the
 # functions that need them: --help, a usage error and reid_tf.train's import of this module (before
@@ -64,6 +64,18 @@ def xcorr_draws(records: list[datasets.Record], seed: int, draws: int = config.X
     return out
 
 
+def camera_split(score: np.ndarray, q_ids: np.ndarray, q_cams: np.ndarray, g_ids: np.ndarray,
+                 g_cams: np.ndarray) -> dict:
+    """Top-1 (%) of one [31]-protocol draw for the probes whose gallery image of their identity is from
+    their own camera ("same_camera", the easier kind) and from the other ("cross_camera"), with the
+    number of probes of each kind."""
+    gallery_camera = dict(zip(g_ids.tolist(), g_cams.tolist()))
+    own = q_cams == np.array([gallery_camera[i] for i in q_ids.tolist()])
+    return {kind: {"rank1": 100 * float(metrics.cmc(score[mask], q_ids[mask], g_ids, max_rank=1)[0])
+                   if mask.any() else None, "probes": int(mask.sum())}
+            for kind, mask in (("same_camera", own), ("cross_camera", ~own))}
+
+
 def evaluate_network(network, dataset: datasets.Dataset, identities: list[int], trial: int,
                      seed: int, repeats: int = 1, protocol: str = "single_shot") -> dict:
     """CMC / mAP of `network` on the test identities under a protocol (PROTOCOL_TITLES).
@@ -85,10 +97,13 @@ def evaluate_network(network, dataset: datasets.Dataset, identities: list[int], 
         ids = np.array([r.identity for r in records])
         features = engine.image_features(load_images([r.path for r in records]))
         everything = engine.score_matrix(features, features)  # (N, N): image_a = probe, image_b = gallery
+        cams, out["camera_split"] = np.array([r.camera for r in records]), []
         for r in range(repeats):
             for probes, gallery in xcorr_draws(records, seed + r):
-                _add(out, {k: everything[k][np.ix_(probes, gallery)] for k in RANKINGS.values()},
-                     ids[probes], ids[gallery])
+                scores = {k: everything[k][np.ix_(probes, gallery)] for k in RANKINGS.values()}
+                _add(out, scores, ids[probes], ids[gallery])
+                out["camera_split"].append(camera_split(scores["score"], ids[probes], cams[probes], ids[gallery],
+                                                        cams[gallery]))
         return out
     for r in range(repeats):
         queries, gallery = datasets.single_shot(dataset, identities, trial, seed + r)
@@ -132,6 +147,28 @@ def summarize(per_trial: list[dict]) -> dict:
             "n": len(curves),
         }
     return result
+
+
+def summarize_camera_split(per_trial: list[dict]) -> dict | None:
+    """Mean ± std over every draw of camera_split's top-1 and probe counts; None without xcorr draws."""
+    draws = [d for t in per_trial for d in t.get("camera_split", [])]
+    if not draws:
+        return None
+    out = {}
+    for kind in ("same_camera", "cross_camera"):
+        top1 = [d[kind]["rank1"] for d in draws if d[kind]["rank1"] is not None]
+        out[kind] = {"rank1": {"mean": float(np.mean(top1)) if top1 else None, "std": metrics.spread(top1)},
+                     "probes": float(np.mean([d[kind]["probes"] for d in draws])), "draws": len(top1)}
+    return out
+
+
+def camera_split_markdown(split: dict | None) -> str:
+    if not split:
+        return ""
+    cells = [f"{kind.replace('_', ' ')} {v['rank1']['mean']:.1f} ± {v['rank1']['std']:.1f} "
+             f"({v['probes']:.0f} probes a draw)" for kind, v in split.items() if v["rank1"]["mean"] is not None]
+    return ("\nTop-1 (Eq. 7) by where the probe's gallery image comes from, mean ± std over draws: "
+            + "; ".join(cells) + "\n")
 
 
 def markdown(summary: dict, title: str) -> str:
@@ -194,6 +231,7 @@ def evaluate_workdir(workdir: str, network=None, repeats: int = 1, protocol: str
     are evaluated on their query / gallery with two-stage scoring, K = `shortlist` (default
     config.STANDARD_SHORTLIST), and write eval_standard.*."""
     run = TrainOptions.load(workdir)
+    record = provenance.start(run_id=read_run(workdir).get("run_id"), gallery_seed=run.seed)
     source, step = os.path.join(workdir, "model.keras"), None  # a network passed in: the final one
     if network is None:
         network, source, step = workdir_network(workdir, run)
@@ -210,11 +248,13 @@ def evaluate_workdir(workdir: str, network=None, repeats: int = 1, protocol: str
     body = {"dataset": run.dataset, "model": run.model, "trial": run.trial,
             "protocol": protocol, "protocol_title": PROTOCOL_TITLES[protocol],
             "network": source, "step": step, "precise_bn": precise, "test_identities": len(split.test),
-            "chance": chance, "summary": summary, "per_trial": per_trial}
+            "chance": chance, "summary": summary, "camera_split": summarize_camera_split([per_trial]),
+            "per_trial": per_trial, "provenance": provenance.finish(record)}
     title = (f"{run.dataset} / {run.model} / trial {run.trial} ({len(split.test)} test identities)"
              f"{f', checkpoint at step {step}' if step is not None else ''}{bn_note(precise)}"
              f" — protocol {protocol}: {PROTOCOL_TITLES[protocol]}")
-    _write(eval_prefix(workdir, protocol), body, markdown(summary, title))
+    _write(eval_prefix(workdir, protocol), body,
+           markdown(summary, title) + camera_split_markdown(body["camera_split"]))
     eq7 = summary["eq7"]["rank"]
     logging.info("test CMC (%s, Eq. 7): rank-1 %.2f%%  rank-5 %.2f%%  rank-10 %.2f%%  (chance %.2f%%)",
                  title, eq7["1"]["mean"], eq7["5"]["mean"], eq7["10"]["mean"], chance["1"])
@@ -248,6 +288,7 @@ def evaluate_workdirs(workdirs: list[str], out_prefix: str, repeats: int = 1, re
         standard = datasets.REGISTRY[TrainOptions.load(workdir).dataset].protocol == datasets.STANDARD
         return "standard" if standard else protocol
 
+    record = provenance.start(run_id=",".join(str(read_run(w).get("run_id")) for w in workdirs))
     bodies = [(reuse and _evaluated(w, repeats, protocol_of(w)))
               or evaluate_workdir(w, repeats=repeats, protocol=protocol, shortlist=shortlist)
               for w in workdirs]
@@ -261,9 +302,11 @@ def evaluate_workdirs(workdirs: list[str], out_prefix: str, repeats: int = 1, re
              f"— protocol {protocol}: {PROTOCOL_TITLES[protocol]}")
     body = {"dataset": bodies[0]["dataset"], "model": bodies[0]["model"], "protocol": protocol,
             "trials": [b["trial"] for b in bodies], "precise_bn": bodies[0].get("precise_bn", 0),
-            "summary": summary}
+            "summary": summary, "camera_split": summarize_camera_split([b["per_trial"] for b in bodies]),
+            "gallery_seeds": [b.get("provenance", {}).get("gallery_seed", provenance.UNKNOWN) for b in bodies],
+            "provenance": provenance.finish(record)}
     os.makedirs(os.path.dirname(out_prefix) or ".", exist_ok=True)
-    _write(out_prefix, body, markdown(summary, title))
+    _write(out_prefix, body, markdown(summary, title) + camera_split_markdown(body["camera_split"]))
     return body
 
 
@@ -350,6 +393,7 @@ def main(argv):
     if unknown:
         raise UsageError(f"unknown --protocol {', '.join(unknown)}; valid: {', '.join(SINGLE_SHOT_PROTOCOLS)}")
     if f.checkpoint:
+        record = provenance.start(gallery_seed=f.seed, network=f.checkpoint)
         run, network = _checkpoint_run(), load_saved_network(f.checkpoint)
         dataset = run.load_dataset()
         if dataset.spec.protocol == datasets.STANDARD:
@@ -359,7 +403,8 @@ def main(argv):
                                          f.repeats)
         summary = summarize([per_trial])
         table = markdown(summary, f"{f.dataset} / {f.checkpoint} / trial {f.trial}")
-        _write(f.out or os.path.splitext(f.checkpoint)[0] + "_eval", {"summary": summary}, table)
+        _write(f.out or os.path.splitext(f.checkpoint)[0] + "_eval",
+               {"summary": summary, "provenance": provenance.finish(record)}, table)
     elif f.workdir and f.shortlist:
         run = TrainOptions.load(f.workdir)
         network = workdir_network(f.workdir, run)[0]
@@ -375,8 +420,8 @@ def main(argv):
             suffix = "" if protocol == "single_shot" else f"_{protocol}"
             body = evaluate_workdirs(workdirs, f.out or os.path.join(workdirs[0], "eval_trials" + suffix),
                                      f.repeats, protocol=protocol, shortlist=f.top_k)
-            tables.append(markdown(body["summary"], f"{body['dataset']} / {body['model']} — protocol "
-                                   f"{protocol}: {PROTOCOL_TITLES[protocol]}"))
+            title = f"{body['dataset']} / {body['model']} — protocol {protocol}: {PROTOCOL_TITLES[protocol]}"
+            tables.append(markdown(body["summary"], title) + camera_split_markdown(body["camera_split"]))
         table = "\n".join(tables)
     else:
         raise UsageError("pass --workdir=DIR[,DIR...] or --checkpoint=PATH.keras")
