@@ -133,12 +133,20 @@ def evaluate_standard(network, dataset: datasets.Dataset, k: int = config.STANDA
     return out
 
 
-def summarize(per_trial: list[dict]) -> dict:
-    """Mean ± std over every (trial, repeat) of rank-1/5/10, mAP and the mean curve, per ranking."""
+def summarize(per_trial: list[dict], trial_means: bool = False) -> dict:
+    """Mean ± std over every (trial, repeat) of rank-1/5/10, mAP and the mean curve, per ranking;
+    trial_means: over the trials, each the mean of its draws ([31]'s protocol: the paper's ± is over
+    trials, not over a trial's gallery draws)."""
+    def draws(t: dict, name: str, key: str) -> list:
+        values = t[name][key]
+        if not trial_means:
+            return values
+        return [np.mean(values, axis=0).tolist()] if key == "curves" else [float(np.mean(values))]
+
     result = {}
     for name in RANKINGS:
-        curves = [c for t in per_trial for c in t[name]["curves"]]
-        maps = [m for t in per_trial for m in t[name]["map"]]
+        curves = [c for t in per_trial for c in draws(t, name, "curves")]
+        maps = [m for t in per_trial for m in draws(t, name, "map")]
         s = metrics.summarize_trials(curves, config.RANKS)
         result[name] = {
             "rank": {str(k): {"mean": 100 * s["mean"][k], "std": 100 * s["std"][k]} for k in config.RANKS},
@@ -283,6 +291,7 @@ def evaluate_workdirs(workdirs: list[str], out_prefix: str, repeats: int = 1, re
     """Evaluate the runs of several trials and write the mean ± std over them to out_prefix.{json,md}.
 
     reuse: take a run's eval json when it is newer than its model.keras (the trainer writes it).
+    Under protocol xcorr the ± is the spread of the trials' means (each over its gallery draws).
     """
     def protocol_of(workdir: str) -> str:  # standard-protocol datasets have their own (evaluate_workdir)
         standard = datasets.REGISTRY[TrainOptions.load(workdir).dataset].protocol == datasets.STANDARD
@@ -297,7 +306,7 @@ def evaluate_workdirs(workdirs: list[str], out_prefix: str, repeats: int = 1, re
         raise UsageError(f"the runs' networks have BN statistics of different kinds (--precise_bn "
                          f"{', '.join(str(b.get('precise_bn', 0)) + ' in ' + w for b, w in zip(bodies, workdirs))}); "
                          "resume them with one --precise_bn")
-    summary = summarize([b["per_trial"] for b in bodies])
+    summary = summarize([b["per_trial"] for b in bodies], trial_means=protocol == "xcorr")
     title = (f"{bodies[0]['dataset']} / {bodies[0]['model']} / {len(bodies)} trial(s){bn_note(precise.pop())} "
              f"— protocol {protocol}: {PROTOCOL_TITLES[protocol]}")
     body = {"dataset": bodies[0]["dataset"], "model": bodies[0]["model"], "protocol": protocol,

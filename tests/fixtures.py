@@ -13,6 +13,7 @@ import os
 
 import h5py
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,6 +21,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.environ.get("REID_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
 
 VIPER_ANGLES = (0, 45, 90, 135, 180)
+
+
+def require_shared_data(path: str) -> str:
+    """`path` under SHARED_DATA for a test on real files: skipped where it is absent, except under
+    CI=true, where ../shared/data is part of the set-up and its absence must fail, not pass quietly."""
+    if os.path.exists(path):
+        return path
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{path} not found: CI needs the shared data beside the repository (../shared/data) "
+                    "or REID_SHARED_DATA naming it")
+    pytest.skip(f"{path} not found (shared data absent)")
 
 
 def viper_names(camera: str) -> list[str]:

@@ -104,3 +104,76 @@ def test_a_failing_batch_or_none_at_all_leaves_the_statistics_as_they_were():
         np.testing.assert_array_equal(layer.moving_mean.numpy(), mean)
         np.testing.assert_array_equal(layer.moving_variance.numpy(), variance)
         assert layer.momentum == 0.99
+
+
+# The Siamese network ----------------------------------------------------------------------------
+def siamese_batches(seed=0):
+    """Two per-pair batches {"image_a", "image_b"} (3 pairs) and two shared-image batches
+    {"images", "index_a", "index_b"} (4 images, 5 pairs: images in several pairs, one in none)."""
+    rng = np.random.default_rng(seed)
+    images = lambda n: rng.uniform(0.0, 1.0, (n, 160, 60, 3)).astype(np.float32)  # noqa: E731
+    per_pair = [{"image_a": images(3), "image_b": 0.4 * images(3)} for _ in range(2)]
+    shared = [{"images": images(4), "index_a": np.array([0, 0, 1, 2, 2], np.int32),
+               "index_b": np.array([1, 2, 2, 1, 0], np.int32)} for _ in range(2)]
+    return per_pair, shared
+
+
+def bn_inputs_by_hand(model, batches, monkeypatch):
+    """Per BN layer and batch, every activation the layer normalised during the batch's training-mode
+    forward pass (all its calls), recorded at the layer's input."""
+    seen = {}
+    original = FusedBatchNormalization.call
+
+    def recording(layer, inputs, training=None, mask=None):
+        seen.setdefault(id(layer), []).append(np.asarray(inputs, np.float64))
+        return original(layer, inputs, training=training, mask=mask)
+
+    per_batch = []
+    with monkeypatch.context() as patch:
+        patch.setattr(FusedBatchNormalization, "call", recording)
+        for batch in batches:
+            seen.clear()
+            model(batch, training=True)
+            per_batch.append(dict(seen))
+    return per_batch
+
+
+@pytest.fixture(scope="module")
+def siamese():
+    from reid_tf import trainer
+    from reid_tf.model import build_model
+    keras.utils.set_random_seed(5)
+    return trainer.PairTrainer(build_model("l2"))
+
+
+@pytest.mark.parametrize("pairing", ["per_pair", "shared"])
+def test_a_siamese_networks_statistics_are_those_of_every_image_the_batch_encodes(siamese, pairing, monkeypatch):
+    """On the real Siamese network (Ours-L2 at full input size): each BN layer's re-estimated mean
+    and variance are, in NumPy, the mean over batches of the statistics of the union of all that
+    layer's inputs in a batch. Per pair, the encoder's layers see image_a and image_b (two calls;
+    a slip that keeps the last call's statistics takes image_b's alone); on shared images they see
+    each of the batch's images once, however many pairs it is in; the head's layers see the pairs."""
+    per_pair, shared = siamese_batches()
+    batches = per_pair if pairing == "per_pair" else shared
+    layers = precise_bn.batch_norm_layers(siamese)
+    by_hand = bn_inputs_by_hand(siamese, batches, monkeypatch)
+    encoder_layers = {id(l) for l in precise_bn.batch_norm_layers(siamese.encoder)}
+    head_layers = {id(l) for l in precise_bn.batch_norm_layers(siamese.head)}
+    assert len(layers) == len(encoder_layers) + len(head_layers) and len(head_layers) == 3  # conv4-6
+    for seen in by_hand:
+        assert set(seen) == encoder_layers | head_layers
+        for key, calls in seen.items():
+            assert len(calls) == (2 if pairing == "per_pair" and key in encoder_layers else 1)
+    conv1 = siamese.encoder.get_layer("conv1").bn
+    images = 6 if pairing == "per_pair" else 4
+    assert sum(c.shape[0] for c in by_hand[0][id(conv1)]) == images  # 3 pairs: 6 encodings; 4 images
+
+    assert precise_bn.recalibrate(siamese, batches, 2) == 2
+    assert all(l.__dict__.get("call") is None for l in layers)  # the layers' own call back
+    for layer in layers:
+        union = [np.concatenate([c.reshape(-1, c.shape[-1]) for c in seen[id(layer)]]) for seen in by_hand]
+        mean = np.mean([u.mean(0) for u in union], axis=0)
+        variance = np.mean([u.var(0) for u in union], axis=0)
+        np.testing.assert_allclose(layer.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5, err_msg=layer.path)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), variance, rtol=1e-4, atol=1e-6,
+                                   err_msg=layer.path)

@@ -138,8 +138,8 @@ def test_cuhk01_truncated_image_is_named(tmp_path):
         prepare_cuhk01.prepare(src, str(tmp_path / "out"), expect_identities=3)
 
 
-@pytest.mark.skipif(not os.path.isdir(REAL_CUHK01), reason=f"real CUHK01 not found at {REAL_CUHK01}")
 def test_cuhk01_real_data(tmp_path):
+    fixtures.require_shared_data(REAL_CUHK01)
     summary = prepare_cuhk01.prepare(REAL_CUHK01, str(tmp_path / "cuhk01"))
     assert summary == {"identities": 971, "images": 3884, "images_per_camera": {0: 1942, 1: 1942}}
     ds = datasets.load_dataset("cuhk01", str(tmp_path / "cuhk01"))

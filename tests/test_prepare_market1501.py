@@ -16,16 +16,15 @@ from reid_tf import datasets
 from reid_tf.datasets import cuhk03_np, dukemtmcreid, market1501
 from tests import fixtures
 
-REAL_NAMES = os.path.isfile(os.path.join(fixtures.SHARED_DATA, "filelists", "Market1501_query.txt"))
 
 
 def prepare(src, out):
     return bounding_boxes.prepare("market1501", market1501.NAME, src, out, market1501.EXPECTED)
 
 
-@pytest.mark.skipif(not REAL_NAMES, reason="the Market-1501 file lists are not available")
 def test_full_release_counts(tmp_path):
     """All 36,036 real names (one shared tiny JPEG): the counts of the release, cameras 0-based."""
+    fixtures.require_shared_data(os.path.join(fixtures.SHARED_DATA, "filelists", "Market1501_query.txt"))
     src = fixtures.write_market1501(str(tmp_path), distinct=False)
     summary = prepare(src, str(tmp_path / "market1501"))
     train, query, gallery = (summary[f] for f in fixtures.MARKET_FOLDERS)

@@ -174,6 +174,38 @@ def test_feature_cache_skips_the_network_and_recomputes_only_changed_files(model
     ranker.encode_files(paths + [str(copy)])
     assert calls == [1]  # only the new file
 
+    # keyed on the bytes: the same image under another name is not encoded again; a file rewritten
+    # in place with another image is, and its features are the new image's
+    renamed = tmp_path / "renamed.png"
+    shutil.copyfile(copy, renamed)
+    ranker.encode_files([str(renamed)])
+    assert calls == [1]
+    Image.fromarray(render(0, np.array([(5, 0, 1)]))[0]).save(renamed)
+    rewritten, _ = ranker.encode_files([str(renamed)])
+    assert calls == [1, 1]
+    np.testing.assert_allclose(rewritten.embedding, rank.Ranker(model).encode(rank.read_images([str(renamed)])[0]).embedding,
+                               atol=1e-6)
+
+
+def test_feature_cache_is_per_model(model, files, tmp_path):
+    """Another network (here: the same one with one bias changed, as retraining would) sharing the
+    cache folder encodes every image afresh and ranks with its own features, never the first's."""
+    root, _ = files
+    paths = rank.find_images(str(root / "gallery"))
+    cache = str(tmp_path / "cache")
+    first, _ = rank.Ranker(model, cache_dir=cache).encode_files(paths)
+    bias = model.get_layer("encoder").get_layer("embedding").bias
+    kept = bias.numpy()
+    try:
+        bias.assign(kept + 0.5)
+        retrained = rank.Ranker(model, cache_dir=cache)
+        got, _ = retrained.encode_files(paths)
+        want = rank.Ranker(model).encode(rank.read_images(paths)[0])
+    finally:
+        bias.assign(kept)
+    np.testing.assert_allclose(got.embedding, want.embedding, atol=1e-6)
+    assert np.abs(got.embedding - first.embedding).max() > 1e-2
+
 
 def test_identities_from_the_datasets_file_names():
     assert rank.identity_from_name("x/cam_a/0012_1.png") == 12  # synthetic

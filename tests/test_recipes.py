@@ -55,26 +55,44 @@ def _translated(image, dy, dx):
     return out
 
 
+def _shift_of(copy, image):
+    """(dy, dx) of a translated copy of `image`, whose pixels encode their own (row + 1, column + 1)."""
+    inside = copy[..., 2] != 0  # the zero fill has 0 in every channel, the image never does
+    dy = {int(v) for v in (np.arange(1, copy.shape[0] + 1)[:, None] - copy[..., 0].astype(int))[inside]}
+    dx = {int(v) for v in (np.arange(1, copy.shape[1] + 1)[None, :] - copy[..., 1].astype(int))[inside]}
+    assert len(dy) == len(dx) == 1  # one translation for the whole copy
+    return dy.pop(), dx.pop()
+
+
 def test_paper_xcorr_versions_are_the_original_fixed_translations_and_a_mirror():
-    rng = np.random.default_rng(0)
-    image = rng.integers(1, 256, size=(config.INPUT_HEIGHT, config.INPUT_WIDTH, 3)).astype(np.uint8)
-    versions, shift = 7, int(config.XCORR_SHIFT_FRACTION * config.INPUT_HEIGHT)
+    """[31]'s versions: the original; 5 copies translated by (dy, dx) drawn uniformly from the
+    integers in [−0.05·160, 0.05·160] = [−8, 8] on both axes, zero where the image moved out; a
+    mirror. Each copy's (dy, dx) is read off an image whose pixels encode their own position."""
+    h, w, versions = config.INPUT_HEIGHT, config.INPUT_WIDTH, 7
+    rows, cols = np.meshgrid(np.arange(1, h + 1), np.arange(1, w + 1), indexing="ij")
+    image = np.stack([rows, cols, np.full_like(rows, 7)], -1).astype(np.uint8)  # (y + 1, x + 1, 7)
+    shift = int(config.XCORR_SHIFT_FRACTION * h)
     assert shift == 8
-    made = [pairs.xcorr_version(tf.constant(image), tf.constant(v, tf.int64),
-                                tf.constant([3, 100 + v], tf.int64), versions).numpy() for v in range(versions)]
+
+    def version(v, key):
+        return pairs.xcorr_version(tf.constant(image), tf.constant(v, tf.int64), tf.constant([3, key], tf.int64),
+                                   versions).numpy()
+
+    made = [version(v, 100 + v) for v in range(versions)]
     np.testing.assert_array_equal(made[0], image)
     np.testing.assert_array_equal(made[-1], image[:, ::-1])
-    shifts = set()
-    for copy in made[1:-1]:
-        found = [(dy, dx) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)
-                 if np.array_equal(copy[max(dy, 0):160 + min(dy, 0), max(dx, 0):60 + min(dx, 0)],
-                                   image[max(-dy, 0):160 + min(-dy, 0), max(-dx, 0):60 + min(-dx, 0)])]
-        assert len(found) == 1
-        np.testing.assert_array_equal(copy, _translated(image, *found[0]))  # the rest is zero
-        shifts.add(found[0])
-    assert len(shifts) > 1
-    again = pairs.xcorr_version(tf.constant(image), tf.constant(2, tf.int64), tf.constant([3, 102], tf.int64), versions)
-    np.testing.assert_array_equal(again.numpy(), made[2])  # a copy is the same picture every time
+    for v, copy in enumerate(made[1:-1], start=1):
+        u = tf.random.stateless_uniform([2], seed=tf.constant([3, 100 + v], tf.int64)).numpy()
+        want = tuple(int(np.floor(x * (2 * shift + 1))) - shift for x in u)  # its seed's uniform draw
+        assert _shift_of(copy, image) == want, v
+        np.testing.assert_array_equal(copy, _translated(image, *want))  # the rest is zero
+    np.testing.assert_array_equal(version(2, 102), made[2])  # a copy is the same picture every time
+    # over many seeds: every integer shift in [−8, 8] on each axis, none beyond, about uniformly
+    shifts = np.array([_shift_of(version(1 + k % 5, 1000 + k), image) for k in range(340)])
+    for axis in (0, 1):
+        values, counts = np.unique(shifts[:, axis], return_counts=True)
+        assert values.tolist() == list(range(-shift, shift + 1)), axis
+        assert counts.min() >= 5, axis  # 20 expected of each
 
 
 def test_paper_xcorr_batches_resume_exactly(records):

@@ -154,7 +154,7 @@ def test_resume_mismatches_name_what_differs():
     assert train.resume_mismatches(recorded, same) == []  # may change on resume (README)
     for name, value in [("dataset", "viper"), ("trial", 1), ("seed", 1), ("model", "l234"),
                         ("batch_size", 64), ("learning_rate", 1e-3), ("test_identities", 50),
-                        ("pairing", "shared"), ("recipe", "paper_xcorr")]:
+                        ("pairing", "shared"), ("recipe", "paper_xcorr"), ("val_identities", 10)]:
         (message,) = train.resume_mismatches(recorded, {**recorded, name: value})
         assert message.startswith(f"--{name}=")
     # the synthetic set's size matters only for the synthetic set

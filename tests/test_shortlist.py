@@ -64,6 +64,22 @@ def test_ranking_puts_the_shortlist_first_then_the_rest_by_d():
     assert np.argsort(-result.ranking("distance")[0]).tolist() == [2, 0, 3, 1]
 
 
+def test_near_ties_at_the_boundary_are_shortlisted_by_exact_distance():
+    """Embeddings of near-duplicate images (one person seen many times) are closer than the Gram form
+    ‖q‖² + ‖g‖² − 2q·g resolves in float32: stage 1 must still shortlist each query's K nearest by
+    exact d (here in float64), which needs the re-ranked margin of extra candidates (with none, the
+    Gram form's rounding picks the wrong images for several of these queries)."""
+    rng = np.random.default_rng(0)
+    unit = lambda x: (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)  # noqa: E731
+    centre = rng.normal(size=256)
+    gallery = unit(centre + 1e-4 * rng.normal(size=(40, 256)) * np.linalg.norm(centre))
+    queries = unit(centre + 1e-4 * rng.normal(size=(16, 256)) * np.linalg.norm(centre))
+    exact = np.linalg.norm(queries.astype(np.float64)[:, None] - gallery.astype(np.float64)[None], axis=-1)
+    _, got, got_d = shortlist.nearest(queries, gallery, 5)
+    np.testing.assert_array_equal(got, np.argsort(exact, axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(got_d, np.sort(exact, axis=1)[:, :5], rtol=1e-3)
+
+
 def test_cut_keeps_an_images_pairs_together():
     owner = np.array([0, 0, 0, 1, 1, 2, 3, 3, 3, 3])
     pieces = shortlist._cut(np.arange(10), owner, 4)
