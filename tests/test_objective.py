@@ -100,7 +100,6 @@ np.savez(sys.argv[1], *one, *two)
 """
 
 
-@pytest.mark.slow  # 40 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
 def test_mirrored_gradients_equal_single_device_gradients(tmp_path):
     path = str(tmp_path / "grads.npz")
     proc = subprocess.run([sys.executable, "-c", GRADIENT_SCRIPT, path], capture_output=True, text=True,

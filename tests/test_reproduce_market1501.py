@@ -9,13 +9,15 @@ import pytest
 
 from data_tools import bounding_boxes
 from experiments.market1501 import ANCHORS
-from reid_tf import datasets
+from reid_tf import datasets, evaluate
 from reid_tf.datasets import market1501
 from tests import fixtures
 
 
-@pytest.mark.slow  # 55 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
-def test_smoke_on_market1501_fixture(tmp_path):
+def test_smoke_on_market1501_fixture(tmp_path, monkeypatch):
+    """The default run's one reproduce path end to end (2 training steps, 4 identities): the
+    standard protocol through evaluate_workdir (query / gallery → eval_standard.json, not eval.json),
+    which evaluate_workdirs then reuses as it is."""
     src = fixtures.write_market1501(str(tmp_path), identities=4)
     data = tmp_path / "data"
     bounding_boxes.prepare("market1501", market1501.NAME, src, datasets.dataset_dir("market1501", str(data)))
@@ -35,6 +37,13 @@ def test_smoke_on_market1501_fixture(tmp_path):
     for method, _, rank1, m_ap in ANCHORS:  # the published anchors beside the measured rows
         assert method in text and f"{rank1:.2f}" in text and f"{m_ap:.2f}" in text
     assert "Eq. 7 on" in proc.stderr and "ETA" in proc.stderr  # progress of the two-stage scoring
+    workdir = tmp_path / "runs" / "l23_market1501_smoke"
+    saved = json.loads((workdir / "eval_standard.json").read_text())
+    assert saved["protocol"] == "standard" and saved["per_trial"]["standard"] == st
+    assert saved["summary"] == body["summary"] and not (workdir / "eval.json").exists()
+    monkeypatch.setattr(evaluate, "evaluate_workdir", lambda *a, **k: pytest.fail("evaluated again"))
+    again = evaluate.evaluate_workdirs([str(workdir)], str(tmp_path / "trials"))
+    assert again["summary"]["eq7"]["rank"]["1"] == pytest.approx(body["summary"]["eq7"]["rank"]["1"])
 
 
 def test_unprepared_dataset_fails_in_one_line(tmp_path):

@@ -1,5 +1,5 @@
 """Runs that cannot be damaged (issue 15): one training per workdir (an OS lock a killed process
-cannot leave behind), --resume checks the run's settings and survives a damaged newest checkpoint,
+cannot leave behind), --resume checks the run's settings (a damaged newest checkpoint: test_train.py),
 Ctrl-C / SIGTERM checkpoint at the current step, a stopped run can be evaluated, a damaged
 model.keras says so. Tiny synthetic runs (24 identities, batch 6, a few steps)."""
 import json
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from reid_tf import callbacks, train, trainer, workdir
+from reid_tf import callbacks, train, workdir
 from tests import fixtures
 
 TINY = ["--synthetic_identities=24", "--batch_size=6", "--log_every_seconds=0", "--nofigures"]
@@ -145,6 +145,15 @@ def test_resume_refuses_settings_the_checkpoint_depends_on(finished_run):
     assert "--seed=0 (now 3)" in line and "--model=l23 (now l2)" in line and "--batch_size" not in line
 
 
+def test_a_second_start_without_resume_is_refused_and_touches_nothing(finished_run):
+    before = {name: os.path.getmtime(os.path.join(finished_run, name)) for name in os.listdir(finished_run)}
+    proc = run(train_cmd(os.path.dirname(finished_run), finished_run, "--max_steps=6"), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = error_lines(proc.stderr)
+    assert "--resume" in line
+    assert {name: os.path.getmtime(os.path.join(finished_run, name)) for name in os.listdir(finished_run)} == before
+
+
 def test_resume_mismatches_name_what_differs():
     recorded = {"dataset": "synthetic", "model": "l23", "trial": 0, "seed": 0, "batch_size": 128,
                 "pairing": "per_pair", "recipe": "cross_camera", "shared_images_per_camera": 2,
@@ -166,31 +175,8 @@ def test_resume_mismatches_name_what_differs():
     assert train.resume_mismatches(recorded, {**recorded, "shared_images_per_camera": 1}) == []
 
 
-# ----------------------------------------------- damaged newest checkpoint, leftover ckpt-N_temp/
-@pytest.mark.slow  # 36 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
-def test_resume_falls_back_past_a_damaged_checkpoint_and_keeps_it_aside(data_dir, copy_of):
-    """Before: IndexError / DataLossError tracebacks although ckpt-4 was intact."""
-    work = copy_of()
-    ckpts = os.path.join(work, "checkpoints")
-    data = os.path.join(ckpts, "ckpt-6.data-00000-of-00001")
-    with open(data, "r+b") as f:
-        f.truncate(os.path.getsize(data) // 2)
-    damaged_size = os.path.getsize(data)
-    os.makedirs(os.path.join(ckpts, "ckpt-7_temp"))  # a checkpoint write that was killed
-    open(os.path.join(ckpts, "ckpt-7_temp", "part-00000-of-00001.data-00000-of-00001"), "w").close()
-    kept_partial = os.path.join(ckpts, trainer.KEPT_DIR, "ckpt-7_temp")  # the same, of a kept copy
-    os.makedirs(kept_partial)
-    proc = run(train_cmd(data_dir, work, "--resume", "--max_steps=8", "--checkpoint_every=2", "--noevaluate"))
-    assert "ckpt-6 is damaged" in proc.stderr
-    assert "resumed from" in proc.stderr and "ckpt-4 at step 4" in proc.stderr
-    aside = os.path.join(ckpts, trainer.DAMAGED_DIR, "ckpt-6")
-    assert sorted(os.listdir(aside)) == ["ckpt-6.data-00000-of-00001", "ckpt-6.index"]
-    assert os.path.getsize(os.path.join(aside, "ckpt-6.data-00000-of-00001")) == damaged_size  # as found
-    assert not os.path.exists(os.path.join(ckpts, "ckpt-7_temp")) and not os.path.exists(kept_partial)
-    import tensorflow as tf
-    assert tf.train.latest_checkpoint(ckpts).endswith("ckpt-8")
-    with open(os.path.join(work, "run.json")) as f:
-        assert json.load(f)["total_steps"] == 8
+# A damaged newest checkpoint and leftover ckpt-N_temp/ folders on --resume: tests/test_train.py's
+# SIGKILL test (the resumed run ends equal to the uninterrupted one).
 
 
 # ------------------------------------------------------------------- evaluation of a stopped run

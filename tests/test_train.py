@@ -51,12 +51,13 @@ def training_differences(got, ref, lr=config.LEARNING_RATE, steps=2) -> list[str
     rounding (MirroredStrategy sums the replicas' gradients; one device sums the whole batch); [] when
     they agree.
 
-    Adam turns a rounding-level difference in a near-zero gradient into a ±lr step, so a few elements
-    may differ by up to 2·steps·lr; how many depends on the machine's summation order (2 of a BN γ's
-    32 on a Zen 1 CPU, session 11; none or one before). A real fault (wrong data position, lost
-    optimizer state, per-replica BN) moves most elements of most variables: pooled over the weights
-    and BN statistics, at most 1 % of the elements may exceed the rounding tolerance, and in no
-    variable half of them; none may differ by more than the 2·steps·lr bound.
+    Adam turns a rounding-level difference in a near-zero gradient into a ±lr step, so a few
+    scattered elements may differ by up to 2·steps·lr; how many depends on the machine's summation
+    order (2 of a BN γ's 32 on a Zen 1 CPU, session 11; none or one before). A real fault (wrong data
+    position, lost optimizer state, per-replica BN, one layer or head computed wrongly) moves a good
+    part of the variables it touches. So: in each variable at most 1 + size/16 elements beyond the
+    rounding tolerance (3 of 32, 1 of a θ head's 6, 17 of 256), at most 1 % pooled over all
+    weights and BN statistics, and none beyond the 2·steps·lr bound.
     """
     assert set(got) == set(ref)
     found, beyond, total = [], 0, 0
@@ -69,13 +70,41 @@ def training_differences(got, ref, lr=config.LEARNING_RATE, steps=2) -> list[str
         tol = 1e-4 + 1e-2 * np.abs(ref[name])  # weights (optimizer/_trainable_variables) and BN statistics
         n = int(np.sum(diff > tol))
         beyond, total = beyond + n, total + diff.size
-        if 2 * n >= diff.size:
+        if n > 1 + diff.size // 16:
             found.append(f"{name}: {n} of {diff.size} elements beyond rounding")
         if float(diff.max()) > 2 * steps * lr + float(tol.max()):
             found.append(f"{name}: off by {float(diff.max()):.3g}, more than {steps} Adam steps")
     if beyond > 0.01 * total:
         found.append(f"{beyond} of {total} elements beyond rounding")
     return found
+
+
+def test_training_differences_sees_one_wrong_small_variable_but_not_near_tie_flips(reference_run):
+    """The MirroredStrategy comparison's criterion on checkpoint 2 of the reference run: scattered
+    near-tie flips as measured (2 of a BN γ's 32 elements, one element of a few other variables, each
+    moved by up to 2·steps·lr) pass; a fault confined to one small variable fails, each moved by 3·lr
+    (inside the reach of two Adam steps, so only the count can tell): a third of a 32-channel BN
+    variable, 2 of a θ head bias's 6 (the STN's), 40 of the embedding bias's 256 — each passed the
+    criterion before (under half of the variable, ≤ 1 % pooled)."""
+    _, ref = checkpoint_weights(reference_run[0], step=2)
+    lr = config.LEARNING_RATE
+    weights = [n for n in sorted(ref) if "/_variables/" not in n and ref[n].size > 1]
+    of_size = lambda size: [n for n in weights if ref[n].size == size and np.abs(ref[n]).min() < 1e-2]  # noqa: E731
+    assert len(of_size(32)) >= 4 and len(of_size(6)) == 2 and len(of_size(256)) == 1  # l23: 2 θ heads
+
+    def moved(changes):
+        """ref with `count` elements of each named variable moved by `step`: its elements nearest 0,
+        whose rounding tolerance is 1e-4 (γ ≈ 1 allows 1e-2: no count could see a fault there)."""
+        out = {n: v.copy() for n, v in ref.items()}
+        for name, count, step in changes:
+            flat = out[name].reshape(-1)
+            flat[np.argsort(np.abs(flat), kind="stable")[:count]] += step
+        return out
+
+    flips = [(of_size(32)[0], 2, 3.5 * lr)] + [(n, 1, -3.5 * lr) for n in weights[::max(1, len(weights) // 6)][:6]]
+    assert training_differences(moved(flips), ref) == []
+    for fault in [(of_size(32)[1], 11, 3 * lr), (of_size(6)[0], 2, 3 * lr), (of_size(256)[0], 40, 3 * lr)]:
+        assert training_differences(moved([fault]), ref), fault
 
 
 # A run repeated on one machine is bit-reproducible: the same 6-step run five times (two of them
@@ -130,27 +159,43 @@ def test_end_to_end_outputs(reference_run):
     assert "pairs/s" in proc.stderr and "ETA" in proc.stderr  # progress lines
 
 
-@pytest.mark.slow  # 79 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
-def test_sigkill_then_resume_ends_where_the_uninterrupted_run_ends(data_dir, reference_run, tmp_path):
-    """The run SIGKILLs itself after step 3 (a test-only hook, so no race with the machine's speed):
-    checkpoint 2 survives, step 3 is lost, and the resume redoes it from checkpoint 2's data position."""
+def test_sigkill_then_resume_past_a_damaged_checkpoint_ends_where_the_uninterrupted_run_ends(
+        data_dir, reference_run, tmp_path):
+    """The run SIGKILLs itself after step 5 (a test-only hook, so no race with the machine's speed):
+    checkpoints 2 and 4 survive, step 5 is lost. Then the newest, ckpt-4, is damaged (its data file
+    truncated) and killed checkpoint writes left ckpt-5_temp/ folders behind. The resume sets ckpt-4
+    aside as found, deletes the partial writes, redoes steps 3-6 from checkpoint 2's data position
+    and ends with every variable (weights, BN statistics, Adam's moments) of the uninterrupted run."""
+    from reid_tf import trainer
+
     workdir = str(tmp_path / "killed")
-    env = {**os.environ, callbacks.KILL_AT_STEP_ENV: "3"}
+    env = {**os.environ, callbacks.KILL_AT_STEP_ENV: "5"}
     proc = subprocess.run(train_cmd(data_dir, workdir, "--max_steps=6", "--noevaluate"), env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    assert "step 3/6" in proc.stderr and "step 4/6" not in proc.stderr
+    assert "step 5/6" in proc.stderr and "step 6/6" not in proc.stderr
     killed_at, _ = checkpoint_weights(workdir)
-    assert killed_at.endswith("ckpt-2")
+    assert killed_at.endswith("ckpt-4")
     with open(os.path.join(workdir, "run.json")) as f:
         run_id = json.load(f)["run_id"]
     with open(os.path.join(reference_run[0], "run.json")) as f:
         assert run_id and len(run_id) == 16 and run_id != json.load(f)["run_id"]  # each fresh start its own
-    # A second start without --resume refuses to overwrite the run.
-    refused = run_train(data_dir, workdir, "--max_steps=6", check=False)
-    assert refused.returncode == 1 and "--resume" in refused.stderr
+    ckpts = os.path.join(workdir, "checkpoints")
+    data = os.path.join(ckpts, "ckpt-4.data-00000-of-00001")
+    with open(data, "r+b") as f:
+        f.truncate(os.path.getsize(data) // 2)
+    damaged_size = os.path.getsize(data)
+    partial = [os.path.join(ckpts, "ckpt-5_temp"), os.path.join(ckpts, trainer.KEPT_DIR, "ckpt-5_temp")]
+    for folder in partial:
+        os.makedirs(folder)
+        open(os.path.join(folder, "part-00000-of-00001.data-00000-of-00001"), "w").close()
+
     resumed = run_train(data_dir, workdir, "--max_steps=6", "--resume", "--noevaluate")
-    assert "at step 2" in resumed.stderr
+    assert "ckpt-4 is damaged" in resumed.stderr and "ckpt-2 at step 2" in resumed.stderr
+    aside = os.path.join(ckpts, trainer.DAMAGED_DIR, "ckpt-4")
+    assert sorted(os.listdir(aside)) == ["ckpt-4.data-00000-of-00001", "ckpt-4.index"]
+    assert os.path.getsize(os.path.join(aside, "ckpt-4.data-00000-of-00001")) == damaged_size  # as found
+    assert not any(os.path.exists(folder) for folder in partial)
     with open(os.path.join(workdir, "run.json")) as f:
         assert json.load(f)["run_id"] == run_id  # a resumed run is the same run
     ref_path, ref = checkpoint_weights(reference_run[0])
@@ -160,14 +205,15 @@ def test_sigkill_then_resume_ends_where_the_uninterrupted_run_ends(data_dir, ref
     assert_same_checkpoint(got, ref)
 
 
-@pytest.mark.slow  # 37 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
+# The NaN guard does not depend on the network's size: the one-level preset traces faster.
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
     workdir = str(tmp_path / "nan")
-    proc = run_train(data_dir, workdir, "--max_steps=8", "--checkpoint_every=1", "--learning_rate=1e12",
-                     "--noevaluate", check=False)
+    proc = run_train(data_dir, workdir, "--model=l2", "--max_steps=8", "--checkpoint_every=1",
+                     "--learning_rate=1e12", "--noevaluate", check=False)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "NaN" in proc.stderr or "nan" in proc.stderr
     assert "last good checkpoint" in proc.stderr
+    assert "Traceback" not in proc.stderr and not os.path.exists(os.path.join(workdir, "model.keras"))
     path, weights = checkpoint_weights(workdir)
     assert all(np.all(np.isfinite(v)) for v in weights.values()), path
 
@@ -250,23 +296,34 @@ def test_evaluate_cli_loads_the_saved_network_and_compares_shortlists(reference_
     assert "two-stage scoring" in proc.stdout
 
 
-def test_evaluate_cli_checkpoint_equals_the_runs_own_evaluation(reference_run, data_dir, tmp_path):
-    """--checkpoint evaluates a saved network on --dataset/--trial/--seed: the same split and draw as
-    the run that trained it, so the same numbers as its eval.json."""
+def test_evaluate_cli_checkpoint_evaluates_the_split_of_its_trial_and_seed(reference_run, data_dir, tmp_path):
+    """--checkpoint evaluates a saved network on --dataset/--trial/--seed: with trial 1, seed 2, the
+    numbers of that split and draw computed here, not those of the run's own (trial 0, seed 0);
+    the in-process evaluation of trial 0 is the run's own eval.json, so both sides are one method."""
+    from reid_tf import evaluate
+
     workdir = reference_run[0]
     out = str(tmp_path / "checkpoint_eval")
     proc = subprocess.run([sys.executable, "-m", "reid_tf.evaluate", f"--checkpoint={workdir}/model.keras",
-                           "--dataset=synthetic", f"--data_dir={data_dir}", "--trial=0", "--seed=0", f"--out={out}"],
+                           "--dataset=synthetic", f"--data_dir={data_dir}", "--trial=1", "--seed=2", f"--out={out}"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out + ".json") as f:
         got = json.load(f)["summary"]
     with open(os.path.join(workdir, "eval.json")) as f:
-        want = json.load(f)["summary"]
-    assert set(got) == set(want) == {"eq7", "p_match", "distance"}
+        own = json.load(f)["summary"]
+    network = load_network(os.path.join(workdir, "model.keras"))
+    dataset = datasets.load_dataset("synthetic", datasets.dataset_dir("synthetic", data_dir))
+    want, trial0 = (evaluate.summarize([evaluate.evaluate_network(network, dataset, dataset.split(t, s).test, t, s)])
+                    for t, s in ((1, 2), (0, 0)))
+    assert set(got) == set(want) == set(own) == {"eq7", "p_match", "distance"}
     for name in want:
+        np.testing.assert_allclose(trial0[name]["curve"], own[name]["curve"], atol=1e-9, err_msg=name)
         np.testing.assert_allclose(got[name]["curve"], want[name]["curve"], atol=1e-9, err_msg=name)
         assert got[name]["map"]["mean"] == pytest.approx(want[name]["map"]["mean"]), name
+    assert set(dataset.split(1, 2).test) != set(dataset.split(0, 0).test)
+    assert any(not np.allclose(want[n]["curve"], own[n]["curve"]) or want[n]["map"]["mean"] != pytest.approx(
+        own[n]["map"]["mean"]) for n in want)  # the two splits give different numbers: a slip shows
 
 
 @pytest.mark.slow  # 87 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
@@ -472,6 +529,45 @@ def test_train_precise_bn_rewrites_the_final_network_not_the_checkpoints(referen
             np.testing.assert_array_equal(b, m, err_msg=path)
     with open(os.path.join(workdir, "eval.json")) as f:
         assert json.load(f)["precise_bn"] == 0
+
+
+def test_curve_re_estimates_bn_on_the_training_batches_that_follow_the_checkpoint(reference_run, monkeypatch):
+    """experiments.curve --precise_bn=2 evaluates ckpt-4 on BN statistics re-estimated over the two
+    training batches the run trains on after step 4 (its batches 5 and 6), not those of step 0 or
+    any other: the batches recalibrate receives are compared with the run's own data stream."""
+    import itertools
+
+    from experiments import curve
+    from reid_tf import precise_bn
+    from reid_tf.train import TrainOptions, training_data
+
+    workdir = reference_run[0]
+    run = TrainOptions.load(workdir)
+    dataset = run.load_dataset()
+    split = run.split(dataset)
+    records = datasets.records_of(dataset, split.train)
+    received, recalibrate = [], precise_bn.recalibrate
+
+    def recording(model, batches, n):
+        received.extend(itertools.islice(batches, n))
+        return recalibrate(model, received, n)
+
+    monkeypatch.setattr(precise_bn, "recalibrate", recording)
+    out = curve.evaluate_checkpoint(run, os.path.join(workdir, "checkpoints", "ckpt-4"), dataset, split.test,
+                                    ["single_shot"], 2, records)
+    assert set(out) == {"single_shot"} and 0 <= out["single_shot"]["map"] <= 100
+
+    def stream(step):
+        return [(x["image_a"].numpy(), x["image_b"].numpy(), y.numpy()) for x, y in itertools.islice(
+            training_data(run, records, dataset.spec.crops_per_image, step), 2)]
+
+    got = [(x["image_a"].numpy(), x["image_b"].numpy(), y.numpy()) for x, y in received]
+    assert len(got) == 2
+    for g, w in zip(got, stream(4)):
+        for a, b in zip(g, w):
+            np.testing.assert_array_equal(a, b)
+    for other in (stream(0), stream(6)):  # a slip of the data position shows
+        assert not any(np.array_equal(g[0], o[0]) for g, o in zip(got, other))
 
 
 @pytest.mark.slow  # 20 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
