@@ -92,7 +92,7 @@ def other_identity(pool: np.ndarray, identities: np.ndarray, avoid: np.ndarray,
 
     picks = rng.choice(pool, size=len(avoid))
     clash = clashes(picks)
-    while clash.any():  # rejection: terminates because the datasets' check demands ≥ 2 identities
+    while clash.any():  # rejection: terminates because per_pair.check demands ≥ 2 identities
         picks[clash] = rng.choice(pool, size=int(clash.sum()))
         clash = clashes(picks)
     return picks
