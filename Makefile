@@ -26,9 +26,10 @@ demo: $(STAMP)
 	$(PY) -m reid_tf.train --workdir=$(WORKDIR) --data_dir=$(DATA_DIR) \
 	  $(if $(DATASET),--dataset=$(DATASET)) $(DEMO_FLAGS)
 
-# The default test run (< 10 minutes on 2 CPU cores); slow tests are marked and run by test-slow.
-# TEST_WORKERS pytest-xdist processes: much of a test's time is single-threaded Python (tracing a
-# training step), so two workers on 2 cores took 1,100 s where one took 1,564 (docs/DESIGN.md, "Test tiers").
+# The default test run, what CI runs (< 10 minutes on 2 CPU cores): resume exactness, the NaN guard,
+# replica division, one reproduce path and every numerical check; test-slow runs the tests marked
+# slow (docs/DESIGN.md "Test tiers" says what each tier guards). TEST_WORKERS pytest-xdist processes:
+# much of a test's time is single-threaded Python (tracing a training step), so two use both cores.
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_FLAGS) tests
