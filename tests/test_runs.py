@@ -35,7 +35,7 @@ def run(cmd, check=True):
 
 
 def error_lines(stderr):
-    return [line for line in stderr.splitlines() if line.startswith(("E1", "E0")) and "cuda" not in line.lower()]
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
 def wait_for(predicate, proc, seconds=300):
