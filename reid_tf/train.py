@@ -10,7 +10,8 @@ every --checkpoint_every steps and on Ctrl-C / SIGTERM; --resume continues exact
 checkpoint that restores; damaged ones go to checkpoints/damaged/), tb/ (TensorBoard: losses,
 accuracy, learning rate, validation CMC, Figure 4 panels), run.json (the resolved options, checked
 by --resume), history.json (validation rank-k against step and time), model.keras (final network),
-eval.json / eval.md (test CMC, written by reid_tf.evaluate).
+eval.json / eval.md (test CMC, written by reid_tf.evaluate). A fresh start on a workdir whose run
+is finished says so in one line and exits 0; it ends, as every run does, on where to look next.
 """
 from __future__ import annotations
 

@@ -298,8 +298,8 @@ def test_command_ranks_writes_json_pictures_and_page(files, tmp_path, model, syn
         assert [r["path"] for r in entry["results"]] == [paths[i] for i in want.index[q]]
         np.testing.assert_allclose([r["score"] for r in entry["results"]], want.score[q], atol=1e-4)
         assert all(r["match"] == (r["identity"] == entry["identity"]) for r in entry["results"])
-        picture = Image.open(out / entry["picture"])
-        assert picture.size[0] > 5 * 120 and picture.size[1] > 320
+        with Image.open(out / entry["picture"]) as picture:
+            assert picture.size[0] > 5 * 120 and picture.size[1] > 320
     page = (out / "index.html").read_text()
     assert all(entry["picture"] in page for entry in body["queries"]) and page.count("<section>") == 2
 
