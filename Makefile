@@ -22,6 +22,9 @@ $(STAMP): setup.py
 
 # The main job: train and evaluate, on the built-in synthetic dataset unless DATASET names a prepared
 # one (e.g. make demo DATASET=viper; not prepared: an error giving the command that prepares it).
+# It ends on the report, the TensorBoard command and a ranking command. Run again on a WORKDIR whose run
+# is finished: one line saying so, status 0 (another run: WORKDIR=runs/demo2); on an unfinished one:
+# continue it with DEMO_FLAGS=--resume. REID_TF_VERBOSE=1 shows TensorFlow's own lines (reid_tf.cli).
 demo: $(STAMP)
 	$(PY) -m reid_tf.train --workdir=$(WORKDIR) --data_dir=$(DATA_DIR) \
 	  $(if $(DATASET),--dataset=$(DATASET)) $(DEMO_FLAGS)

@@ -1,8 +1,6 @@
-"""pytest set-up: quiet TensorFlow, and the `slow` marker for tests kept out of the default run."""
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import reid_tf  # noqa: E402,F401  (TensorFlow's CPU options, before any test imports TensorFlow)
+"""pytest set-up: reid_tf before TensorFlow (its CPU options and quiet start-up: reid_tf.cli), and
+the `slow` marker for tests kept out of the default run. Warnings are errors: pytest.ini."""
+import reid_tf  # noqa: F401  (before any test imports TensorFlow)
 
 
 def pytest_configure(config):

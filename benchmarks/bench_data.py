@@ -22,10 +22,10 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import flags, logging
 
 from benchmarks.common import train_step
-from reid_tf import config, pairs
+from reid_tf import cli, config, pairs
 from reid_tf.datasets import manifest_records, read_manifest
 
 FLAGS = flags.FLAGS
@@ -111,4 +111,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

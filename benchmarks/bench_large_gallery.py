@@ -26,9 +26,9 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from reid_tf import config, datasets, metrics
+from reid_tf import cli, config, datasets, metrics
 from reid_tf.pairs import load_images
 from reid_tf.scoring import ScoringEngine
 from reid_tf.shortlist import nearest, score_shortlists
@@ -170,4 +170,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

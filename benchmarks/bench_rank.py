@@ -25,7 +25,9 @@ import os
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
+
+from reid_tf import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "model.keras (or a training workdir)", required=True)
@@ -159,4 +161,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

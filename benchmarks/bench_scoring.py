@@ -30,11 +30,11 @@ from collections.abc import Callable
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import flags, logging
 
 from benchmarks.common import SHARED_K, per_pair_batch, random_images, shared_batch, train_step, training_model
 from benchmarks.correlation_forms import xcorr_depthwise_multiplier, xcorr_im2col, xcorr_shared_kernels
-from reid_tf import config
+from reid_tf import cli, config
 from reid_tf.correlation_as_matmul import correlate_and_pool, kernel_matrix, signal_patches_numpy
 from reid_tf.layers import depthwise_xcorr
 from reid_tf.layers.csn import CORRELATIONS, similarity_direct, similarity_fft, similarity_shift
@@ -320,4 +320,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

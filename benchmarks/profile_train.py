@@ -27,10 +27,10 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import flags, logging
 
 from benchmarks.common import SHARED_K, per_pair_batch, shared_batch, train_step, training_model
-from reid_tf import config
+from reid_tf import cli, config
 from reid_tf.complexity import complexity
 from reid_tf.layers.csn import CORRELATIONS
 from reid_tf.model import op_blocks
@@ -153,4 +153,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

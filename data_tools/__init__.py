@@ -7,3 +7,4 @@ CUHK03-NP through one reader, bounding_boxes.py) into a prepared folder with a `
 share one ending (common.finish). What each dataset is and which protocol it follows:
 reid_tf.datasets, one module per dataset.
 """
+import reid_tf  # noqa: E402,F401  (TensorFlow's CPU options and quiet start-up, before it is imported)

@@ -134,7 +134,10 @@ def main(argv):
     train_records = datasets.records_of(dataset, split.train)
     per_step = pairs_per_step(options, train_records)
     out_json = FLAGS.out + ".json"
-    body = json.load(open(out_json)) if os.path.isfile(out_json) else {"points": []}
+    body = {"points": []}
+    if os.path.isfile(out_json):
+        with open(out_json) as f:
+            body = json.load(f)
     if body["points"] and body.get("run", {}).get("precise_bn", 0) != FLAGS.precise_bn:
         raise cli.UsageError(f"{out_json} holds points with --precise_bn={body['run'].get('precise_bn', 0)}, "
                              f"not {FLAGS.precise_bn}: one curve, one way of evaluating; give another --out")

@@ -12,8 +12,9 @@ Why each is not a stock Keras one:
 - `TimeBudget`: --max_minutes, stopping at a step boundary so that StepCheckpoint saves there.
 - `StopOnSignal`: SIGINT/SIGTERM set a flag read at the end of a step, so training stops on a step
   boundary, StepCheckpoint saves there, and the CLI exits with one line (reid_tf.cli.Interrupted).
-- `ProgressLogger`: periodic absl log lines with step, pairs/s, loss terms and ETA (the Keras
-  progress bar writes carriage returns into log files and has no pairs/s).
+- `ProgressLogger`: periodic absl log lines with step, pairs/s, loss terms and an ETA measured on
+  steady-state steps (the Keras progress bar writes carriage returns into log files, has no pairs/s,
+  and its ETA counts tracing and compilation).
 - `Validation`: CMC on held-out identities, TensorBoard scalars and Figure 4 panels. VIPeR and
   CUHK01 have no validation split in the paper (§4.1). For them the curve is computed on the
   trial's test identities and logged as "test_monitor": it is for watching learning (and for the
@@ -158,26 +159,47 @@ class StopOnSignal(keras.callbacks.Callback):
 
 
 class ProgressLogger(keras.callbacks.Callback):
-    """Every `every_seconds`: step/total, pairs/s, the loss terms and the ETA, via absl logging."""
+    """Every `every_seconds`: step/total, pairs/s, the loss terms and the ETA, via absl logging.
 
-    def __init__(self, total_steps: int, batch_size: int, every_seconds: float = 30.0):
+    The ETA is measured on steady-state steps only: from the end of the first checkpoint interval
+    (StepCheckpoint, listed before this callback, has saved by then) to now. The steps before
+    include tracing the training step, XLA compilation and tracing the saver, and made the first
+    ETA of a run several times too long. Later checkpoints and validations recur, so the measured
+    mean includes their share. Until `min_steps` steady steps are measured the line says
+    "ETA measuring…".
+    """
+
+    def __init__(self, total_steps: int, batch_size: int, every_seconds: float = 30.0, min_steps: int = 5):
         super().__init__()
-        self.total, self.batch, self.every = total_steps, batch_size, every_seconds
+        self.total, self.batch, self.every, self.min_steps = total_steps, batch_size, every_seconds, min_steps
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
 
     def on_train_begin(self, logs=None):
-        self.t0 = self.last = time.monotonic()
-        self.step0 = self.last_step = int(self.model.optimizer.iterations.numpy())
+        self.last = time.monotonic()
+        self.last_step = self._step()
+        self.steady: tuple[float, int] | None = None  # (time, step) where steady state began
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.steady is None:
+            self.steady = (time.monotonic(), self._step())
+
+    def eta(self, now: float, step: int) -> str:
+        """H:MM:SS of the remaining steps at the steady-state rate, or "measuring…"."""
+        if self.steady is None or step - self.steady[1] < min(self.min_steps, self.total - self.steady[1]):
+            return "measuring…"
+        per_step = (now - self.steady[0]) / max(step - self.steady[1], 1)
+        return hms((self.total - step) * per_step)
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.monotonic()
-        step = int(self.model.optimizer.iterations.numpy())
+        step = self._step()
         if now - self.last < self.every and step < self.total:
             return
         rate = (step - self.last_step) * self.batch / max(now - self.last, 1e-9)
-        overall = (step - self.step0) / max(now - self.t0, 1e-9)
-        eta = (self.total - step) / overall if overall > 0 else float("inf")
         terms = " ".join(f"{k}={float(v):.4f}" for k, v in (logs or {}).items())
-        logging.info("step %d/%d  %.1f pairs/s  %s  ETA %s", step, self.total, rate, terms, hms(eta))
+        logging.info("step %d/%d  %.1f pairs/s  %s  ETA %s", step, self.total, rate, terms, self.eta(now, step))
         self.last, self.last_step = now, step
 
 

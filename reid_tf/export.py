@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from reid_tf import config
+from reid_tf import cli, config
 
 TOLERANCE = 1e-4  # SavedModel == Keras model (issue 12)
 PAIR_OUTPUTS = ("p_match", "distance", "score", "logits")
@@ -152,21 +151,15 @@ def verify_export(model, out: str, seed: int = 0, n: int = 4) -> dict[str, float
 
 def main(argv):
     del argv
-    from reid_tf.rank import RankError, load_model_file
+    from reid_tf.rank import load_model_file
 
     f = flags.FLAGS
     if not f.model or not f.out:
-        logging.error("pass --model=runs/x/model.keras (or the workdir) and --out=DIR")
-        sys.exit(2)
+        raise cli.UsageError("missing --model or --out — pass --model=runs/x/model.keras (or the workdir) "
+                             "and --out=DIR")
     if os.path.exists(f.out) and os.listdir(f.out) and not f.overwrite:
-        logging.error("%s exists and is not empty; choose another --out or pass --overwrite", f.out)
-        sys.exit(1)
-    try:
-        model = load_model_file(f.model)
-        meta = export(model, f.out, verify=f.verify)
-    except (RankError, ValueError, OSError) as e:
-        logging.error("%s", e)
-        sys.exit(1)
+        raise cli.UsageError(f"{f.out} exists and is not empty — choose another --out or pass --overwrite")
+    meta = export(load_model_file(f.model), f.out, verify=f.verify)
     logging.info("exported %s (levels %s) to %s: endpoints encode, score_features, score_images",
                  meta["model"], meta["levels"], f.out)
     if f.verify:
@@ -180,4 +173,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", None, "folder of the SavedModel")
     flags.DEFINE_boolean("verify", True, "load the export back and compare it with the Keras model")
     flags.DEFINE_boolean("overwrite", False, "write into a non-empty --out")
-    app.run(main)
+    cli.run(main)

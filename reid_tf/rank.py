@@ -33,14 +33,13 @@ import dataclasses
 import hashlib
 import os
 import re
-import sys
 import time
 from typing import Callable, Sequence
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from reid_tf import config, fileio
+from reid_tf import cli, config, fileio
 from reid_tf.progress import Progress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # what training's decoder reads
@@ -48,8 +47,8 @@ CACHE_FORMAT = "reid_tf-features-v1"  # part of every cache key: bump when the s
 BAD_IMAGES = ("skip", "stop")
 
 
-class RankError(Exception):
-    """A user error: the CLI prints its message as one line and exits non-zero."""
+class RankError(cli.UsageError):
+    """A user error: the CLI prints its message as one line and exits non-zero (reid_tf.cli)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,15 +543,10 @@ def main(argv):
     f = flags.FLAGS
     missing = [n for n in ("model", "query", "gallery", "out") if not f[n].value]
     if missing:
-        logging.error("missing --%s (usage: python -m reid_tf.rank --model=M --query=Q --gallery=G --out=DIR)",
-                      " --".join(missing))
-        sys.exit(2)
-    try:
-        body = run(f.model, f.query, f.gallery, f.out, f.top, f.shortlist, f.cache or None, f.bad_images,
-                   f.identity_regex, f.pictures)
-    except (RankError, ValueError, OSError) as e:
-        logging.error("%s", e)
-        sys.exit(1)
+        raise cli.UsageError(f"missing --{' --'.join(missing)} — usage: python -m reid_tf.rank --model=M "
+                             "--query=Q --gallery=G --out=DIR")
+    body = run(f.model, f.query, f.gallery, f.out, f.top, f.shortlist, f.cache or None, f.bad_images,
+               f.identity_regex, f.pictures)
     logging.info("wrote %s%s", os.path.join(f.out, "ranking.json"),
                  f" and {os.path.join(f.out, 'index.html')}" if f.pictures else "")
     for q in body["queries"][:3]:
@@ -563,4 +557,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

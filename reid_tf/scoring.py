@@ -187,7 +187,8 @@ class ScoringEngine:
         The model concatenates per level [x_a * parts_b (P·C channels), x_b * parts_a (P·C)]
         (CSN.similarity), levels in order; direction 0: query map (image_a), 1: gallery map.
         """
-        kernel = keras.ops.convert_to_numpy(self.conv4.conv.kernel)[0, 0]  # (C_in, 32)
+        # Variable.numpy(): np.array(variable) (what convert_to_numpy does) warns under NumPy 2 (copy=).
+        kernel = self.conv4.conv.kernel.numpy()[0, 0]  # (C_in, 32)
         weights, offset = {}, 0
         for j in self.levels:
             P, C = self.csn[j].num_parts, int(self.trunk[j - 1].filters)

@@ -10,7 +10,8 @@ every --checkpoint_every steps and on Ctrl-C / SIGTERM; --resume continues exact
 checkpoint that restores; damaged ones go to checkpoints/damaged/), tb/ (TensorBoard: losses,
 accuracy, learning rate, validation CMC, Figure 4 panels), run.json (the resolved options, checked
 by --resume), history.json (validation rank-k against step and time), model.keras (final network),
-eval.json / eval.md (test CMC, written by reid_tf.evaluate).
+eval.json / eval.md (test CMC, written by reid_tf.evaluate). A fresh start on a workdir whose run
+is finished says so in one line and exits 0; it ends, as every run does, on where to look next.
 """
 from __future__ import annotations
 
@@ -316,8 +317,11 @@ def _run_checked(opts: TrainOptions) -> dict:
 def _previous_settings(opts: TrainOptions, has_checkpoint: bool) -> dict | None:
     """run.json of the run to resume (None when starting fresh); refuses a fresh start over one."""
     if has_checkpoint and not opts.resume:
-        raise FileExistsError(f"{opts.workdir} already holds checkpoints; pass --resume to continue "
-                              "that run, or choose a new --workdir")
+        if finished_run(opts.workdir) is not None:
+            raise RunFinished(opts.workdir)
+        raise FileExistsError(f"{opts.workdir} holds an unfinished run — continue it with --resume (make demo "
+                              "DEMO_FLAGS=--resume), or start another in a new --workdir (make demo "
+                              "WORKDIR=runs/demo2)")
     if not opts.resume:
         return None
     if not has_checkpoint:
@@ -416,8 +420,8 @@ def _run_locked(opts: TrainOptions) -> dict:
     t0 = time.monotonic()
     if start < total:
         with stop:
-            model.fit(data, epochs=math.ceil(total / every), initial_epoch=start // every,
-                      steps_per_epoch=every, callbacks=callbacks, verbose=0)
+            model.fit(data, epochs=math.ceil(total / every), initial_epoch=start // every,  # data: already shuffled
+                      steps_per_epoch=every, callbacks=callbacks, verbose=0, shuffle=False)
     train_seconds = time.monotonic() - t0
     step = int(model.optimizer.iterations.numpy())
     if stop.signum is not None:
@@ -525,6 +529,48 @@ def set_threads(n: int) -> None:
                  tf.config.threading.get_inter_op_parallelism_threads())
 
 
+class RunFinished(Exception):
+    """A fresh start was asked on a workdir whose run is finished: nothing to train (main says so)."""
+
+
+def finished_run(workdir: str) -> dict | None:
+    """{"step", "total", "rank1" (None: not evaluated), "report"} of a run that ended and wrote
+    model.keras at its newest checkpoint (at its last step, or where its time budget stopped it),
+    else None (interrupted, crashed, or no run)."""
+    import tensorflow as tf  # lazy: see the imports
+
+    from reid_tf import trainer
+    from reid_tf.evaluate import eval_prefix  # lazy: see the imports (a cycle)
+    latest = tf.train.latest_checkpoint(trainer.checkpoint_dir(workdir))
+    try:
+        with open(model_info_file(workdir)) as f:
+            step = int(json.load(f)["step"])
+        total = int(read_run(workdir)["total_steps"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if latest is None or step < trainer.checkpoint_step(latest):
+        return None
+    done = {"step": step, "total": total, "rank1": None, "report": None}
+    for protocol in ("single_shot", "standard"):
+        try:
+            with open(eval_prefix(workdir, protocol) + ".json") as f:
+                rank1 = json.load(f)["summary"]["eq7"]["rank"]["1"]["mean"]
+            return {**done, "rank1": rank1, "report": eval_prefix(workdir, protocol) + ".md"}
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+    return done
+
+
+def next_steps(workdir: str, report: str | None) -> list[str]:
+    """Where to look once a run is trained: its report, the Figure 4 panels, its ranked test queries."""
+    return [f"the report: {report}" if report else
+            f"the report: python -m reid_tf.evaluate --workdir={workdir} writes it",
+            f"similarity maps (Figure 4): tensorboard --logdir {os.path.join(workdir, 'tb')} (or make "
+            "tensorboard), tab Images",
+            f"ranked test queries: python -m reid_tf.evaluate --workdir={workdir} --visrank=10 writes "
+            f"{os.path.join(workdir, 'visrank', 'index.html')}"]
+
+
 def main(argv):
     del argv
     opts = options_from_flags()
@@ -540,7 +586,24 @@ def main(argv):
         summary = _run_checked(opts)
     except NonFiniteLossError as e:
         raise UsageError(str(e)) from None  # one line: lower the learning rate or check the data
-    logging.info("done: %s", json.dumps({k: v for k, v in summary.items() if k != "test"}))
+    except RunFinished:
+        done = finished_run(opts.workdir)
+        rank1 = f"test rank-1 {done['rank1']:.1f} %" if done["rank1"] is not None else "not evaluated"
+        budget = f" of {done['total']}: stopped by its time budget, --resume continues it" \
+            if done["step"] < done["total"] else ""
+        logging.info("%s holds a finished run (step %d%s; %s) — %s; its pictures: make tensorboard; another "
+                     "run: make demo WORKDIR=runs/demo2 (or --workdir=NEW)", opts.workdir, done["step"], budget,
+                     rank1, next_steps(opts.workdir, done["report"])[0])
+        return
+    test = summary.get("test")
+    logging.info("done: %s / %s trial %d, step %d in %.1f min%s", summary["dataset"], summary["model"],
+                 summary["trial"], summary["step"], summary["train_minutes"],
+                 f"; test rank-1 {test['summary']['eq7']['rank']['1']['mean']:.1f} %" if test else "")
+    if test:
+        from reid_tf.evaluate import eval_prefix  # lazy: see the imports (a cycle)
+    report = eval_prefix(opts.workdir, test["protocol"]) + ".md" if test else None
+    for i, line in enumerate(next_steps(opts.workdir, report)):
+        logging.info("%s %s", "next:" if i == 0 else "     ", line)
 
 
 if __name__ == "__main__":

@@ -2,18 +2,31 @@
 non-zero status, never a traceback; --help exits 0; a named dataset that is not prepared is an error;
 `make clean` keeps runs/ and `make demo DATASET=...` trains on that dataset; atomic writes."""
 import json
+import logging as std_logging
 import os
+import re
 import subprocess
 import sys
+import types
+from unittest import mock
 
 import pytest
 
-from reid_tf import fileio
+from reid_tf import callbacks, cli, fileio, progress
 from tests import fixtures
 
-COMMANDS = ("reid_tf.train", "reid_tf.evaluate", "experiments.table5", "data_tools.prepare_viper",
-            "data_tools.prepare_cuhk01", "data_tools.prepare_cuhk03", "data_tools.make_synthetic",
-            "experiments.reproduce", "experiments.curve")
+# Every command of the project (a file with a __main__ block; test_every_command_is_listed).
+COMMANDS = ("reid_tf.train", "reid_tf.evaluate", "reid_tf.rank", "reid_tf.export", "experiments.table5",
+            "experiments.reproduce", "experiments.curve", "experiments.market1501", "data_tools.prepare_viper",
+            "data_tools.prepare_cuhk01", "data_tools.prepare_cuhk03", "data_tools.prepare_cuhk03_np",
+            "data_tools.prepare_market1501", "data_tools.prepare_dukemtmcreid", "data_tools.make_synthetic",
+            "benchmarks.bench_scoring", "benchmarks.bench_data", "benchmarks.bench_rank",
+            "benchmarks.bench_large_gallery", "benchmarks.profile_train")
+# Flags a command takes from a shared module (absl's --help lists only the main file's own).
+SHARED_FLAGS = {"data_tools.prepare_market1501": ("--src", "--out"),
+                "data_tools.prepare_dukemtmcreid": ("--src", "--out"),
+                "data_tools.prepare_cuhk03_np": ("--src", "--out", "--kind"),
+                "reid_tf.rank": ("--model", "--query", "--gallery", "--out", "--top")}
 
 
 def run(module, *args, timeout=300):
@@ -23,12 +36,11 @@ def run(module, *args, timeout=300):
 
 
 def assert_one_line_error(proc, *expected):
-    """Non-zero status, no traceback, and one error line (absl "E..." or "error: ...") holding
-    every expected fragment."""
+    """Non-zero status, no traceback, and one error line ("error: ...", reid_tf.cli) holding every
+    expected fragment."""
     assert proc.returncode != 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith(("E1", "E0", "error:"))
-              and "cuda" not in line.lower()]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr[-3000:]
     for fragment in expected:
         assert fragment in errors[0], (fragment, errors[0])
@@ -36,9 +48,143 @@ def assert_one_line_error(proc, *expected):
 
 @pytest.mark.parametrize("module", COMMANDS)
 def test_help_exits_zero(module):
+    """--help: status 0, every flag listed (those of shared modules too), the console switch named,
+    and nothing on stderr (no TensorFlow start-up lines)."""
     proc = run(module, "--help")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "--" in proc.stdout
+    assert "--" in proc.stdout and cli.VERBOSE_ENV in proc.stdout
+    for flag in SHARED_FLAGS.get(module, ()):
+        assert f"  {flag}:" in proc.stdout, (flag, proc.stdout)
+    assert proc.stderr == ""
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_every_command_is_listed():
+    mains = {os.path.relpath(os.path.join(folder, name), fixtures.REPO)[:-3].replace(os.sep, ".")
+             for top in ("reid_tf", "data_tools", "experiments", "benchmarks")
+             for folder, _, files in os.walk(os.path.join(fixtures.REPO, top)) for name in files
+             if name.endswith(".py") and 'if __name__ == "__main__"' in read(os.path.join(folder, name))}
+    assert mains - {"reid_tf.cli"} == set(COMMANDS)
+
+
+def test_a_command_line_absl_cannot_parse_is_one_error_line():
+    proc = run("data_tools.prepare_cuhk03_np", "--kind=both", "--nonsense=1")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr
+    assert "see --help" in proc.stderr
+
+
+# ---- the console ----------------------------------------------------------------------------------
+def test_tensorflow_start_up_is_quiet_unless_asked():
+    """Importing reid_tf before TensorFlow keeps its C++ start-up and runtime lines (oneDNN, CUDA,
+    cuInit, XLA) off stderr; REID_TF_VERBOSE=1 lets them through (the check that the quiet one is
+    not quiet by accident: this TensorFlow always writes its absl::InitializeLog line)."""
+    code = ("import reid_tf, tensorflow as tf; f = tf.function(lambda x: 2 * x, jit_compile=True); "
+            "print(float(f(tf.ones(()))))")
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", cli.VERBOSE_ENV)}
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**env, cli.VERBOSE_ENV: "1"})
+    assert quiet.returncode == loud.returncode == 0 and quiet.stdout == loud.stdout == "2.0\n"
+    assert quiet.stderr == "", quiet.stderr
+    assert "absl::InitializeLog" in loud.stderr, loud.stderr
+
+
+def test_short_log_lines_and_no_tensorflow_info():
+    formatter = cli.ShortFormatter()
+
+    def record(level, msg, path="/x/reid_tf/train.py"):
+        return std_logging.LogRecord("absl", level, path, 1, msg, None, None)
+
+    assert re.fullmatch(r"\d\d:\d\d:\d\d step 3/9", formatter.format(record(std_logging.INFO, "step 3/9")))
+    assert re.fullmatch(r"\d\d:\d\d:\d\d warning: odd", formatter.format(record(std_logging.WARNING, "odd")))
+    assert formatter.format(record(std_logging.ERROR, "bad — do this")) == "error: bad — do this"
+    saver = os.path.join("", "site-packages", "tensorflow", "python", "checkpoint", "functional_saver.py")
+    assert not cli._not_tensorflow_info(record(std_logging.INFO, "Sharding callback duration: 84", saver))
+    assert cli._not_tensorflow_info(record(std_logging.WARNING, "a real one", saver))
+    assert cli._not_tensorflow_info(record(std_logging.INFO, "checkpoint ckpt-20"))
+
+
+def test_first_eta_is_measured_after_the_warm_up():
+    """Tracing (100 s for step 1) and the first checkpoint stay out of the ETA: before the first
+    checkpoint the line says "measuring"; the first ETA is the steady 1 s per step. Measured from
+    the start, it would say (100 + 24) / 25 s per step: 5x too long."""
+    clock = types.SimpleNamespace(now=0.0)
+    step = types.SimpleNamespace(value=0)
+    logger = callbacks.ProgressLogger(total_steps=125, batch_size=4, every_seconds=0.0)
+    logger.set_model(types.SimpleNamespace(optimizer=types.SimpleNamespace(
+        iterations=types.SimpleNamespace(numpy=lambda: step.value))))
+    lines = []
+    with mock.patch.object(callbacks.time, "monotonic", lambda: clock.now), \
+         mock.patch.object(callbacks.logging, "info", lambda fmt, *args: lines.append(fmt % args)):
+        logger.on_train_begin()
+        for n in range(1, 36):
+            clock.now += 100.0 if n == 1 else 1.0
+            step.value = n
+            logger.on_train_batch_end(n - 1, {"loss": 1.0})
+            if n == 25:  # the end of the first checkpoint interval, after its save
+                clock.now += 5.0
+                logger.on_epoch_end(0)
+    etas = [line.rsplit("ETA ", 1)[1] for line in lines]
+    assert etas[:29] == ["measuring…"] * 29  # steps 1–25, then 4 steps too few to measure
+    assert etas[29] == progress.hms(125 - 30)  # step 30: 1 s per step since the checkpoint
+    assert etas[-1] == progress.hms(125 - 35)
+
+
+# ---- a run's workdir: finished, unfinished, and what to do next ----------------------------------
+def fake_run(workdir, step, total, checkpoint_step, rank1=None):
+    """The files train writes that finished_run reads: run.json, model.json, the checkpoint state
+    and eval.json (of the checkpoint, only an index file: what names the newest one)."""
+    os.makedirs(os.path.join(workdir, "checkpoints"))
+    fileio.write_json(os.path.join(workdir, "run.json"), {"total_steps": total})
+    fileio.write_json(os.path.join(workdir, "model.json"), {"step": step, "precise_bn": 0})
+    with open(os.path.join(workdir, "checkpoints", "checkpoint"), "w") as f:
+        f.write(f'model_checkpoint_path: "ckpt-{checkpoint_step}"\n')
+    open(os.path.join(workdir, "checkpoints", f"ckpt-{checkpoint_step}.index"), "w").close()
+    if rank1 is not None:
+        fileio.write_json(os.path.join(workdir, "eval.json"), {"summary": {"eq7": {"rank": {"1": {"mean": rank1}}}}})
+
+
+def test_training_a_finished_workdir_again_says_so_in_one_line_and_exits_0(tmp_path):
+    """make demo a second time: before, an error asking for a --resume that make demo does not take."""
+    workdir = str(tmp_path / "demo")
+    fake_run(workdir, 465, 465, 465, rank1=42.25)
+    proc = run("reid_tf.train", f"--workdir={workdir}", f"--data_dir={tmp_path / 'data'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = proc.stderr.splitlines()
+    for fragment in ("finished run", "step 465", "test rank-1 42.2 %", os.path.join(workdir, "eval.md"),
+                     "make tensorboard", "make demo WORKDIR=runs/demo2"):
+        assert fragment in line, (fragment, line)
+
+
+def test_an_unfinished_workdir_names_the_make_variables(tmp_path):
+    from reid_tf import train
+
+    stopped = str(tmp_path / "stopped")  # model.json of an earlier finish, then resumed and interrupted
+    fake_run(stopped, 400, 465, 450)
+    assert train.finished_run(stopped) is None
+    opts = train.TrainOptions(workdir=stopped)
+    with pytest.raises(FileExistsError, match="--resume.*DEMO_FLAGS=--resume.*WORKDIR="):
+        train._previous_settings(opts, has_checkpoint=True)
+    budget = str(tmp_path / "budget")  # stopped by its time budget: finished, and --resume continues it
+    fake_run(budget, 300, 465, 300, rank1=30.0)
+    assert train.finished_run(budget) == {"step": 300, "total": 465, "rank1": 30.0,
+                                          "report": os.path.join(budget, "eval.md")}
+
+
+def test_next_steps_name_the_report_the_figures_and_a_ranking_command_that_exists():
+    from reid_tf import train
+
+    report, figures, ranking = train.next_steps("runs/demo", "runs/demo/eval.md")
+    assert "runs/demo/eval.md" in report and "tensorboard --logdir runs/demo/tb" in figures
+    command = ranking.split(": ", 1)[1].split(" writes ")[0].split()
+    assert command[:3] == ["python", "-m", "reid_tf.evaluate"] and "runs/demo/visrank/index.html" in ranking
+    proc = run(command[2], "--help")  # every flag it passes is one the command takes
+    for arg in command[3:]:
+        assert f"  {arg.split('=')[0]}:" in proc.stdout, arg
 
 
 @pytest.fixture(scope="module")

@@ -118,5 +118,5 @@ def test_export_bad_input_one_line(exported, tmp_path):
                          ([f"--model={root / 'model.keras'}", f"--out={root / 'saved'}"], "not empty")):
         proc = run_export(*args)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-        errors = [line for line in proc.stderr.splitlines() if line.startswith("E") and "export.py" in line]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and needle in errors[0], proc.stderr[-3000:]

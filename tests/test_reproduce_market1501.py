@@ -50,6 +50,6 @@ def test_unprepared_dataset_fails_in_one_line(tmp_path):
     cmd = [sys.executable, "-m", "experiments.market1501", f"--data_dir={tmp_path}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=fixtures.REPO)
     assert proc.returncode == 1
-    errors = [l for l in proc.stderr.splitlines() if l.startswith("E")]
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and "market1501 is not prepared; run: python -m data_tools.prepare_market1501" in errors[0]
     assert "Traceback" not in proc.stderr

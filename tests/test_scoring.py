@@ -124,7 +124,9 @@ def randomise(model):
                     "logits": (head, head_inputs(fa, fb, structure(model).levels))}
     for name, (part, calibration) in calibrations.items():
         dense = part.get_layer(name)
-        inputs = keras.Model(part.inputs, dense._inbound_nodes[0].input_tensors[0])(calibration, training=False)
+        # part.input: the structure the part declares (a tensor, a dict); part.inputs is a flat list,
+        # and a model declared with it warns when called with that structure.
+        inputs = keras.Model(part.input, dense._inbound_nodes[0].input_tensors[0])(calibration, training=False)
         mean = np.asarray(inputs).mean(axis=0) @ dense.kernel.numpy()  # (units,)
         if name == "logits":
             mean = mean - mean.mean()  # only the difference of the two logits matters

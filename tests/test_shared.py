@@ -144,7 +144,7 @@ def test_shared_training_runs_and_learns_a_step(records):
     model = trainer.PairTrainer(build_model("l2"))
     model.compile(optimizer=trainer.make_optimizer(), jit_compile=False)
     before = [v.numpy().copy() for v in model.trainable_variables]
-    hist = model.fit(pairs.make_shared_dataset(records, 18, 2, CROPS), steps_per_epoch=2, epochs=1, verbose=0)
+    hist = model.fit(pairs.make_shared_dataset(records, 18, 2, CROPS), steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
     assert np.isfinite(hist.history["loss"][-1])
     assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
 
@@ -168,7 +168,7 @@ def test_keep_every_keeps_the_curve_checkpoints_the_rolling_ones_drop(records, t
             weights[int(self.model.optimizer.iterations.numpy())] = self.model.network.get_weights()[0].copy()
 
     callback = callbacks.StepCheckpoint(manager, 2, 8, keep_every=3)
-    model.fit(pairs.make_shared_dataset(records, 18, 2, CROPS), steps_per_epoch=2, epochs=4, verbose=0,
+    model.fit(pairs.make_shared_dataset(records, 18, 2, CROPS), steps_per_epoch=2, epochs=4, verbose=0, shuffle=False,
               callbacks=[callback, Record_()])
     rolling = sorted(trainer.checkpoint_step(p) for p in manager.checkpoints)
     assert rolling == [4, 6, 8]
@@ -194,7 +194,7 @@ def test_checkpoints_of_a_run_resumed_off_the_interval_are_not_called_stopped(re
     model.compile(optimizer=trainer.make_optimizer(), jit_compile=False)
     model.optimizer.iterations.assign(1)
     manager = trainer.checkpoint_manager(model, str(tmp_path / "checkpoints"))
-    model.fit(pairs.make_shared_dataset(records, 18, 2, CROPS), steps_per_epoch=2, epochs=2, verbose=0,
+    model.fit(pairs.make_shared_dataset(records, 18, 2, CROPS), steps_per_epoch=2, epochs=2, verbose=0, shuffle=False,
               callbacks=[callbacks.StepCheckpoint(manager, 2, 5)])
     saved = [m for m in caplog.messages if m.startswith("checkpoint ")]
     assert [m.rsplit("ckpt-", 1)[1] for m in saved] == ["3 (interval 1)", "5 (training stopped)"], saved

@@ -21,6 +21,11 @@ TINY = ["--synthetic_identities=24", "--batch_size=6", "--checkpoint_every=2", "
         "--nofigures"]
 
 
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
 def train_cmd(data_dir, workdir, *extra):
     return [sys.executable, "-m", "reid_tf.train", f"--data_dir={data_dir}", f"--workdir={workdir}",
             *TINY, *extra]
@@ -458,17 +463,17 @@ def test_curve_evaluates_every_checkpoint_under_both_protocols(reference_run, tm
     assert f"--checkpoints {elsewhere} is not inside --workdir" in foreign.stderr and not os.path.exists(out + "3.json")
     # the same workdir started afresh (a new machine, say) is another run: its checkpoints are never
     # added to the curve of the first, whose points stay as they were
-    assert body["run"]["run_id"] == json.load(open(os.path.join(workdir, "run.json")))["run_id"]
+    assert body["run"]["run_id"] == json.loads(read(os.path.join(workdir, "run.json")))["run_id"]
     restarted = str(tmp_path / "restarted")
     shutil.copytree(workdir, restarted)
-    record = json.load(open(os.path.join(restarted, "run.json")))
+    record = json.loads(read(os.path.join(restarted, "run.json")))
     with open(os.path.join(restarted, "run.json"), "w") as f:
         json.dump({**record, "run_id": "0123456789abcdef"}, f)
-    before = open(out + ".json").read()
+    before = read(out + ".json")
     other = subprocess.run([sys.executable, "-m", "experiments.curve", f"--workdir={restarted}", f"--out={out}"],
                            capture_output=True, text=True, timeout=600)
     assert other.returncode != 0 and "Traceback" not in other.stderr
-    assert "holds points of another run" in other.stderr and open(out + ".json").read() == before
+    assert "holds points of another run" in other.stderr and read(out + ".json") == before
 
 
 def bn_statistics(network):
@@ -495,7 +500,7 @@ def test_train_precise_bn_rewrites_the_final_network_not_the_checkpoints(referen
         assert json.load(f) == {"step": 6, "precise_bn": 2}
     with open(os.path.join(workdir, "eval.json")) as f:
         assert json.load(f)["precise_bn"] == 2
-    assert "BN statistics re-estimated over 2 training batches" in open(os.path.join(workdir, "eval.md")).read()
+    assert "BN statistics re-estimated over 2 training batches" in read(os.path.join(workdir, "eval.md"))
     got = bn_statistics(load_network(os.path.join(workdir, "model.keras")))
 
     opts = TrainOptions.load(workdir)  # the same statistics computed here from the checkpoint
@@ -587,7 +592,7 @@ def test_curve_with_precise_bn_re_estimates_the_statistics_and_stays_out_of_the_
     with open(out + ".json") as f:
         body = json.load(f)
     assert body["run"]["precise_bn"] == 2 and [p["step"] for p in body["points"]] == [6]
-    assert "BN statistics re-estimated over 2 training batches" in open(out + ".md").read()
+    assert "BN statistics re-estimated over 2 training batches" in read(out + ".md")
     with open(os.path.join(workdir, "eval.json")) as f:  # the same weights evaluated as trained
         as_trained = json.load(f)["summary"]["eq7"]["map"]["mean"]
     assert body["points"][0]["results"]["single_shot"]["map"] != pytest.approx(as_trained)
