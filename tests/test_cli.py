@@ -21,7 +21,8 @@ COMMANDS = ("reid_tf.train", "reid_tf.evaluate", "reid_tf.rank", "reid_tf.export
             "data_tools.prepare_cuhk01", "data_tools.prepare_cuhk03", "data_tools.prepare_cuhk03_np",
             "data_tools.prepare_market1501", "data_tools.prepare_dukemtmcreid", "data_tools.make_synthetic",
             "benchmarks.bench_scoring", "benchmarks.bench_data", "benchmarks.bench_rank",
-            "benchmarks.bench_large_gallery", "benchmarks.profile_train")
+            "benchmarks.bench_large_gallery", "benchmarks.profile_train", "experiments.make_card",
+            "experiments.check_results")
 # Flags a command takes from a shared module (absl's --help lists only the main file's own).
 SHARED_FLAGS = {"data_tools.prepare_market1501": ("--src", "--out"),
                 "data_tools.prepare_dukemtmcreid": ("--src", "--out"),

@@ -42,6 +42,7 @@ KNOWN_RECIPE_BRANCHES = [
 # (file, source line) of string operations on a `.name` that is no layer's, weight's or op's:
 NOT_LAYER_NAMES = [
     ("experiments/common.py", 'if info.name.startswith(f"table{table}_"):'),  # a module's name
+    ("reid_tf/provenance.py", 'argv = ["python", "-m", spec.name.removesuffix(".__main__"), *argv[1:]]'),  # a module's name
     ("benchmarks/profile_train.py", 'if not plane.name.startswith("/host:"):'),  # a profiler plane
 ]
 # (file, source line) of string operations on a layer's or a tensor's name outside model.py:
