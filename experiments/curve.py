@@ -169,8 +169,8 @@ def read_curve(path: str) -> dict:
                                                  for p in body["points"]):
             raise ValueError("not a curve: a JSON object with a list of points expected")
     except (ValueError, KeyError, TypeError) as e:
-        raise cli.UsageError(f"{path} is damaged ({str(e).splitlines()[0][:160]}); restore it (git checkout "
-                             f"{path}) or move it away to compute the curve again") from None
+        raise cli.UsageError(f"{path} is damaged ({str(e).splitlines()[0][:160]}); restore it (from git, if it "
+                             "is committed) or move it away to compute the curve again") from None
     return body
 
 

@@ -10,6 +10,7 @@ curve and mAP are written as JSON and as a markdown table.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -23,7 +24,7 @@ from reid_tf.cli import UsageError
 from reid_tf.history import read_history
 from reid_tf.images import load_images
 from reid_tf.rank import visrank_trial
-from reid_tf.train import TrainOptions, model_precise_bn, read_run, run_dataset, run_setting
+from reid_tf.train import TrainOptions, check_run_data, model_precise_bn, read_run, run_dataset, run_setting
 
 # The modules that load TensorFlow (model, scoring, shortlist, trainer) are imported inside the
 # functions that need them: --help, a usage error and reid_tf.train's import of this module (before
@@ -260,6 +261,15 @@ def _evaluated(workdir: str, repeats: int, protocol: str = "single_shot") -> dic
     return body if ok else None
 
 
+def check_data_if_present(workdir: str) -> None:
+    """When the data the run in `workdir` names is there, it must be what the run trained on
+    (train.check_run_data); absent data is left to what needs it (a reused eval.json does not)."""
+    record = read_run(workdir)
+    run = dataclasses.replace(TrainOptions.from_record(record), workdir=workdir)
+    if os.path.isfile(os.path.join(datasets.dataset_dir(run.dataset, run.data_dir), datasets.MANIFEST)):
+        check_run_data(record, run)
+
+
 # What a mean over trials must share: one dataset, preset, recipe and protocol (a mean over others
 # would describe none of them); and each trial counted once.
 SHARED_BY_TRIALS = ("dataset", "model", "recipe")
@@ -306,6 +316,8 @@ def evaluate_workdirs(workdirs: list[str], out_prefix: str, repeats: int = 1, re
         return "standard" if standard else protocol
 
     check_trials(workdirs, protocol)  # before any evaluation
+    for w in workdirs:  # a reused evaluation too: data that is no longer the run's is said, not hidden
+        check_data_if_present(w)
     bodies = [(reuse and _evaluated(w, repeats, protocol_of(w)))
               or evaluate_workdir(w, repeats=repeats, protocol=protocol, shortlist=shortlist)
               for w in workdirs]

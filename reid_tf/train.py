@@ -402,7 +402,7 @@ def run(opts: TrainOptions) -> dict:
 
 def _run_checked(opts: TrainOptions) -> dict:
     with lock_workdir(opts.workdir):
-        return _run_locked(opts)
+        return _run_prepared(*_prepare(opts))
 
 
 def _held_results(workdir: str) -> list[str]:
@@ -464,12 +464,17 @@ def _resolve(opts: TrainOptions) -> tuple[TrainOptions, dict | None]:
     return resolved, previous
 
 
-def _run_locked(opts: TrainOptions) -> dict:
+def _prepare(opts: TrainOptions) -> tuple[TrainOptions, dict | None, datasets.Dataset]:
+    """What a run needs before TensorFlow loads (_resolve), and its dataset (the synthetic one
+    generated if missing), checked to be the data a resumed run began on. Hold the workdir's lock."""
     opts, previous = _resolve(opts)
     dataset = resolve_dataset(opts)
     if previous is not None:
-        check_run_data(previous, opts)  # the data a resumed run continues on is the data it began on
+        check_run_data(previous, opts)
+    return opts, previous, dataset
 
+
+def _run_prepared(opts: TrainOptions, previous: dict | None, dataset: datasets.Dataset) -> dict:
     import keras  # lazy, as the other imports here: see the imports
 
     from reid_tf import pairs, trainer
@@ -662,14 +667,17 @@ def main(argv):
     opts.check()  # before TensorFlow loads (split_cpu loads it): a bad value fails at once
     if FLAGS.threads < 0:
         raise UsageError(f"--threads={FLAGS.threads}: must be >= 0 (0: TensorFlow's default)")
-    with lock_workdir(opts.workdir):  # before TensorFlow loads: a busy workdir is refused at once
+    # The lock and what the workdir holds are checked before TensorFlow loads: a busy workdir or a
+    # refused --resume fail at once, not after seconds of start-up.
+    with lock_workdir(opts.workdir):
+        prepared = _prepare(opts)
         from reid_tf.callbacks import NonFiniteLossError  # lazy: see the imports
         if FLAGS.threads:
             set_threads(FLAGS.threads)
         if FLAGS.cpu_devices:
             split_cpu(FLAGS.cpu_devices)
         try:
-            summary = _run_locked(opts)
+            summary = _run_prepared(*prepared)
         except NonFiniteLossError as e:
             raise UsageError(str(e)) from None  # one line: lower the learning rate or check the data
     logging.info("done: %s", json.dumps({k: v for k, v in summary.items() if k != "test"}))

@@ -162,16 +162,11 @@ def test_the_same_workdir_or_run_twice_is_not_two_trials(tmp_path):
 
 
 # ------------------------------------------------------------------------------- 3. curves
-def test_a_curve_has_one_writer_merges_protocols_and_sets_damaged_checkpoints_aside(copy_of, tmp_path):
-    """Before: two curves on one --out, the last writer won; another --protocols added nothing; a
-    truncated kept checkpoint stopped the curve for ever (IndexError)."""
-    work = copy_of()
-    kept = os.path.join(work, "checkpoints", "kept")
-    data = os.path.join(kept, "ckpt-2.data-00000-of-00001")
-    with open(data, "r+b") as f:
-        f.truncate(os.path.getsize(data) // 2)
+def test_a_second_curve_on_one_out_is_refused(finished_run, tmp_path):
+    """Before: two curves on one --out, the last writer won (one kept only the xcorr points)."""
+    work = finished_run.workdir
     out = str(tmp_path / "results" / "curve")
-    args = [f"--workdir={work}", f"--checkpoints={kept}", f"--out={out}"]
+    args = [f"--workdir={work}", f"--checkpoints={work}/checkpoints/kept", f"--out={out}"]
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from reid_tf import workdir; "
                                "lock = workdir.lock_file(sys.argv[1], '--out'); print('locked', flush=True); "
                                "time.sleep(600)", out + ".json"], stdout=subprocess.PIPE, text=True,
@@ -183,6 +178,19 @@ def test_a_curve_has_one_writer_merges_protocols_and_sets_damaged_checkpoints_as
     finally:
         holder.kill()
         holder.wait()
+    assert not os.path.exists(out + ".json")
+
+
+def test_a_curve_merges_protocols_and_sets_damaged_checkpoints_aside(copy_of, tmp_path):
+    """Before: another --protocols added nothing; a truncated kept checkpoint stopped the curve for
+    ever (IndexError)."""
+    work = copy_of()
+    kept = os.path.join(work, "checkpoints", "kept")
+    data = os.path.join(kept, "ckpt-2.data-00000-of-00001")
+    with open(data, "r+b") as f:
+        f.truncate(os.path.getsize(data) // 2)
+    out = str(tmp_path / "results" / "curve")
+    args = [f"--workdir={work}", f"--checkpoints={kept}", f"--out={out}"]
     proc = command("experiments.curve", *args, "--protocols=single_shot")
     assert "ckpt-2 is damaged" in proc.stderr and "curve goes on" in proc.stderr
     assert sorted(os.listdir(os.path.join(kept, "damaged", "ckpt-2"))) == ["ckpt-2.data-00000-of-00001",
@@ -253,14 +261,15 @@ def test_a_link_loop_in_a_gallery_adds_no_image(tmp_path):
     for name in ("0001_0.png", "0002_0.png", "sub/0003_0.png"):
         (gallery / name).write_bytes(b"image")
     os.symlink(".", gallery / "again")
-    os.symlink("..", gallery / "sub" / "up")
     os.symlink("0001_0.png", gallery / "same.png")  # one file under two names: one entry
     found = rank.find_images(str(gallery))
     assert [os.path.relpath(p, gallery) for p in found] == ["0001_0.png", "0002_0.png", "sub/0003_0.png"]
-    elsewhere = tmp_path / "linked"  # from sub/, the link up leads to a folder not searched yet: followed
-    os.symlink(gallery / "sub", elsewhere)
-    assert [os.path.relpath(p, elsewhere) for p in rank.find_images(str(elsewhere))] == [
-        "0003_0.png", "up/0001_0.png", "up/0002_0.png"]
+    (tmp_path / "other").mkdir()  # a link to a folder not searched yet is followed
+    (tmp_path / "other" / "0004_0.png").write_bytes(b"image")
+    os.symlink("../../other", gallery / "sub" / "ext")
+    found = rank.find_images(str(gallery))
+    assert [os.path.relpath(p, gallery) for p in found] == ["0001_0.png", "0002_0.png", "sub/0003_0.png",
+                                                           "sub/ext/0004_0.png"]
 
 
 # -------------------------------------------------- 6. a failed preparation keeps the good one
