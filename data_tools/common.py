@@ -2,6 +2,11 @@
 
 Every problem with the input data raises `DatasetError` with a one-line message that names the
 file or folder and says what is wrong; `run_cli` turns it into a non-zero exit without traceback.
+
+A re-run never loses a good preparation to a bad one: an --out holding another dataset's manifest
+is refused before anything is read (`claim_output`), and the manifest of a preparation that
+references the original images is replaced (atomically) only after every image has been decoded
+(`finish_referenced`), so a re-run that fails leaves the old manifest as it was.
 """
 from __future__ import annotations
 
@@ -65,13 +70,37 @@ def verify_images(paths: Iterable[str]) -> None:
             pass
 
 
+def claim_output(out_dir: str, dataset: str) -> None:
+    """Refuse an `out_dir` whose manifest is another dataset's (preparing CUHK01 into VIPeR's folder
+    would replace it without a word); DatasetError naming both. A damaged manifest is not refused:
+    it is the output of an interrupted preparation, replaced at the end."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise DatasetError(f"--out={out_dir} is a file, not a folder")
+    try:
+        held = datasets.read_manifest(out_dir).get("dataset")
+    except (OSError, ValueError):
+        return
+    if held != dataset:
+        raise DatasetError(f"--out={out_dir} holds the prepared dataset {held!r} (its manifest.json); prepare "
+                           f"{dataset} into another folder (e.g. {os.path.join(os.path.dirname(out_dir.rstrip(os.sep)), dataset)}), "
+                           f"or delete {os.path.join(out_dir, datasets.MANIFEST)} if {held} is no longer wanted there")
+
+
 def start_output(out_dir: str) -> None:
     """Create `out_dir` and delete any old manifest and temp files first, so that a re-run that is
-    interrupted leaves a folder that does not load (the manifest is what marks completeness)."""
+    interrupted leaves a folder that does not load (the manifest is what marks completeness). For
+    a preparation that rewrites the images the manifest lists (CUHK03's extraction)."""
     os.makedirs(out_dir, exist_ok=True)
-    for stale in [os.path.join(out_dir, datasets.MANIFEST), *glob.glob(os.path.join(out_dir, ".*.tmp"))]:
-        if os.path.exists(stale):
-            os.remove(stale)
+    remove_temp_files(out_dir)
+    manifest = os.path.join(out_dir, datasets.MANIFEST)
+    if os.path.exists(manifest):
+        os.remove(manifest)
+
+
+def remove_temp_files(out_dir: str) -> None:
+    """Delete the hidden temporary files (reid_tf.fileio) an interrupted write left in out_dir."""
+    for stale in glob.glob(os.path.join(glob.escape(out_dir), ".*.tmp")):
+        os.remove(stale)
 
 
 def write_png(image: np.ndarray, path: str) -> None:
@@ -105,11 +134,14 @@ def finish(out_dir: str, dataset: str, records: list[dict], **extra) -> dict:
 
 
 def finish_referenced(out_dir: str, dataset: str, records: list[dict], **extra) -> dict:
-    """`finish` for preparations whose manifest references the original images: clear the old
-    output, decode every image (listed in `records` and in any list of records in `extra`), finish."""
-    start_output(out_dir)
+    """`finish` for preparations whose manifest references the original images: decode every image
+    (listed in `records` and in any list of records in `extra`), and only then replace the manifest
+    (atomically: the old one stays until the new one is complete)."""
+    claim_output(out_dir, dataset)
     lists = [records, *(v for v in extra.values() if isinstance(v, list) and v and isinstance(v[0], dict))]
     verify_images(r["path"] for rs in lists for r in rs)
+    os.makedirs(out_dir, exist_ok=True)
+    remove_temp_files(out_dir)
     return finish(out_dir, dataset, records, **extra)
 
 

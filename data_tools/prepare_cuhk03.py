@@ -156,6 +156,8 @@ def read_testsets(f: h5py.File) -> list[list[int]]:
 def prepare(mat: str, out: str) -> dict:
     """Extract detected and labeled images of `mat` into out/detected, out/labeled; returns counts."""
     summary = {}
+    for kind in ("detected", "labeled"):  # before anything is read or written
+        common.claim_output(os.path.join(out, kind), f"cuhk03_{kind}")
     with open_mat(mat) as f:
         testsets = read_testsets(f)
         logging.info("%s: %d testsets of %s identities", mat, len(testsets),

@@ -8,8 +8,12 @@ Each checkpoint (ckpt-<step>) whose step is a multiple of --every, or the last o
 the run's preset and evaluated on the run's test split (reid_tf.evaluate.evaluate_network);
 --checkpoints must be inside --workdir, so that no other run's weights meet this run's test split. The
 points are added to OUT.json (finished points are kept, so the command can be rerun as a run goes
-on), and OUT.md (a table) and OUT.png (rank-1 against pairs seen, one line per protocol) are
-rewritten. Commit these small files under results/ so the curve survives a change of machine.
+on; a rerun with other --protocols adds the protocols a point lacks), and OUT.md (a table) and
+OUT.png (rank-1 against pairs seen, one line per protocol) are rewritten. Commit these small files
+under results/ so the curve survives a change of machine. One curve has one writer at a time (a lock
+beside OUT.json: a second command on the same --out is refused, naming the first one's pid). A
+checkpoint that does not restore (truncated, damaged) is set aside in its folder's damaged/ with a
+warning, as training does, and the curve goes on; a curve with no point at all is an error.
 
 With --follow it runs beside a training (start both, the curve niced) and evaluates each checkpoint
 as it appears, until the training that holds the workdir ends (reid_tf.workdir.holder); then it
@@ -20,10 +24,8 @@ evaluates what is left, the last checkpoint included, and exits:
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
-import re
 import time
 
 import tensorflow as tf
@@ -33,7 +35,7 @@ from experiments import plots
 from reid_tf import cli, datasets, evaluate, fileio, pairs, provenance, trainer, workdir
 from reid_tf import precise_bn as precise_bn_lib
 from reid_tf.model import build_model
-from reid_tf.train import TrainOptions, read_run, run_setting, training_data
+from reid_tf.train import TrainOptions, read_run, run_dataset, run_setting, training_data
 
 FLAGS = flags.FLAGS
 COLOURS = {"single_shot": (31, 119, 180), "xcorr": (214, 39, 40)}
@@ -46,18 +48,29 @@ def pairs_per_step(run: TrainOptions, records) -> int:
     return run.batch_size
 
 
-def checkpoint_steps(directory: str) -> list[int]:
-    found = {int(m.group(1)) for p in glob.glob(os.path.join(directory, "ckpt-*.index"))
-             if (m := re.search(r"ckpt-(\d+)\.index$", p))}
-    return sorted(found)
+checkpoint_steps = workdir.checkpoint_steps
+
+
+class DamagedCheckpoint(Exception):
+    """A checkpoint that does not restore into the run's network (truncated, damaged, missing shard)."""
+
+
+def restored_network(run: TrainOptions, path: str):
+    """The run's network with the weights of checkpoint `path`; DamagedCheckpoint if they do not restore."""
+    network = build_model(run.model)
+    try:
+        tf.train.Checkpoint(model=network).restore(path).expect_partial().assert_existing_objects_matched()
+    except Exception as e:  # noqa: BLE001  (DataLossError, IndexError, NotFoundError, AssertionError, ...)
+        raise DamagedCheckpoint(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
+    return network
 
 
 def evaluate_checkpoint(run: TrainOptions, path: str, dataset, test_ids, protocols, precise_bn: int = 0,
                         train_records=None) -> dict:
     """Test CMC and mAP of checkpoint `path` under each protocol; with precise_bn = N > 0, on BN
-    statistics re-estimated over the N training batches the run would train on next (reid_tf.precise_bn)."""
-    network = build_model(run.model)
-    tf.train.Checkpoint(model=network).restore(path).expect_partial()
+    statistics re-estimated over the N training batches the run would train on next (reid_tf.precise_bn).
+    DamagedCheckpoint when its weights do not restore."""
+    network = restored_network(run, path)
     if precise_bn:
         step = trainer.checkpoint_step(path)
         batches = training_data(run, train_records, dataset.spec.crops_per_image, step)
@@ -127,17 +140,45 @@ def main(argv):
     if not inside:  # another run's weights would be tested on this run's split, which it may have trained on
         raise cli.UsageError(f"--checkpoints {directory} is not inside --workdir {FLAGS.workdir}: a curve "
                              "evaluates a run's own checkpoints on that run's test split; give the run's workdir")
+    if not os.path.isdir(directory):
+        raise cli.UsageError(f"--checkpoints {directory}: no such folder; give the folder of the run's checkpoints "
+                             "(WORKDIR/checkpoints, or WORKDIR/checkpoints/kept for a run with --keep_every)")
     run = read_run(FLAGS.workdir)
-    options = TrainOptions.from_record(run)
-    dataset = options.load_dataset()
-    split = options.split(dataset)
-    train_records = datasets.records_of(dataset, split.train)
-    per_step = pairs_per_step(options, train_records)
+    options, dataset = run_dataset(FLAGS.workdir)  # refuses data that is not what the run trained on
     out_json = FLAGS.out + ".json"
-    body = {"points": []}
-    if os.path.isfile(out_json):
-        with open(out_json) as f:
+    with workdir.lock_file(out_json, "--out"):  # one writer: read, add points, write
+        body = read_curve(out_json)
+        check_same_curve(body, run, out_json)
+        body["run"] = run_record(run)
+        record = provenance.start(run_id=run.get("run_id"), gallery_seed=options.seed, steps=[])
+        follow_and_evaluate(body, directory, options, dataset, record)
+    if not body["points"]:
+        steps = checkpoint_steps(directory)
+        raise cli.UsageError(f"{directory}: no checkpoint gave a point of the curve (checkpoints found: "
+                             f"{', '.join(f'ckpt-{s}' for s in steps) or 'none'}); nothing written to {out_json}. "
+                             "Give the folder that holds the run's checkpoints (train with --keep_every to keep "
+                             "them), or wait for the run to write some")
+    print(markdown(body))
+
+
+def read_curve(path: str) -> dict:
+    """The curve file's body ({"points": []} when there is none); a damaged one is an error naming it."""
+    if not os.path.isfile(path):
+        return {"points": []}
+    try:
+        with open(path) as f:
             body = json.load(f)
+        if not isinstance(body, dict) or not all(isinstance(p["results"], dict) and isinstance(p["step"], int)
+                                                 for p in body["points"]):
+            raise ValueError("not a curve: a JSON object with a list of points expected")
+    except (ValueError, KeyError, TypeError) as e:
+        raise cli.UsageError(f"{path} is damaged ({str(e).splitlines()[0][:160]}); restore it (from git, if it "
+                             "is committed) or move it away to compute the curve again") from None
+    return body
+
+
+def check_same_curve(body: dict, run: dict, out_json: str) -> None:
+    """A curve holds the points of one run evaluated one way: refuse adding to another's."""
     if body["points"] and body.get("run", {}).get("precise_bn", 0) != FLAGS.precise_bn:
         raise cli.UsageError(f"{out_json} holds points with --precise_bn={body['run'].get('precise_bn', 0)}, "
                              f"not {FLAGS.precise_bn}: one curve, one way of evaluating; give another --out")
@@ -145,49 +186,85 @@ def main(argv):
         raise cli.UsageError(f"{out_json} holds points of another run than {FLAGS.workdir}'s (run_id "
                              f"{body['run'].get('run_id')}, now {run.get('run_id')}; the workdir was started "
                              "afresh): one curve, one run; give another --out, or another --trial")
-    body["run"] = {k: run_setting(run, k) for k in ("dataset", "model", "trial", "seed", "batch_size", "recipe",
-                                                    "pairing", "shared_images_per_camera", "steps_per_epoch",
-                                                    "total_steps", "learning_rate", "val_identities",
-                                                    "test_identities", "init_from")}
-    body["run"]["precise_bn"] = FLAGS.precise_bn
-    body["run"]["run_id"] = run.get("run_id")
-    record = provenance.start(run_id=run.get("run_id"), gallery_seed=options.seed, steps=[])
+
+
+def run_record(run: dict) -> dict:
+    """The settings of the run a curve file records."""
+    record = {k: run_setting(run, k) for k in ("dataset", "model", "trial", "seed", "batch_size", "recipe",
+                                               "pairing", "shared_images_per_camera", "steps_per_epoch",
+                                               "total_steps", "learning_rate", "val_identities",
+                                               "test_identities", "init_from")}
+    record["precise_bn"] = FLAGS.precise_bn
+    record["run_id"] = run.get("run_id")
+    return record
+
+
+def write_curve(body: dict) -> None:
+    os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
+    fileio.write_json(FLAGS.out + ".json", body)
+    fileio.write_text(FLAGS.out + ".md", markdown(body))
+    plot(body, FLAGS.out + ".png", paper_rank1=FLAGS.paper_rank1)
+
+
+def set_aside(directory: str, path: str, error: str, noted: set) -> None:
+    """A checkpoint that does not restore: moved to directory/damaged/ with a warning, as training
+    does; while a training holds the workdir it is only skipped (warned once), the training's own."""
+    if workdir.holder(FLAGS.workdir) is not None:
+        if path not in noted:
+            logging.warning("%s does not restore (%s); skipped while the training runs", path, error)
+            noted.add(path)
+        return
+    logging.warning("%s is damaged (%s); moved to %s, and the curve goes on without it", path, error,
+                    trainer.set_aside_damaged(directory, path))
+
+
+def follow_and_evaluate(body: dict, directory: str, options: TrainOptions, dataset, record: dict) -> None:
+    """Add to `body` (writing the files after each point) a point per checkpoint of `directory` that
+    the curve lacks, and the protocols of --protocols an existing point lacks. With --follow, each
+    checkpoint as the training holding the workdir writes it, until that training ends; then one last
+    pass, for the checkpoint it saves on its way out. Each point names the invocation (`record`,
+    reid_tf.provenance) that evaluated it last."""
+    split = options.split(dataset)
+    train_records = datasets.records_of(dataset, split.train)
+    per_step = pairs_per_step(options, train_records)
+    noted: set = set()
 
     def evaluate_new(final: bool) -> None:
-        """Evaluate the checkpoints not in the curve yet; the newest is skipped while the run may still
-        be publishing it (it is retried at the next poll), except in the final pass."""
-        done = {p["step"] for p in body["points"]}
+        """The newest checkpoint is skipped while the run may still be publishing it (it is retried at
+        the next poll), except in the final pass."""
+        points = {p["step"]: p for p in body["points"]}
         steps = checkpoint_steps(directory)
         for step in steps:
-            if step in done or (step % FLAGS.every and not (final and step == steps[-1])):
+            point = points.get(step)
+            todo = [p for p in FLAGS.protocols if point is None or p not in point["results"]]
+            if not todo or (point is None and step % FLAGS.every and not (final and step == steps[-1])):
                 continue  # while following, the newest rolling checkpoint is not a point of the curve
+            path = os.path.join(directory, f"ckpt-{step}")
             try:
-                results = evaluate_checkpoint(options, os.path.join(directory, f"ckpt-{step}"), dataset,
-                                              split.test, FLAGS.protocols, FLAGS.precise_bn, train_records)
-            except (tf.errors.OpError, ValueError) as e:
-                if final or step != steps[-1]:
-                    raise
-                logging.info("ckpt-%d not readable yet (%s); retrying at the next poll", step, type(e).__name__)
+                results = evaluate_checkpoint(options, path, dataset, split.test, todo, FLAGS.precise_bn,
+                                              train_records)
+            except DamagedCheckpoint as e:
+                if not final and step == steps[-1]:
+                    logging.info("ckpt-%d not readable yet (%s); retrying at the next poll", step, e)
+                else:
+                    set_aside(directory, path, str(e), noted)
                 continue
-            point = {"step": step, "epochs": step / run["steps_per_epoch"], "pairs_seen": step * per_step,
-                     "results": results}
+            if point is None:
+                point = {"step": step, "epochs": step / body["run"]["steps_per_epoch"],
+                         "pairs_seen": step * per_step, "results": results}
+                body["points"].append(point)
+                body["points"].sort(key=lambda p: p["step"])
+            else:
+                point["results"].update(results)
             provenance.add_point(body, record, point)
-            body["points"].append(point)
-            body["points"].sort(key=lambda p: p["step"])
-            os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
-            fileio.write_json(out_json, body)
-            fileio.write_text(FLAGS.out + ".md", markdown(body))
-            plot(body, FLAGS.out + ".png", paper_rank1=FLAGS.paper_rank1)
+            write_curve(body)
 
-    # --follow: evaluate each checkpoint as the run writes it, until the training holding the workdir
-    # ends; then one last pass, for the checkpoint it saves on its way out.
     while FLAGS.follow and (pid := workdir.holder(FLAGS.workdir)) is not None:
         evaluate_new(final=False)
         logging.log_every_n_seconds(logging.INFO, "following the training of pid %d; next poll in %d s",
                                     600, pid, FLAGS.poll_seconds)
         time.sleep(FLAGS.poll_seconds)
     evaluate_new(final=True)
-    print(markdown(body))
 
 
 if __name__ == "__main__":

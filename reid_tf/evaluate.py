@@ -10,9 +10,11 @@ curve and mAP are written as JSON and as a markdown table.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
+import zipfile
 
 import numpy as np
 from absl import flags, logging
@@ -22,7 +24,7 @@ from reid_tf.cli import UsageError
 from reid_tf.history import read_history
 from reid_tf.images import load_images
 from reid_tf.rank import visrank_trial
-from reid_tf.train import TrainOptions, model_precise_bn, read_run
+from reid_tf.train import TrainOptions, check_run_data, model_precise_bn, read_run, run_dataset, run_setting
 
 # The modules that load TensorFlow (model, scoring, shortlist, trainer) are imported inside the
 # functions that need them: --help, a usage error and reid_tf.train's import of this module (before
@@ -193,17 +195,33 @@ def _write(prefix: str, body: dict, table: str) -> None:
     fileio.write_text(prefix + ".md", table)
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # a .keras file is a zip archive
+
+
 def load_saved_network(path: str):
-    """A network saved as .keras; a file that exists but does not load is reported as damaged."""
+    """A network saved as .keras. What does not load is said as what it is: a file that is no zip
+    archive is not a Keras model file; one holding code that Keras's safe mode refuses (a Lambda
+    layer) is no reid_tf network; a zip that does not load is damaged."""
     from reid_tf.model import load_network  # loads TensorFlow: see the imports
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            zip_start = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+        if not zip_start:
+            raise ValueError(f"{path} is not a Keras model file (a .keras file is a zip archive, this one is "
+                             "not); give the model.keras that reid_tf.train writes, or its workdir")
     try:
         return load_network(path)
     except Exception as e:  # noqa: BLE001  (BadZipFile, ValueError, OSError, KeyError, ...)
+        if "safe_mode" in str(e):
+            raise ValueError(f"{path} holds Python code (a Lambda layer), which Keras's safe mode refuses to "
+                             "load; a reid_tf network holds none: give the model.keras that reid_tf.train "
+                             "writes") from None
         raise ValueError(f"{path} is damaged and cannot be loaded ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+                         f"{str(e).splitlines()[0] if str(e) else ''}); train it again, or give another "
+                         "model") from None
 
 
 def workdir_network(workdir: str, run: TrainOptions) -> tuple[object, str, int | None]:
@@ -238,12 +256,11 @@ def evaluate_workdir(workdir: str, network=None, repeats: int = 1, protocol: str
     from its newest good checkpoint (workdir_network). Standard-protocol datasets (Market-1501, ...)
     are evaluated on their query / gallery with two-stage scoring, K = `shortlist` (default
     config.STANDARD_SHORTLIST), and write eval_standard.*."""
-    run = TrainOptions.load(workdir)
+    run, dataset = run_dataset(workdir)  # refuses data that is not what the run trained on
     record = provenance.start(run_id=read_run(workdir).get("run_id"), gallery_seed=run.seed)
     source, step = os.path.join(workdir, "model.keras"), None  # a network passed in: the final one
     if network is None:
         network, source, step = workdir_network(workdir, run)
-    dataset = run.load_dataset()
     split = run.split(dataset)
     if dataset.spec.protocol == datasets.STANDARD:  # Market-1501 and since: fixed query / gallery
         protocol = "standard"
@@ -279,11 +296,61 @@ def _evaluated(workdir: str, repeats: int, protocol: str = "single_shot") -> dic
     path, model = eval_prefix(workdir, protocol) + ".json", os.path.join(workdir, "model.keras")
     if not (os.path.isfile(path) and os.path.isfile(model)) or os.path.getmtime(path) < os.path.getmtime(model):
         return None
-    with open(path) as f:
-        body = json.load(f)
     draws = 1 if protocol == "standard" else repeats * (config.XCORR_GALLERY_DRAWS if protocol == "xcorr" else 1)
-    ok = body.get("protocol", "single_shot") == protocol and len(body["per_trial"]["eq7"]["curves"]) == draws
+    try:
+        with open(path) as f:
+            body = json.load(f)
+        ok = body.get("protocol", "single_shot") == protocol and len(body["per_trial"]["eq7"]["curves"]) == draws
+        summarize([body["per_trial"]])  # every ranking readable, as the mean over trials reads it
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:  # damaged, or of another shape
+        logging.warning("%s is damaged or not an evaluation (%s: %s); evaluating %s again, which rewrites it",
+                        path, type(e).__name__, str(e).splitlines()[0][:120] if str(e) else "", workdir)
+        return None
     return body if ok else None
+
+
+def check_data_if_present(workdir: str) -> None:
+    """When the data the run in `workdir` names is there, it must be what the run trained on
+    (train.check_run_data); absent data is left to what needs it (a reused eval.json does not)."""
+    record = read_run(workdir)
+    run = dataclasses.replace(TrainOptions.from_record(record), workdir=workdir)
+    if os.path.isfile(os.path.join(datasets.dataset_dir(run.dataset, run.data_dir), datasets.MANIFEST)):
+        check_run_data(record, run)
+
+
+# What a mean over trials must share: one dataset, preset, recipe and protocol (a mean over others
+# would describe none of them); and each trial counted once.
+SHARED_BY_TRIALS = ("dataset", "model", "recipe")
+
+
+def check_trials(workdirs: list[str], protocol: str) -> None:
+    """Refuse (UsageError, one line) workdirs whose mean would not be a mean over trials of one
+    setting: runs of another dataset, preset or recipe (protocol: the one asked for, or the standard
+    protocol of their dataset, so the dataset decides it), the same workdir twice, or the same trial
+    (trial and seed: its split) or run twice."""
+    seen: dict[object, str] = {}
+    first, first_run = workdirs[0], None
+    for w in workdirs:
+        real = os.path.realpath(w)
+        if real in seen:
+            raise UsageError(f"--workdir lists {w} twice ({seen[real]}): a mean over trials counts each run "
+                             "once; give each trial's workdir once")
+        seen[real] = w
+        run = read_run(w)
+        if first_run is None:
+            first_run = run
+        differ = [f"{n} {run_setting(first_run, n)} in {first}, {run_setting(run, n)} in {w}"
+                  for n in SHARED_BY_TRIALS if run_setting(run, n) != run_setting(first_run, n)]
+        if differ:
+            raise UsageError(f"--workdir: the runs differ in {'; '.join(differ)} (protocol {protocol}): a mean "
+                             "over trials is of one dataset, preset and recipe; evaluate them separately")
+        trial = (run_setting(run, "trial"), run_setting(run, "seed"))  # its split
+        for key in (("run", run.get("run_id") or real), ("trial", trial)):
+            if key in seen:
+                raise UsageError(f"--workdir: {w} and {seen[key]} are the same {key[0]} (trial {trial[0]}, "
+                                 f"seed {trial[1]}): a mean over trials counts each trial once; give the "
+                                 "workdirs of distinct trials")
+            seen[key] = w
 
 
 def evaluate_workdirs(workdirs: list[str], out_prefix: str, repeats: int = 1, reuse: bool = True,
@@ -297,6 +364,9 @@ def evaluate_workdirs(workdirs: list[str], out_prefix: str, repeats: int = 1, re
         standard = datasets.REGISTRY[TrainOptions.load(workdir).dataset].protocol == datasets.STANDARD
         return "standard" if standard else protocol
 
+    check_trials(workdirs, protocol)  # before any evaluation
+    for w in workdirs:  # a reused evaluation too: data that is no longer the run's is said, not hidden
+        check_data_if_present(w)
     record = provenance.start(run_id=",".join(str(read_run(w).get("run_id")) for w in workdirs))
     bodies = [(reuse and _evaluated(w, repeats, protocol_of(w)))
               or evaluate_workdir(w, repeats=repeats, protocol=protocol, shortlist=shortlist)
@@ -381,13 +451,13 @@ def visrank(n: int, workdir: str | None = None, checkpoint: str | None = None, o
     the folder.
     """
     if workdir:
-        run = TrainOptions.load(workdir)
+        run, dataset = run_dataset(workdir)
         network = workdir_network(workdir, run)[0]
         folder, tb = os.path.join(workdir, "visrank"), os.path.join(workdir, "tb", "test")
     else:
         run, network = _checkpoint_run(), load_saved_network(checkpoint)
         folder, tb = out or os.path.splitext(checkpoint)[0] + "_visrank", None
-    dataset = run.load_dataset()
+        dataset = run.load_dataset()
     step = _last_validated_step(workdir) if workdir else 0
     visrank_trial(network, dataset, run.split(dataset).test, run.trial, run.seed, n, folder, tb, step,
                   title=f"{dataset.name} / {network.name} / trial {run.trial}: {n} test queries")
@@ -415,9 +485,8 @@ def main(argv):
         _write(f.out or os.path.splitext(f.checkpoint)[0] + "_eval",
                {"summary": summary, "provenance": provenance.finish(record)}, table)
     elif f.workdir and f.shortlist:
-        run = TrainOptions.load(f.workdir)
+        run, dataset = run_dataset(f.workdir)
         network = workdir_network(f.workdir, run)[0]
-        dataset = run.load_dataset()
         split = run.split(dataset)
         study = shortlist_study(network, dataset, split.test, run.trial, run.seed,
                                 [int(k) for k in f.shortlist.split(",")])

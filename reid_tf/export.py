@@ -18,6 +18,12 @@ The SavedModel (Keras 3 `keras.export.ExportArchive`) needs only TensorFlow to l
 a is the query, b the gallery image (p(match) is not symmetric). DIR/assets.extra/reid_tf.json
 records the preset's levels, λ, ε and the endpoints' input names.
 
+The export is written into a hidden folder beside DIR and renamed onto DIR only when complete
+(verified, reid_tf.json written): an export that is killed leaves no DIR that loads without its
+reid_tf.json. --out must be absent, an empty folder, or (with --overwrite) a folder to replace; a
+folder holding a SavedModel without reid_tf.json (an export of an older version, killed mid-write)
+is named as a partial export.
+
 The exported pair head computes Eq. 2 with the "direct" correlation (one depth-wise convolution,
 plain TF ops) whatever form the model was trained with: "shift" is XLA-compiled, so serving it would
 need XLA in the serving runtime (docs/DESIGN.md, "Export"). The network is rebuilt with
@@ -28,6 +34,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import uuid
 
 import numpy as np
 from absl import flags, logging
@@ -36,6 +45,31 @@ from reid_tf import cli, config
 
 TOLERANCE = 1e-4  # SavedModel == Keras model (issue 12)
 PAIR_OUTPUTS = ("p_match", "distance", "score", "logits")
+META = os.path.join("assets.extra", "reid_tf.json")  # what makes an export complete: written last
+
+
+def check_out(out: str, overwrite: bool = False) -> None:
+    """--out must be absent or an empty folder, or (overwrite) a folder to replace; ValueError
+    otherwise, saying what it holds (a file, a partial export, something else) and what to do."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out={out} is a file, not a folder; give a folder for the SavedModel")
+    if not os.path.isdir(out) or not os.listdir(out) or overwrite:
+        return
+    if os.path.isfile(os.path.join(out, "saved_model.pb")) and not os.path.isfile(os.path.join(out, META)):
+        raise ValueError(f"--out={out} holds a partial export (a SavedModel without {META}: its writing was "
+                         "interrupted); pass --overwrite to replace it, or delete it")
+    raise ValueError(f"--out={out} exists and is not empty; choose another --out or pass --overwrite")
+
+
+def _publish(tmp: str, out: str) -> None:
+    """Rename the finished export `tmp` onto `out`, replacing an old one (--overwrite)."""
+    if os.path.isdir(out):
+        old = tmp + ".old"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
 
 
 def with_correlation(model, correlation: str = "direct"):
@@ -69,7 +103,43 @@ def export(model, out: str, verify: bool = True, seed: int = 0) -> dict:
 
     verify: load the SavedModel back and compare its three endpoints with the Keras model on
     random images; raises ValueError beyond TOLERANCE. Adds the measured differences to the metadata.
+    The SavedModel appears at `out` only when complete (written beside it, then renamed).
     """
+    folder, name = os.path.split(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    _remove_killed_exports(folder, name)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        meta = _write_export(model, tmp, verify, seed)
+        _publish(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+    return meta
+
+
+def _remove_killed_exports(folder: str, name: str) -> None:
+    """Delete the temporary folders that exports of `name` killed before their rename left behind
+    (named .NAME.<pid>-<hex>.tmp; those of a live process are left alone)."""
+    for entry in os.listdir(folder):
+        match = re.fullmatch(re.escape(f".{name}.") + r"(\d+)-[0-9a-f]{8}\.tmp(\.old)?", entry)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)
+            logging.info("removed %s, left by an export that was killed", os.path.join(folder, entry))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _write_export(model, out: str, verify: bool, seed: int) -> dict:
+    """The SavedModel and its reid_tf.json, in folder `out` (export's temporary one)."""
     import keras
     import tensorflow as tf
 
@@ -111,7 +181,7 @@ def export(model, out: str, verify: bool = True, seed: int = 0) -> dict:
     if verify:
         meta["max_abs_difference"] = verify_export(model, out, seed)
     os.makedirs(os.path.join(out, "assets.extra"), exist_ok=True)
-    with open(os.path.join(out, "assets.extra", "reid_tf.json"), "w") as f:
+    with open(os.path.join(out, META), "w") as f:
         json.dump(meta, f, indent=1)
     return meta
 
@@ -157,8 +227,7 @@ def main(argv):
     if not f.model or not f.out:
         raise cli.UsageError("missing --model or --out — pass --model=runs/x/model.keras (or the workdir) "
                              "and --out=DIR")
-    if os.path.exists(f.out) and os.listdir(f.out) and not f.overwrite:
-        raise cli.UsageError(f"{f.out} exists and is not empty — choose another --out or pass --overwrite")
+    check_out(f.out, f.overwrite)
     meta = export(load_model_file(f.model), f.out, verify=f.verify)
     logging.info("exported %s (levels %s) to %s: endpoints encode, score_features, score_images",
                  meta["model"], meta["levels"], f.out)

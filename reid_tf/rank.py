@@ -8,8 +8,10 @@ Eq. 2 and the head run per pair. The query is the model's image_a and a gallery 
 as in the test protocol (p(match) is not symmetric).
 
 Images: any size and format training reads (PNG, BMP, JPEG), decoded and resized to 160 × 60 as
-training does (`reid_tf.images`); folders are searched recursively. An unreadable or
-truncated file is named in a warning and skipped (`bad_images="stop"`: an error instead).
+training does (`reid_tf.images`); folders are searched recursively, following links but never into
+a folder already searched (a link loop such as `again -> .` adds nothing), and a file reached twice
+is listed once. An unreadable or truncated file is named in a warning and skipped
+(`bad_images="stop"`: an error instead).
 
 Two-stage scoring (`shortlist=K`, by `reid_tf.shortlist`): stage 1 orders each query's gallery by d
 alone (Eq. 5, from the embeddings), stage 2 runs the network on its K nearest images only; the rest
@@ -20,7 +22,9 @@ K = `config.RANK_SHORTLIST_K` above; why those numbers: docs/RESULTS.md "Ranking
 Feature cache (`cache_dir`): a gallery image's features (`ImageFeatures`: maps, parts, embedding;
 0.44 MB per image for l23) are stored once per (model weights, file bytes), so a second query
 against the same gallery reads them instead of running the network, and an added or changed image
-is the only one computed. Exhaustive ranking streams the gallery through memory in chunks of
+is the only one computed. A damaged cache file is a cache miss (warned about, computed and written
+again); a --cache that cannot be used is warned about and the ranking runs without one. Exhaustive
+ranking streams the gallery through memory in chunks of
 `gallery_chunk` images; the shortlist reads the embeddings of all and the features of the images
 some query has among its K nearest, each once, in blocks of `gallery_chunk`.
 
@@ -29,11 +33,13 @@ p_match and d), one ranked-results picture per query and index.html (`reid_tf.ra
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import re
 import time
+import zipfile
 from typing import Callable, Sequence
 
 import numpy as np
@@ -63,10 +69,20 @@ def find_images(path: str, what: str = "gallery", exclude: Sequence[str] = ()) -
     if not os.path.isdir(path):
         raise RankError(f"{what} {path}: no such file or folder")
     skip = {os.path.realpath(p) for p in exclude if p}
-    found = []
+    visited, seen, found = {os.path.realpath(path)}, set(), []
     for root, dirs, files in os.walk(path, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) not in skip)
-        found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES)]
+        kept = []
+        for d in sorted(dirs):  # a folder already searched (a link loop, two links to one folder): not again
+            real = os.path.realpath(os.path.join(root, d))
+            if real not in skip and real not in visited:
+                visited.add(real)
+                kept.append(d)
+        dirs[:] = kept
+        for f in sorted(files):
+            real = os.path.realpath(os.path.join(root, f))
+            if f.lower().endswith(IMAGE_SUFFIXES) and real not in seen:  # one file, one gallery entry
+                seen.add(real)
+                found.append(os.path.join(root, f))
     return found
 
 
@@ -194,16 +210,50 @@ class FeatureCache:
             np.savez(tmp, **arrays)  # a reader never sees half a file
 
     def load(self, key: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        with np.load(self.path(key)) as z:
-            return {n: z[n] for n in (names or z.files)}
+        try:
+            with np.load(self.path(key)) as z:
+                return {n: z[n] for n in (names or z.files)}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise OSError(f"feature cache file {self.path(key)} is damaged ({type(e).__name__}); delete it "
+                          "(it is computed again), or rank with --cache=''") from None
+
+    def embedding(self, key: str) -> np.ndarray | None:
+        """The cached embedding of `key`, or None on a miss; a damaged file (truncated, not a .npz)
+        is a miss too, said in a warning and removed, so that it is computed and written again."""
+        if not self.has(key):
+            return None
+        try:
+            return self.load(key, ["embedding"])["embedding"]
+        except OSError as e:
+            logging.warning("%s; computing it again", str(e).split("; delete it")[0])
+            with contextlib.suppress(OSError):
+                os.remove(self.path(key))
+            return None
+
+    @classmethod
+    def usable(cls, root: str, key: str) -> "FeatureCache | None":
+        """A cache in root, or None (with a warning naming --cache) when that folder cannot be made
+        or written: the ranking then runs without one, as with --cache=''."""
+        cache = cls(root, key)
+        try:
+            os.makedirs(cache.dir, exist_ok=True)
+            if not os.access(cache.dir, os.W_OK):
+                raise PermissionError(13, "not writable", cache.dir)
+        except OSError as e:
+            logging.warning("--cache=%s cannot be used (%s); ranking without a feature cache", root,
+                            e.strerror or e)
+            return None
+        return cache
 
 
 class CachedFeatures:
     """The features of N cached images: embeddings in memory, the rest read from disk on `take`."""
 
-    def __init__(self, cache: FeatureCache, keys: Sequence[str]):
+    def __init__(self, cache: FeatureCache, keys: Sequence[str], embeddings: dict[str, np.ndarray] | None = None):
         self.cache, self.keys = cache, list(keys)
-        self.embedding = np.stack([cache.load(k, ["embedding"])["embedding"] for k in self.keys])
+        embeddings = embeddings or {}
+        self.embedding = np.stack([embeddings[k] if k in embeddings else cache.load(k, ["embedding"])["embedding"]
+                                   for k in self.keys])
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -265,7 +315,7 @@ class Ranker:
         except (ValueError, KeyError) as e:  # no encoder / pair head of reid_tf.model
             raise RankError(f"{getattr(model, 'name', model)} is not a reid_tf network ({e})") from None
         self.model, self.gallery_chunk = model, int(gallery_chunk)
-        self.cache = FeatureCache(cache_dir, model_key(model)) if cache_dir else None
+        self.cache = FeatureCache.usable(cache_dir, model_key(model)) if cache_dir else None
 
     @classmethod
     def from_model(cls, path: str, **kwargs) -> "Ranker":
@@ -293,6 +343,7 @@ class Ranker:
         be read), and the positions in `paths` of the images read, in the features' order.
         """
         keys: list[str | None] = [""] * len(paths)  # "" = to encode, None = unreadable
+        cached: dict[str, np.ndarray] = {}  # key -> embedding, of the cache files that read
         if self.cache is not None:
             for i, path in enumerate(paths):
                 try:
@@ -301,7 +352,11 @@ class Ranker:
                 except OSError as e:
                     _bad_image(path, e.strerror or str(e), bad_images)
                     keys[i] = None
-        todo = [i for i, k in enumerate(keys) if k == "" or (k and not self.cache.has(k))]
+                    continue
+                embedding = self.cache.embedding(keys[i])
+                if embedding is not None:
+                    cached[keys[i]] = embedding
+        todo = [i for i, k in enumerate(keys) if k == "" or (k and k not in cached)]
         if self.cache is not None:
             readable = sum(k is not None for k in keys)
             logging.info("%s: %d images, %d of them in the feature cache %s%s", what, readable,
@@ -325,7 +380,7 @@ class Ranker:
             return None, []
         if self.cache is None:
             return _join(encoded, np.concatenate), kept
-        return CachedFeatures(self.cache, [keys[i] for i in kept]), kept
+        return CachedFeatures(self.cache, [keys[i] for i in kept], cached), kept
 
     # ---- ranking -----------------------------------------------------------------------------
     def shortlist_size(self, gallery_size: int, top: int, shortlist: int | None = None) -> int | None:
@@ -398,13 +453,9 @@ def load_model_file(path: str):
         raise RankError(f"model {path}: no such file or folder")
     if not path.endswith(".keras"):
         raise RankError(f"{path}: not a .keras model file (pass the model.keras that training writes, or its workdir)")
-    from reid_tf.model import load_network
+    from reid_tf.evaluate import load_saved_network  # lazy: reid_tf.evaluate imports this module
 
-    try:
-        return load_network(path)
-    except Exception as e:  # Keras raises ValueError, OSError, zipfile errors… for a file of another format
-        raise RankError(f"{path}: cannot be read as a Keras model ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    return load_saved_network(path)  # says what a file that does not load is (not a model, damaged, ...)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,17 +5,27 @@ Without --dataset it trains on the built-in synthetic dataset (the main job), ge
 prepares it. Recipe defaults are the paper's (§4.2, reid_tf.config): Adam 5e-4, weight decay 5e-4,
 batch 256 for CUHK03 and 128 otherwise, 5 epochs. --max_minutes / --max_steps bound a run.
 
-Workdir layout: .lock (held while a training runs: a second one is refused), checkpoints/ (atomic,
-every --checkpoint_every steps and on Ctrl-C / SIGTERM; --resume continues exactly, from the newest
-checkpoint that restores; damaged ones go to checkpoints/damaged/), tb/ (TensorBoard: losses,
+Workdir layout: .lock (held while a training runs: a second one is refused before TensorFlow
+loads), checkpoints/ (atomic, every --checkpoint_every steps and on Ctrl-C / SIGTERM; --resume
+continues exactly, from the newest checkpoint that restores; damaged ones go to checkpoints/damaged/;
+a lost `checkpoint` state file is rebuilt from the ckpt-N files), tb/ (TensorBoard: losses,
 accuracy, learning rate, validation CMC, Figure 4 panels), run.json (the resolved options, checked
-by --resume), history.json (validation rank-k against step and time), model.keras (final network),
-eval.json / eval.md (test CMC, written by reid_tf.evaluate). A fresh start on a workdir whose run
-is finished says so in one line and exits 0; it ends, as every run does, on where to look next.
+by --resume, and the signature of the data trained on, checked by every evaluation), history.json
+(validation rank-k against step and time), model.keras (final network), eval.json / eval.md (test
+CMC, written by reid_tf.evaluate; removed when model.keras is replaced).
+
+Everything that can refuse a run is checked before anything is written or generated: the values,
+the synthetic set already under --data_dir (a set of another --seed / --synthetic_identities is
+refused, never regenerated under the runs that use it), the lock, and what the workdir holds (a
+fresh start over another run's checkpoints or model.keras is refused; --resume's settings must be
+the run's). A fresh start on a workdir whose run is finished says so in one line and exits 0; a
+run ends, as every run does, on where to look next.
 """
 from __future__ import annotations
 
 import dataclasses
+import glob
+import hashlib
 import json
 import math
 import os
@@ -26,6 +36,7 @@ import uuid
 from absl import flags, logging
 
 from reid_tf import cli, config, datasets, fileio
+from reid_tf import workdir as workdir_lib
 from reid_tf.cli import Interrupted, UsageError
 from reid_tf.datasets import synthetic
 from reid_tf.workdir import lock as lock_workdir
@@ -53,6 +64,7 @@ class TrainOptions:
     resume: bool = False
     strategy: str = "default"  # "default" (one device) or "mirrored" (tf.distribute.MirroredStrategy)
     init_from: str | None = None  # a trained network (model.keras or its workdir) to start from
+    init_partial: bool = False  # --init_from may leave layers it has no weights for at their initial values
     # config.RECIPES: which reading of §4.2's pairs (DESIGN "Recipes"); None: the dataset's (the
     # paper's datasets: [31]'s "paper_xcorr"; the others: "cross_camera")
     recipe: str | None = None
@@ -85,6 +97,9 @@ class TrainOptions:
         for name, value in positive.items():
             if value is not None and not value > 0:  # also refuses NaN
                 raise UsageError(f"--{name}={value}: must be > 0")
+        for name in ("epochs", "learning_rate"):  # inf epochs is no number of steps (--max_minutes bounds time)
+            if not math.isfinite(getattr(self, name)):
+                raise UsageError(f"--{name}={getattr(self, name)}: must be a finite number")
         for name in ("trial", "seed", "eval_every", "keep_every", "log_every_seconds", "learning_rate",
                      "precise_bn"):
             if not getattr(self, name) >= 0:  # also refuses NaN; learning rate 0 freezes the weights
@@ -230,7 +245,13 @@ def check_dataset(opts: TrainOptions) -> None:
     name = opts.dataset
     if name not in datasets.DATASETS:
         raise UsageError(f"unknown dataset {name!r}; valid datasets: {', '.join(datasets.DATASETS)}")
-    if name != "synthetic" and not datasets.is_prepared(name, opts.data_dir):
+    if name == "synthetic":  # before anything is generated: another setting's set is refused
+        try:
+            synthetic.check_setting(datasets.dataset_dir(name, opts.data_dir), opts.synthetic_identities,
+                                    opts.seed)
+        except ValueError as e:
+            raise UsageError(f"--data_dir={opts.data_dir}: {e}") from None
+    elif not datasets.is_prepared(name, opts.data_dir):
         raise UsageError(f"dataset {name} is not prepared under {opts.data_dir}; prepare it with: "
                          f"{datasets.prepare_command(name, opts.data_dir)} (or pass the --data_dir "
                          "that holds it)")
@@ -243,6 +264,53 @@ def resolve_dataset(opts: TrainOptions) -> datasets.Dataset:
         synthetic.make_synthetic(datasets.dataset_dir(opts.dataset, opts.data_dir), opts.synthetic_identities,
                                  opts.seed)
     return opts.load_dataset()
+
+
+def data_signature(root: str) -> str:
+    """A digest of what a prepared dataset's manifest says about its images: per image the last two
+    parts of its path (not the folder it was prepared from, which may move), identity and camera;
+    the query / gallery / testset lists; and the generator's settings of the synthetic set (whose
+    file names are the same for every seed). run.json records it, so that evaluating a run on other
+    data than it trained on is refused (check_run_data) instead of giving another number."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: ("/".join(v.replace(os.sep, "/").split("/")[-2:]) if k == "path" else strip(v))
+                    for k, v in value.items()}
+        return [strip(v) for v in value] if isinstance(value, list) else value
+
+    body = {k: v for k, v in datasets.read_manifest(root).items() if k not in ("format", "source")}
+    return hashlib.sha256(json.dumps(strip(body), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_run_data(record: dict, opts: TrainOptions) -> None:
+    """Refuse (UsageError, one line) data under opts' data root that is not what the run of `record`
+    (its run.json) trained on: another synthetic set (settings in its manifest), or a dataset whose
+    manifest differs from the one recorded (data_signature; runs that predate it are not checked)."""
+    root = datasets.dataset_dir(opts.dataset, opts.data_dir)
+    body = datasets.read_manifest(root)
+    where = f"{root} is not the data the run in {opts.workdir} trained on"
+    if opts.dataset == "synthetic":
+        want = (opts.synthetic_identities, opts.seed)
+        if (body.get("identities"), body.get("seed")) != want:
+            raise UsageError(
+                f"{where}: it holds the synthetic set of {synthetic.setting_of(body)}, the run used "
+                f"{want[0]} identities, seed {want[1]}; move that folder away and regenerate the run's "
+                f"set: python -m data_tools.make_synthetic --out={root} --identities={want[0]} --seed={want[1]}")
+    recorded = record.get("data_signature")
+    if recorded and recorded != data_signature(root):
+        raise UsageError(f"{where}: its manifest.json lists other images (data signature {data_signature(root)}, "
+                         f"run.json records {recorded}); prepare the data the run used again there, or "
+                         "evaluate a run trained on this data")
+
+
+def run_dataset(workdir: str) -> tuple[TrainOptions, datasets.Dataset]:
+    """The options of the run in `workdir` and the dataset it trained on, checked to be that
+    (check_run_data): what evaluations and curves score a run on."""
+    record = read_run(workdir)
+    opts = dataclasses.replace(TrainOptions.from_record(record), workdir=workdir)
+    dataset = opts.load_dataset()
+    check_run_data(record, opts)
+    return opts, dataset
 
 
 def _strategy(name: str):
@@ -263,10 +331,25 @@ def save_network(network, workdir: str, step: int, precise_bn: int = 0) -> str:
     final, info = os.path.join(workdir, "model.keras"), model_info_file(workdir)
     if os.path.exists(info):  # never a description of another network than the one beside it
         os.remove(info)
+    stale = remove_results(workdir)
+    if stale:
+        logging.info("removed %s: they describe the network model.keras held before", ", ".join(stale))
     with fileio.atomic_path(final, suffix=".keras") as tmp:
         network.save(tmp)
     fileio.write_json(info, {"step": step, "precise_bn": precise_bn})
     return final
+
+
+# What an evaluation writes about a workdir's model.keras (reid_tf.evaluate): stale once it is replaced.
+RESULT_FILES = ("eval*.json", "eval*.md", "shortlist.json", "shortlist.md")
+
+
+def remove_results(workdir: str) -> list[str]:
+    """Delete the evaluation results of the workdir's model.keras (RESULT_FILES); returns their names."""
+    found = sorted({p for pattern in RESULT_FILES for p in glob.glob(os.path.join(glob.escape(workdir), pattern))})
+    for path in found:
+        os.remove(path)
+    return [os.path.basename(p) for p in found]
 
 
 def model_info_file(workdir: str) -> str:
@@ -284,10 +367,12 @@ def model_precise_bn(workdir: str) -> int:
         return 0
 
 
-def init_from(network, source: str) -> None:
+def init_from(network, source: str, partial: bool = False) -> None:
     """Start from a trained network's weights (model.keras, or a workdir holding one): every layer
     of the same name and shapes is copied (the practice of the time for CUHK01 and VIPeR was to
-    start from a CUHK03 model); the rest keep their initial values."""
+    start from a CUHK03 model). A layer it has no weights for (another preset's network: l234 into
+    l23) is an error unless `partial` (--init_partial): then it keeps its initial values. The log
+    names what was and was not loaded."""
     from reid_tf.evaluate import load_saved_network  # lazy: see the imports (a cycle)
     from reid_tf.model import copy_weights  # lazy: see the imports
     path = os.path.join(source, "model.keras") if os.path.isdir(source) else source
@@ -296,8 +381,15 @@ def init_from(network, source: str) -> None:
     copied, kept = copy_weights(load_saved_network(path), network)
     if not copied:
         raise ValueError(f"--init_from: {path} shares no layer with preset {network.name!r}")
-    logging.info("initialised %d layers from %s%s", len(copied), path,
-                 f"; kept the initial weights of {', '.join(kept)}" if kept else "")
+    if kept and not partial:
+        raise UsageError(f"--init_from={source}: {path} has no weights (of these shapes) for {len(kept)} of "
+                         f"{network.name}'s {len(copied) + len(kept)} layers ({', '.join(kept)}): it is another "
+                         "preset's network; give a network of this --model, or pass --init_partial to start "
+                         "those layers from their initial weights")
+    logging.info("initialised %d layers from %s: %s", len(copied), path, ", ".join(copied))
+    if kept:
+        logging.warning("--init_partial: %d layers not loaded from %s, left at their initial weights: %s",
+                        len(kept), path, ", ".join(kept))
 
 
 def run(opts: TrainOptions) -> dict:
@@ -311,20 +403,42 @@ def run(opts: TrainOptions) -> dict:
 
 def _run_checked(opts: TrainOptions) -> dict:
     with lock_workdir(opts.workdir):
-        return _run_locked(opts)
+        return _run_prepared(*_prepare(opts))
 
 
-def _previous_settings(opts: TrainOptions, has_checkpoint: bool) -> dict | None:
-    """run.json of the run to resume (None when starting fresh); refuses a fresh start over one."""
-    if has_checkpoint and not opts.resume:
+def _held_results(workdir: str) -> list[str]:
+    """What of a run's results the workdir holds besides rolling checkpoints: its model.keras and its
+    kept checkpoints (the points of a curve). A fresh start there would mix two runs in one folder."""
+    kept = os.path.join(workdir_lib.checkpoint_dir(workdir), workdir_lib.KEPT_DIR)
+    held = ["model.keras"] if os.path.exists(os.path.join(workdir, "model.keras")) else []
+    return held + [f"checkpoints/{workdir_lib.KEPT_DIR}/ckpt-{s}" for s in workdir_lib.checkpoint_steps(kept)]
+
+
+def _previous_settings(opts: TrainOptions) -> dict | None:
+    """run.json of the run to resume (None when starting fresh); refuses a fresh start over one.
+
+    A run's checkpoints are found by their files, not by the `checkpoint` state file TensorFlow
+    reads: without that file (or with an empty one) they are still the run's, and --resume rebuilds
+    it (trainer.rebuild_state) rather than training from step 0 over them."""
+    checkpoints = workdir_lib.checkpoint_dir(opts.workdir)
+    steps = workdir_lib.checkpoint_steps(checkpoints)
+    has_checkpoint = bool(steps) or os.path.exists(os.path.join(checkpoints, "checkpoint"))
+    held = _held_results(opts.workdir)
+    if (has_checkpoint or held) and not opts.resume:
         if finished_run(opts.workdir) is not None:
             raise RunFinished(opts.workdir)
-        raise FileExistsError(f"{opts.workdir} holds an unfinished run — continue it with --resume (make demo "
-                              "DEMO_FLAGS=--resume), or start another in a new --workdir (make demo "
+        what = "checkpoints" if has_checkpoint else f"a run's results ({', '.join(held[:3])})"
+        raise FileExistsError(f"{opts.workdir} holds an unfinished run ({what}) — continue it with --resume "
+                              "(make demo DEMO_FLAGS=--resume), or start another in a new --workdir (make demo "
                               "WORKDIR=runs/demo2)")
     if not opts.resume:
         return None
-    if not has_checkpoint:
+    if not steps:
+        if held:
+            raise FileExistsError(
+                f"--resume: {opts.workdir} holds a run's results ({', '.join(held[:3])}) but no checkpoint in "
+                f"{checkpoints} to continue from; choose a new --workdir (or copy the newest of "
+                f"{checkpoints}/{workdir_lib.KEPT_DIR}/ into {checkpoints}/ to continue from it)")
         logging.info("--resume: %s holds no checkpoint; starting a fresh run", opts.workdir)
         return None
     try:
@@ -334,9 +448,38 @@ def _previous_settings(opts: TrainOptions, has_checkpoint: bool) -> dict | None:
         return None
 
 
-def _run_locked(opts: TrainOptions) -> dict:
+def _resolve(opts: TrainOptions) -> tuple[TrainOptions, dict | None]:
+    """The options as run.json records them (batch size, recipe and pairing resolved: a copy, the
+    caller's are left as they were) and the run.json of the run they resume (None: a fresh start).
+    Everything here is checked before any data is generated and before TensorFlow loads: a refused
+    --resume changes nothing, and a second training on a busy workdir is refused at once."""
+    previous = _previous_settings(opts)
+    spec = datasets.get_spec(opts.dataset)
+    batch = opts.batch_size if opts.batch_size is not None else spec.batch_size
+    resolved = dataclasses.replace(opts, dataset=spec.name, batch_size=batch, recipe=opts.resolved_recipe(),
+                                   pairing=opts.resolved_pairing())
+    if previous is not None:
+        differ = resume_mismatches(previous, dataclasses.asdict(resolved))
+        if differ:
+            raise UsageError(
+                f"--resume: {opts.workdir} was trained with other settings: {'; '.join(differ)}. A "
+                "checkpoint continues only with the dataset, trial, seed, model, batch size, learning "
+                "rate and split it was trained with; use them, or start a new --workdir")
+    return resolved, previous
+
+
+def _prepare(opts: TrainOptions) -> tuple[TrainOptions, dict | None, datasets.Dataset]:
+    """What a run needs before TensorFlow loads (_resolve), and its dataset (the synthetic one
+    generated if missing), checked to be the data a resumed run began on. Hold the workdir's lock."""
+    opts, previous = _resolve(opts)
+    dataset = resolve_dataset(opts)
+    if previous is not None:
+        check_run_data(previous, opts)
+    return opts, previous, dataset
+
+
+def _run_prepared(opts: TrainOptions, previous: dict | None, dataset: datasets.Dataset) -> dict:
     import keras  # lazy, as the other imports here: see the imports
-    import tensorflow as tf
 
     from reid_tf import pairs, trainer
     from reid_tf.callbacks import (ProgressLogger, StepCheckpoint, StopOnSignal, TimeBudget, Validation,
@@ -346,19 +489,9 @@ def _run_locked(opts: TrainOptions) -> dict:
     model_cfg = config.get_model_config(opts.model)
     checkpoints = trainer.checkpoint_dir(opts.workdir)
     removed = trainer.remove_partial_checkpoints(checkpoints)  # safe: we hold the workdir's lock
-    previous = _previous_settings(opts, tf.train.get_checkpoint_state(checkpoints) is not None)
-    dataset = resolve_dataset(opts)
-    batch = opts.batch_size if opts.batch_size is not None else dataset.spec.batch_size
-    # The resolved options (what run.json records) are a copy: the caller's are left as they were.
-    opts = dataclasses.replace(opts, dataset=dataset.name, batch_size=batch, recipe=opts.resolved_recipe(),
-                               pairing=opts.resolved_pairing())
-    if previous is not None:
-        differ = resume_mismatches(previous, dataclasses.asdict(opts))
-        if differ:
-            raise UsageError(
-                f"--resume: {opts.workdir} was trained with other settings: {'; '.join(differ)}. A "
-                "checkpoint continues only with the dataset, trial, seed, model, batch size, learning "
-                "rate and split it was trained with; use them, or start a new --workdir")
+    if opts.resume:
+        trainer.rebuild_state(checkpoints)
+    batch = opts.batch_size
     if dataset.name == "synthetic" and opts.max_minutes is None and opts.max_steps is None:
         opts.max_minutes = config.SYNTHETIC_MINUTES
         logging.info("synthetic dataset: training for at most %.0f minutes (config.SYNTHETIC_MINUTES; "
@@ -392,9 +525,9 @@ def _run_locked(opts: TrainOptions) -> dict:
         manager = trainer.checkpoint_manager(model, checkpoints)
         start, manager = trainer.restore(model, manager) if opts.resume else (0, manager)
         if opts.init_from and not start:
-            init_from(network, opts.init_from)
+            init_from(network, opts.init_from, opts.init_partial)
     opts.save(total_steps=total, steps_per_epoch=per_epoch, split_sizes=[len(s) for s in split],
-              run_id=run_identity(previous, start))
+              run_id=run_identity(previous, start), data_signature=data_signature(dataset.root))
     if start >= total:
         logging.info("checkpoint step %d already reaches the %d steps asked for", start, total)
 
@@ -467,6 +600,9 @@ def define_flags() -> None:
                          "identities per batch, 2 = more pairs per encoded image)")
     flags.DEFINE_string("init_from", None, "start from this trained network's weights (a model.keras or "
                         "a finished run's workdir; layers matched by name and shape), e.g. a CUHK03 model")
+    flags.DEFINE_boolean("init_partial", d.init_partial, "let --init_from load only part of the network "
+                         "(another preset's: the layers it has no weights for keep their initial values, "
+                         "and the log lists them); without it that is an error")
     flags.DEFINE_enum("pairing", d.pairing, list(config.PAIRINGS), "per_pair: every pair's two images "
                       "encoded for it; shared: a batch of identity visits, each image encoded once and "
                       "paired within the batch (1.8x faster); default: the recipe's (shared for paper_xcorr, "
@@ -537,18 +673,17 @@ def finished_run(workdir: str) -> dict | None:
     """{"step", "total", "rank1" (None: not evaluated), "report"} of a run that ended and wrote
     model.keras at its newest checkpoint (at its last step, or where its time budget stopped it),
     else None (interrupted, crashed, or no run)."""
-    import tensorflow as tf  # lazy: see the imports
-
-    from reid_tf import trainer
     from reid_tf.evaluate import eval_prefix  # lazy: see the imports (a cycle)
-    latest = tf.train.latest_checkpoint(trainer.checkpoint_dir(workdir))
+    # The checkpoints' files, not TensorFlow's state file (which may be lost or empty), and no
+    # TensorFlow: this runs before it loads.
+    steps = workdir_lib.checkpoint_steps(workdir_lib.checkpoint_dir(workdir))
     try:
         with open(model_info_file(workdir)) as f:
             step = int(json.load(f)["step"])
         total = int(read_run(workdir)["total_steps"])
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    if latest is None or step < trainer.checkpoint_step(latest):
+    if not steps or step < max(steps):
         return None
     done = {"step": step, "total": total, "rank1": None, "report": None}
     for protocol in ("single_shot", "standard"):
@@ -577,15 +712,20 @@ def main(argv):
     opts.check()  # before TensorFlow loads (split_cpu loads it): a bad value fails at once
     if FLAGS.threads < 0:
         raise UsageError(f"--threads={FLAGS.threads}: must be >= 0 (0: TensorFlow's default)")
-    from reid_tf.callbacks import NonFiniteLossError  # lazy: see the imports
-    if FLAGS.threads:
-        set_threads(FLAGS.threads)
-    if FLAGS.cpu_devices:
-        split_cpu(FLAGS.cpu_devices)
+    # The lock and what the workdir holds are checked before TensorFlow loads: a busy workdir or a
+    # refused --resume fail at once, not after seconds of start-up.
     try:
-        summary = _run_checked(opts)
-    except NonFiniteLossError as e:
-        raise UsageError(str(e)) from None  # one line: lower the learning rate or check the data
+        with lock_workdir(opts.workdir):
+            prepared = _prepare(opts)
+            from reid_tf.callbacks import NonFiniteLossError  # lazy: see the imports
+            if FLAGS.threads:
+                set_threads(FLAGS.threads)
+            if FLAGS.cpu_devices:
+                split_cpu(FLAGS.cpu_devices)
+            try:
+                summary = _run_prepared(*prepared)
+            except NonFiniteLossError as e:
+                raise UsageError(str(e)) from None  # one line: lower the learning rate or check the data
     except RunFinished:
         done = finished_run(opts.workdir)
         rank1 = f"test rank-1 {done['rank1']:.1f} %" if done["rank1"] is not None else "not evaluated"

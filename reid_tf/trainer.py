@@ -7,8 +7,11 @@
 - `make_optimizer`: Adam, as §4.2.
 - Checkpoints: `checkpoint_manager` (what reid_tf.callbacks.StepCheckpoint saves with); `restore`
   continues from the newest checkpoint that restores, moving damaged newer ones to
-  checkpoints/damaged/ (kept); `remove_partial_checkpoints` deletes the `ckpt-N_temp/` staging
-  folders of killed saves; `restore_network` is the read-only form for evaluation.
+  checkpoints/damaged/ (kept; `set_aside`); `rebuild_state` writes a missing or unreadable
+  `checkpoint` state file anew from the ckpt-N files present (TensorFlow would see no checkpoint,
+  and a resumed run would start afresh over them); `remove_partial_checkpoints` deletes the
+  `ckpt-N_temp/` staging folders of killed saves; `restore_network` is the read-only form for
+  evaluation.
 
 The callbacks of a run (checkpoints every N steps, the time budget, Ctrl-C, progress lines,
 validation) are in reid_tf.callbacks; reid_tf.train is the command that puts them together.
@@ -26,6 +29,7 @@ from absl import logging
 
 from reid_tf import config, fileio, losses
 from reid_tf import model as model_lib
+from reid_tf import workdir as workdir_lib
 
 
 @keras.saving.register_keras_serializable(package="reid_tf")
@@ -87,7 +91,7 @@ def make_optimizer(learning_rate: float = config.LEARNING_RATE) -> keras.optimiz
 
 MAX_TO_KEEP = 3  # checkpoints kept on disk: the newest can be damaged, an older one still restores
 DAMAGED_DIR = "damaged"  # damaged checkpoints are moved here, never deleted
-KEPT_DIR = "kept"  # StepCheckpoint's keep_every checkpoints, never deleted
+KEPT_DIR = workdir_lib.KEPT_DIR  # StepCheckpoint's keep_every checkpoints, never deleted
 
 
 def checkpoint_manager(trainer: keras.Model, directory: str) -> tf.train.CheckpointManager:
@@ -135,7 +139,7 @@ def newest_restorable(restore_one, paths: list[str]) -> tuple[str | None, list[t
     return None, failed
 
 
-def _set_aside(directory: str, path: str) -> str:
+def set_aside(directory: str, path: str) -> str:
     """Move the files of checkpoint `path` into directory/damaged/<name>[.k]/; returns that folder."""
     name = os.path.basename(path)
     target = os.path.join(directory, DAMAGED_DIR, name)
@@ -148,6 +152,16 @@ def _set_aside(directory: str, path: str) -> str:
     return target
 
 
+def set_aside_damaged(directory: str, path: str) -> str:
+    """set_aside, for a reader that finds a damaged checkpoint (experiments.curve): also dropped from
+    the directory's state file when that lists it. Returns the folder it went to."""
+    target = set_aside(directory, path)
+    state = _readable_state(directory)
+    if state is not None and os.path.basename(path) in {os.path.basename(p) for p in state.all_model_checkpoint_paths}:
+        _forget(directory, [path])
+    return target
+
+
 def _forget(directory: str, paths: list[str]) -> None:
     """Drop `paths` from the directory's checkpoint state file (the text-format CheckpointState
     proto that CheckpointManager reads), keeping the other entries and their timestamps."""
@@ -155,12 +169,53 @@ def _forget(directory: str, paths: list[str]) -> None:
     stamps = list(state.all_model_checkpoint_timestamps) or [time.time()] * len(
         state.all_model_checkpoint_paths)
     gone = {os.path.basename(p) for p in paths}
-    entries = [(os.path.basename(p), t) for p, t in zip(state.all_model_checkpoint_paths, stamps)
-               if os.path.basename(p) not in gone]
+    _write_state(directory, [(os.path.basename(p), t) for p, t in zip(state.all_model_checkpoint_paths, stamps)
+                             if os.path.basename(p) not in gone])
+
+
+def _write_state(directory: str, entries: list[tuple[str, float]]) -> None:
+    """Write the state file listing (checkpoint name, timestamp) entries, oldest first; none: remove it."""
+    path = os.path.join(directory, "checkpoint")
+    if not entries:
+        if os.path.exists(path):
+            os.remove(path)
+        return
     lines = [f'model_checkpoint_path: "{entries[-1][0]}"']
     lines += [f'all_model_checkpoint_paths: "{name}"' for name, _ in entries]
     lines += [f"all_model_checkpoint_timestamps: {t!r}" for _, t in entries]
-    fileio.write_text(os.path.join(directory, "checkpoint"), "\n".join(lines) + "\n")
+    fileio.write_text(path, "\n".join(lines) + "\n")
+
+
+def _readable_state(directory: str):
+    """The directory's CheckpointState, or None when its state file is missing, empty or unreadable."""
+    try:
+        return tf.train.get_checkpoint_state(directory)
+    except Exception:  # noqa: BLE001  (ValueError "Invalid checkpoint state", text_format.ParseError, ...)
+        return None
+
+
+def checkpoint_paths(directory: str) -> list[str]:
+    """The checkpoints of `directory`, oldest first: as its state file lists them, or, when that is
+    missing or unreadable, every ckpt-N found there (read only: nothing is rewritten)."""
+    state = _readable_state(directory)
+    if state is not None and state.all_model_checkpoint_paths:
+        return list(state.all_model_checkpoint_paths)
+    return [os.path.join(directory, f"ckpt-{s}") for s in workdir_lib.checkpoint_steps(directory)]
+
+
+def rebuild_state(directory: str) -> list[str]:
+    """Write the state file anew from the ckpt-N files in `directory` when it is missing, empty or
+    unreadable while checkpoints are there; returns the names it lists ([] when nothing was done).
+    Without it TensorFlow sees no checkpoint at all, and a resumed run would start from step 0 over
+    the files of the run it was asked to continue. Call it only while holding the workdir's lock."""
+    steps = workdir_lib.checkpoint_steps(directory)
+    if not steps or _readable_state(directory) is not None:
+        return []
+    names = [f"ckpt-{s}" for s in steps]
+    _write_state(directory, [(n, os.path.getmtime(os.path.join(directory, n + ".index"))) for n in names])
+    logging.warning("%s had no readable checkpoint state file; rebuilt it from the checkpoints present: %s",
+                    directory, ", ".join(names))
+    return names
 
 
 def restore(trainer: keras.Model, manager: tf.train.CheckpointManager
@@ -184,7 +239,7 @@ def restore(trainer: keras.Model, manager: tf.train.CheckpointManager
     if failed:
         for path, error in failed:
             logging.warning("checkpoint %s is damaged (%s); moved to %s", path, error,
-                            _set_aside(manager.directory, path))
+                            set_aside(manager.directory, path))
         _forget(manager.directory, [p for p, _ in failed])
         manager = tf.train.CheckpointManager(manager.checkpoint, manager.directory,
                                              max_to_keep=MAX_TO_KEEP)
@@ -197,8 +252,7 @@ def restore(trainer: keras.Model, manager: tf.train.CheckpointManager
 def restore_network(network: keras.Model, directory: str) -> tuple[str, int]:
     """Load the network's weights from the newest checkpoint in `directory` that restores (read
     only: a damaged one is skipped with a warning, not moved). Returns (path, step)."""
-    state = tf.train.get_checkpoint_state(directory)
-    paths = list(state.all_model_checkpoint_paths) if state else []
+    paths = checkpoint_paths(directory)
     if not paths:
         raise FileNotFoundError(f"{directory} holds no checkpoint")
     checkpoint = tf.train.Checkpoint(model=network)
@@ -211,5 +265,4 @@ def restore_network(network: keras.Model, directory: str) -> tuple[str, int]:
     return restored, checkpoint_step(restored)
 
 
-def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(workdir, "checkpoints")
+checkpoint_dir = workdir_lib.checkpoint_dir

@@ -349,7 +349,7 @@ def test_command_bad_input_gives_one_line_and_nonzero_exit(files, tmp_path):
     fake = tmp_path / "fake.keras"
     fake.write_text("this is not a Keras archive")
     assert_one_line_error(run_cli(f"--model={fake}", f"--gallery={root / 'gallery'}", *common),
-                          "fake.keras", "cannot be read as a Keras model")
+                          "fake.keras", "is not a Keras model file")
     bad_gallery = tmp_path / "bad_gallery"
     bad_gallery.mkdir()
     png = next((root / "gallery" / "a").iterdir()).read_bytes()

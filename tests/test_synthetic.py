@@ -66,7 +66,7 @@ def test_smaller_dataset_is_a_prefix(small, tmp_path):
     assert fewer == {k: v for k, v in _digests(small).items() if int(k[6:10]) < 5}
 
 
-def test_idempotent_and_regenerates_on_new_parameters(tmp_path):
+def test_idempotent_refuses_new_parameters_and_finishes_an_interrupted_one(tmp_path):
     root = str(tmp_path / "d")
     make_synthetic(root, identities=4, seed=3)
     manifest = os.path.join(root, "manifest.json")
@@ -75,7 +75,12 @@ def test_idempotent_and_regenerates_on_new_parameters(tmp_path):
     os.utime(first_image, ns=(1, 1))  # untouched files keep this mark
     assert make_synthetic(root, identities=4, seed=3) == root
     assert os.stat(manifest).st_mtime_ns == stamp and os.stat(first_image).st_mtime_ns == 1
-    make_synthetic(root, identities=3, seed=3)  # other parameters: regenerate, no stale files
+    for other in (dict(identities=3, seed=3), dict(identities=4, seed=1)):  # runs may read this set
+        with pytest.raises(ValueError, match="holds the synthetic set of 4 identities, seed 3"):
+            make_synthetic(root, **other)
+    assert os.stat(manifest).st_mtime_ns == stamp and os.stat(first_image).st_mtime_ns == 1
+    os.remove(manifest)  # an interrupted generation: no manifest, some images
+    make_synthetic(root, identities=3, seed=3)  # regenerated, no stale files
     assert read_manifest(root)["identities"] == 3 and len(_digests(root)) == 12
 
 

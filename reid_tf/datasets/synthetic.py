@@ -17,7 +17,8 @@ are drawn by reid_tf.datasets.synthetic_render.
 Determinism: every random draw comes from a numpy Generator seeded by (seed, purpose, identity,
 camera, image), so a rerun is byte-identical and the dataset for N identities is a prefix of the one
 for N' > N with the same seed. `make_synthetic` is idempotent: a folder whose manifest already
-records the same (identities, seed, images_per_camera) is returned untouched.
+records the same (identities, seed, images_per_camera) is returned untouched, and a folder holding
+the set of other settings is refused (`check_setting`), never regenerated under the runs that use it.
 """
 from __future__ import annotations
 
@@ -70,15 +71,33 @@ def _write_chunk(out_dir: str, seed: int, keys: np.ndarray) -> list[dict]:
     return records
 
 
-def _is_complete(out_dir: str, identities: int, seed: int, images_per_camera: int) -> bool:
+def setting_of(body: dict) -> str:
+    """A synthetic manifest's generator settings, in words (for messages)."""
+    return (f"{body.get('identities')} identities, seed {body.get('seed')}, "
+            f"{body.get('images_per_camera')} images per camera")
+
+
+def check_setting(out_dir: str, identities: int, seed: int, images_per_camera: int = 2) -> bool:
+    """Whether out_dir already holds the synthetic set of these settings (True) or none (False).
+
+    A complete set of other settings is refused (ValueError), never regenerated: runs that trained
+    on it read it again to evaluate, and would then score other images without a word. The settings
+    live in its manifest; the set of other settings belongs in another folder.
+    """
     if not os.path.isfile(os.path.join(out_dir, MANIFEST)):
         return False
     body = read_manifest(out_dir)
     if body.get("dataset") != DATASET_NAME:
         raise ValueError(f"{out_dir} holds the prepared dataset {body.get('dataset')!r}; "
                          "refusing to overwrite it with synthetic data")
-    return (body.get("identities"), body.get("seed"), body.get("images_per_camera")) == (
-        identities, seed, images_per_camera)
+    if (body.get("identities"), body.get("seed"), body.get("images_per_camera")) == (
+            identities, seed, images_per_camera):
+        return True
+    raise ValueError(
+        f"{out_dir} holds the synthetic set of {setting_of(body)}, which runs trained on it read "
+        f"again; the set of {identities} identities, seed {seed} goes in another folder: pass another "
+        f"--data_dir (e.g. {os.path.join(os.path.dirname(os.path.abspath(out_dir)), f'seed{seed}_n{identities}')}"
+        f"), or delete {out_dir} if no run uses it")
 
 
 def _clear_camera_dirs(out_dir: str) -> None:
@@ -98,20 +117,18 @@ def _clear_camera_dirs(out_dir: str) -> None:
 
 def make_synthetic(out_dir: str, identities: int, seed: int, images_per_camera: int = 2) -> str:
     """Generate (or find already generated) the synthetic dataset in out_dir; returns out_dir.
+    A folder holding the set of other settings is refused (check_setting: ValueError).
 
     identities × 2 cameras × images_per_camera PNGs, then the manifest (written last, atomically).
     """
     if identities < 1 or images_per_camera < 1:
         raise ValueError(f"need identities >= 1 and images_per_camera >= 1, got {identities}, "
                          f"{images_per_camera}")
-    if _is_complete(out_dir, identities, seed, images_per_camera):
+    if check_setting(out_dir, identities, seed, images_per_camera):
         logging.info("synthetic dataset already complete in %s", out_dir)
         return out_dir
     start = time.perf_counter()
-    manifest = os.path.join(out_dir, MANIFEST)
-    if os.path.exists(manifest):  # different parameters: invalidate first, then regenerate
-        os.remove(manifest)
-    _clear_camera_dirs(out_dir)
+    _clear_camera_dirs(out_dir)  # no manifest: the images of an interrupted generation, if any
     keys = np.array([(i, camera, k) for camera in range(len(CAMERA_DIRS))
                      for i in range(identities) for k in range(images_per_camera)])
     # Chunks never mix cameras (render() takes one); numpy and PNG encoding release the GIL, so
