@@ -89,12 +89,13 @@ def _remove_dead_writers(folder: str, name: str) -> None:
     pattern = re.compile(re.escape(f".{name}.") + r"(\d+)-[0-9a-f]{8}" + re.escape(TEMP_SUFFIX) + r"(\.old)?")
     for entry in os.listdir(folder):
         match = pattern.fullmatch(entry)
-        if match and not _alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)
             logging.info("removed %s, left by a writer that was killed", os.path.join(folder, entry))
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (signal 0; one owned by another user counts as alive)."""
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
