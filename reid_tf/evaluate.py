@@ -325,9 +325,14 @@ SHARED_BY_TRIALS = ("dataset", "model", "recipe")
 
 def check_trials(workdirs: list[str], protocol: str) -> None:
     """Refuse (UsageError, one line) workdirs whose mean would not be a mean over trials of one
-    setting: runs of another dataset, preset or recipe (protocol: the one asked for, or the standard
-    protocol of their dataset, so the dataset decides it), the same workdir twice, or the same trial
-    (trial and seed: its split) or run twice."""
+    setting: networks with BN statistics of different kinds (model.json), runs of another dataset,
+    preset or recipe (protocol: the one asked for, or the standard protocol of their dataset, so the
+    dataset decides it), the same workdir twice, or the same trial (trial and seed: its split) or
+    run twice."""
+    kinds = {w: model_precise_bn(w) if os.path.isfile(os.path.join(w, "model.keras")) else 0 for w in workdirs}
+    if len(set(kinds.values())) > 1:  # a mean over networks evaluated two ways would describe neither
+        raise UsageError(f"the runs' networks have BN statistics of different kinds (--precise_bn "
+                         f"{', '.join(f'{k} in {w}' for w, k in kinds.items())}); resume them with one --precise_bn")
     seen: dict[object, str] = {}
     first, first_run = workdirs[0], None
     for w in workdirs:

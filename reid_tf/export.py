@@ -34,14 +34,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
-import uuid
 
 import numpy as np
 from absl import flags, logging
 
-from reid_tf import cli, config
+from reid_tf import cli, config, fileio
 
 TOLERANCE = 1e-4  # SavedModel == Keras model (issue 12)
 PAIR_OUTPUTS = ("p_match", "distance", "score", "logits")
@@ -61,15 +58,6 @@ def check_out(out: str, overwrite: bool = False) -> None:
     raise ValueError(f"--out={out} exists and is not empty; choose another --out or pass --overwrite")
 
 
-def _publish(tmp: str, out: str) -> None:
-    """Rename the finished export `tmp` onto `out`, replacing an old one (--overwrite)."""
-    if os.path.isdir(out):
-        old = tmp + ".old"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
 
 
 def with_correlation(model, correlation: str = "direct"):
@@ -105,37 +93,8 @@ def export(model, out: str, verify: bool = True, seed: int = 0) -> dict:
     random images; raises ValueError beyond TOLERANCE. Adds the measured differences to the metadata.
     The SavedModel appears at `out` only when complete (written beside it, then renamed).
     """
-    folder, name = os.path.split(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    _remove_killed_exports(folder, name)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        meta = _write_export(model, tmp, verify, seed)
-        _publish(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
-    return meta
-
-
-def _remove_killed_exports(folder: str, name: str) -> None:
-    """Delete the temporary folders that exports of `name` killed before their rename left behind
-    (named .NAME.<pid>-<hex>.tmp; those of a live process are left alone)."""
-    for entry in os.listdir(folder):
-        match = re.fullmatch(re.escape(f".{name}.") + r"(\d+)-[0-9a-f]{8}\.tmp(\.old)?", entry)
-        if match and not _alive(int(match.group(1))):
-            shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)
-            logging.info("removed %s, left by an export that was killed", os.path.join(folder, entry))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
+    with fileio.atomic_folder(out) as tmp:
+        return _write_export(model, tmp, verify, seed)
 
 
 def _write_export(model, out: str, verify: bool, seed: int) -> dict:

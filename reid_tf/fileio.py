@@ -9,15 +9,20 @@ own suffix, e.g. ".keras", when a library insists on one), so a leftover from a 
 hidden and recognisable (`make clean` removes those under results/).
 
 API: `atomic_path(path)` (a context manager giving the temporary path to write to, for writers that
-take a path: Keras, PIL); `write_text(path, text)` and `write_json(path, body)`.
+take a path: Keras, PIL); `write_text(path, text)` and `write_json(path, body)`; `atomic_folder(path)`,
+the same for a folder of files (a SavedModel), renamed onto `path` when complete.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
+import shutil
 import uuid
 from typing import Any, Iterator
+
+from absl import logging
 
 TEMP_SUFFIX = ".tmp"
 
@@ -54,3 +59,47 @@ def write_text(path: str, text: str) -> str:
 def write_json(path: str, body: Any, indent: int | None = 1) -> str:
     """Write `body` as JSON to `path` atomically; returns path."""
     return write_text(path, json.dumps(body, indent=indent))
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str) -> Iterator[str]:
+    """Yield a fresh temporary folder beside `path` (.NAME.<pid>-<hex>.tmp); when the block ends
+    without an exception it is renamed onto `path`, replacing a folder there; otherwise removed.
+    Such folders left by a writer that was killed (its pid no longer alive) are removed first."""
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    _remove_dead_writers(folder, name)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        if os.path.isdir(path):  # the old folder is kept aside until the new one is in place
+            old = tmp + ".old"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+
+
+def _remove_dead_writers(folder: str, name: str) -> None:
+    pattern = re.compile(re.escape(f".{name}.") + r"(\d+)-[0-9a-f]{8}" + re.escape(TEMP_SUFFIX) + r"(\.old)?")
+    for entry in os.listdir(folder):
+        match = pattern.fullmatch(entry)
+        if match and not pid_alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)
+            logging.info("removed %s, left by a writer that was killed", os.path.join(folder, entry))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (signal 0; one owned by another user counts as alive)."""
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        pass
+    return True

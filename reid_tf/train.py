@@ -289,8 +289,8 @@ def check_run_data(record: dict, opts: TrainOptions) -> None:
     root = datasets.dataset_dir(opts.dataset, opts.data_dir)
     body = datasets.read_manifest(root)
     where = f"{root} is not the data the run in {opts.workdir} trained on"
-    if opts.dataset == "synthetic":
-        want = (opts.synthetic_identities, opts.seed)
+    if opts.dataset == "synthetic":  # a run.json that does not record the set's size is checked on its seed
+        want = (record.get("synthetic_identities", body.get("identities")), opts.seed)
         if (body.get("identities"), body.get("seed")) != want:
             raise UsageError(
                 f"{where}: it holds the synthetic set of {synthetic.setting_of(body)}, the run used "

@@ -18,6 +18,8 @@ import os
 import re
 from typing import Callable
 
+from reid_tf import fileio
+
 LOCK_FILE = ".lock"
 CHECKPOINTS = "checkpoints"
 KEPT_DIR = "kept"  # StepCheckpoint's keep_every checkpoints (checkpoints/kept/), never deleted
@@ -102,15 +104,7 @@ def holder(workdir: str) -> int | None:
         pid = _read_pid(fd)
     finally:
         os.close(fd)
-    if pid is None or pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # it exists, owned by another user
-        pass
-    return pid
+    return pid if pid is not None and pid > 0 and fileio.pid_alive(pid) else None
 
 
 def lock(workdir: str) -> WorkdirLock:
