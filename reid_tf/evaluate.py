@@ -14,7 +14,6 @@ import dataclasses
 import json
 import os
 import time
-import zipfile
 
 import numpy as np
 from absl import flags, logging
@@ -23,6 +22,7 @@ from reid_tf import cli, config, datasets, fileio, metrics, provenance
 from reid_tf.cli import UsageError
 from reid_tf.history import read_history
 from reid_tf.images import load_images
+from reid_tf.network_file import load_saved_network  # noqa: F401  (evaluate.load_saved_network: its callers)
 from reid_tf.rank import visrank_trial
 from reid_tf.train import TrainOptions, check_run_data, model_precise_bn, read_run, run_dataset, run_setting
 
@@ -193,35 +193,6 @@ def markdown(summary: dict, title: str) -> str:
 def _write(prefix: str, body: dict, table: str) -> None:
     fileio.write_json(prefix + ".json", body)
     fileio.write_text(prefix + ".md", table)
-
-
-ZIP_MAGIC = b"PK\x03\x04"  # a .keras file is a zip archive
-
-
-def load_saved_network(path: str):
-    """A network saved as .keras. What does not load is said as what it is: a file that is no zip
-    archive is not a Keras model file; one holding code that Keras's safe mode refuses (a Lambda
-    layer) is no reid_tf network; a zip that does not load is damaged."""
-    from reid_tf.model import load_network  # loads TensorFlow: see the imports
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found")
-    if not zipfile.is_zipfile(path):
-        with open(path, "rb") as f:
-            zip_start = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
-        if not zip_start:
-            raise ValueError(f"{path} is not a Keras model file (a .keras file is a zip archive, this one is "
-                             "not); give the model.keras that reid_tf.train writes, or its workdir")
-    try:
-        return load_network(path)
-    except Exception as e:  # noqa: BLE001  (BadZipFile, ValueError, OSError, KeyError, ...)
-        if "safe_mode" in str(e):
-            raise ValueError(f"{path} holds Python code (a Lambda layer), which Keras's safe mode refuses to "
-                             "load; a reid_tf network holds none: give the model.keras that reid_tf.train "
-                             "writes") from None
-        raise ValueError(f"{path} is damaged and cannot be loaded ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}); train it again, or give another "
-                         "model") from None
 
 
 def workdir_network(workdir: str, run: TrainOptions) -> tuple[object, str, int | None]:

@@ -211,7 +211,8 @@ class FeatureCache:
 
     def load(self, key: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         try:
-            with np.load(self.path(key)) as z:
+            # Our own file object: np.load leaves the file it opened unclosed when the archive is damaged.
+            with open(self.path(key), "rb") as f, np.load(f) as z:
                 return {n: z[n] for n in (names or z.files)}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise OSError(f"feature cache file {self.path(key)} is damaged ({type(e).__name__}); delete it "
@@ -453,7 +454,7 @@ def load_model_file(path: str):
         raise RankError(f"model {path}: no such file or folder")
     if not path.endswith(".keras"):
         raise RankError(f"{path}: not a .keras model file (pass the model.keras that training writes, or its workdir)")
-    from reid_tf.evaluate import load_saved_network  # lazy: reid_tf.evaluate imports this module
+    from reid_tf.network_file import load_saved_network
 
     return load_saved_network(path)  # says what a file that does not load is (not a model, damaged, ...)
 

@@ -169,7 +169,7 @@ def test_an_unfinished_workdir_names_the_make_variables(tmp_path):
     assert train.finished_run(stopped) is None
     opts = train.TrainOptions(workdir=stopped)
     with pytest.raises(FileExistsError, match="--resume.*DEMO_FLAGS=--resume.*WORKDIR="):
-        train._previous_settings(opts, has_checkpoint=True)
+        train._previous_settings(opts)
     budget = str(tmp_path / "budget")  # stopped by its time budget: finished, and --resume continues it
     fake_run(budget, 300, 465, 300, rank1=30.0)
     assert train.finished_run(budget) == {"step": 300, "total": 465, "rank1": 30.0,

@@ -32,7 +32,8 @@ def command(module, *args, check=True):
 
 
 def error_lines(stderr):
-    return [line for line in stderr.splitlines() if line.startswith(("E1", "E0")) and "cuda" not in line.lower()]
+    """Our error lines (reid_tf.cli: "error: <what> — <what to do>")."""
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
 
 
 def one_error_line(proc, *words):
@@ -178,6 +179,7 @@ def test_a_second_curve_on_one_out_is_refused(finished_run, tmp_path):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
     assert not os.path.exists(out + ".json")
 
 
@@ -240,8 +242,13 @@ def test_an_empty_state_file_is_rebuilt_and_a_fresh_start_over_checkpoints_is_re
     work = copy_of()
     checkpoints = os.path.join(work, "checkpoints")
     open(os.path.join(checkpoints, "checkpoint"), "w").close()  # "Invalid checkpoint state", no hint
-    with pytest.raises(FileExistsError, match="holds an unfinished run"):
-        train.run(train.TrainOptions(data_dir=finished_run.data_dir, workdir=work, max_steps=2, **TINY))
+    fresh = train.TrainOptions(data_dir=finished_run.data_dir, workdir=work, max_steps=2, **TINY)
+    with pytest.raises(train.RunFinished):  # a finished run: said so (the command exits 0), nothing trained
+        train.run(fresh)
+    os.rename(os.path.join(work, "model.json"), os.path.join(work, "model.json.away"))
+    with pytest.raises(FileExistsError, match="holds an unfinished run"):  # its checkpoints, not finished
+        train.run(fresh)
+    os.rename(os.path.join(work, "model.json.away"), os.path.join(work, "model.json"))
     assert trainer.rebuild_state(checkpoints) == ["ckpt-2", "ckpt-4", "ckpt-6"]
     assert [os.path.basename(p) for p in trainer.checkpoint_paths(checkpoints)] == ["ckpt-2", "ckpt-4", "ckpt-6"]
     for name in os.listdir(checkpoints):  # no checkpoint left, but the run's model.keras and kept ones
