@@ -214,7 +214,8 @@ def main(argv):
     del argv
     f = flags.FLAGS
     make_card(f.workdir, f.name, f.out, f.data_dir, f.log, f.code_dir, f.command, f.protocols, f.force)
-    print(open(os.path.join(f.out, f.name, check_results.CARD_MD)).read())
+    with open(os.path.join(f.out, f.name, check_results.CARD_MD)) as card_md:
+        print(card_md.read())
 
 
 if __name__ == "__main__":

@@ -12,8 +12,13 @@ import sys
 import pytest
 
 from experiments import check_results, make_card
-from reid_tf import evaluate, train
+from reid_tf import evaluate, fileio, train
 from tests import fixtures
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 COMMITTED = check_results.card_paths(os.path.join(fixtures.REPO, "networks"))
@@ -77,7 +82,8 @@ def test_card_describes_the_run_and_its_network(kept, finished):
     assert card["test"]["single_shot"]["map"] == pytest.approx(eq7["map"]["mean"])
     x = card["test"]["xcorr"]
     assert x["draws"] == 10 and x["same_camera_probes"] + x["cross_camera_probes"] == 3 * x["test_identities"]
-    assert "| single_shot |" in open(os.path.join(folder, "card.md")).read()
+    with open(os.path.join(folder, "card.md")) as f:
+        assert "| single_shot |" in f.read()
 
 
 def test_check_results_passes_then_fails_on_an_edited_figure(kept, data_dir, tmp_path):
@@ -87,9 +93,9 @@ def test_check_results_passes_then_fails_on_an_edited_figure(kept, data_dir, tmp
     shutil.copytree(kept[0], folder)
     ok = run(command("experiments.check_results", f"--networks={folder}", f"--data_dir={data_dir}"))
     assert ok.returncode == 0, ok.stderr[-3000:]
-    card = json.load(open(os.path.join(folder, "card.json")))
+    card = read_json(os.path.join(folder, "card.json"))
     card["test"]["single_shot"]["rank1"] += 1.0
-    json.dump(card, open(os.path.join(folder, "card.json"), "w"))
+    fileio.write_json(os.path.join(folder, "card.json"), card)
     bad = run(command("experiments.check_results", f"--networks={folder}", f"--data_dir={data_dir}",
                       "--protocols=single_shot"))
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
@@ -97,7 +103,7 @@ def test_check_results_passes_then_fails_on_an_edited_figure(kept, data_dir, tmp
     assert "single_shot rank1: card" in line and "card.json" in line
     card["test"]["single_shot"]["rank1"] -= 1.0
     card["sha256"] = "0" * 64
-    json.dump(card, open(os.path.join(folder, "card.json"), "w"))
+    fileio.write_json(os.path.join(folder, "card.json"), card)
     assert check_results.check(os.path.join(folder, "card.json"), data_dir, ["single_shot"]) == [
         f"{folder}/card.json: model.keras is not the network of the card (SHA-256 "
         f"{check_results.sha256(os.path.join(folder, 'model.keras'))[:12]}, card 000000000000)"]
@@ -112,7 +118,7 @@ def test_rank_takes_a_kept_network(kept, data_dir, tmp_path):
     proc = run(command("reid_tf.rank", f"--model={kept[0]}/model.keras", f"--query={images[0]}",
                        f"--gallery={gallery}", f"--out={tmp_path / 'ranked'}", "--cache=", "--nopictures"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (query,) = json.load(open(tmp_path / "ranked" / "ranking.json"))["queries"]
+    (query,) = read_json(tmp_path / "ranked" / "ranking.json")["queries"]
     assert len(query["results"]) == 6
 
 
@@ -124,7 +130,7 @@ def test_curve_files_record_who_evaluated_each_point(finished, tmp_path):
         proc = run(command("experiments.curve", f"--workdir={finished}", f"--out={out}",
                            "--protocols=single_shot"))
         assert proc.returncode == 0, proc.stderr[-3000:]
-    body = json.load(open(out + ".json"))
+    body = read_json(out + ".json")
     (record,) = body["provenance"]
     assert record["steps"] == [2] and body["points"][0]["provenance"] == 0
     assert record["run_id"] == body["run"]["run_id"] and "experiments.curve" in record["command"]
