@@ -24,9 +24,10 @@ import os
 from typing import Sequence
 
 import numpy as np
+from absl import logging
 from PIL import Image
 
-from reid_tf import config
+from reid_tf import cli, config
 
 IMAGE_SHAPE = (config.INPUT_HEIGHT, config.INPUT_WIDTH, config.INPUT_CHANNELS)
 _SIXTEEN_BIT_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")
@@ -108,3 +109,51 @@ def load_images(paths: Sequence[str]) -> np.ndarray:
     """Images for evaluation and ranking: decoded, resized, no augmentation -> float32
     (N, 160, 60, 3) in [0, 1]."""
     return load_uint8(paths).astype(np.float32) / 255.0
+
+
+# Image files of a user's own (reid_tf.rank, ranked results): read tolerantly, each bad file named.
+def decode_images(contents: Sequence[bytes]) -> tuple[np.ndarray, list[str | None]]:
+    """Encoded images → (uint8 (N, 160, 60, 3), per image None or why it could not be decoded).
+
+    The one decoder of training and evaluation (`decode`: PIL, one conversion to 8-bit RGB;
+    `resize_all`: TensorFlow's resize); undecodable images are zeros.
+    """
+    out = np.zeros((len(contents), *IMAGE_SHAPE), np.uint8)
+    errors: list[str | None] = [None] * len(contents)
+    decoded = {}
+    for i, data in enumerate(contents):
+        try:
+            decoded[i] = decode(data)
+        except ImageError as e:
+            errors[i] = str(e).split(": ", 1)[-1]  # the reason; the caller names the file
+    if decoded:
+        out[list(decoded)] = resize_all(list(decoded.values()))
+    return out, errors
+
+
+def read_images(paths: Sequence[str], bad_images: str = "skip") -> tuple[np.ndarray, list[int]]:
+    """Read image files → (float32 (n, 160, 60, 3) in [0, 1], positions in `paths` of the n read).
+
+    A file that cannot be read or decoded is named in a warning and left out ("skip"), or raises
+    cli.UsageError ("stop").
+    """
+    contents, read, why = [], [], {}
+    for i, path in enumerate(paths):
+        try:
+            with open(path, "rb") as f:
+                contents.append(f.read())
+            read.append(i)
+        except OSError as e:
+            why[i] = e.strerror or str(e)
+    images, errors = decode_images(contents)
+    why.update({read[k]: err for k, err in enumerate(errors) if err is not None})
+    for i in sorted(why):  # in the order of `paths`
+        _bad_image(paths[i], why[i], bad_images)
+    good = [k for k, err in enumerate(errors) if err is None]
+    return images[good].astype(np.float32) / 255.0, [read[k] for k in good]
+
+
+def _bad_image(path: str, why: str, bad_images: str) -> None:
+    if bad_images == "stop":
+        raise cli.UsageError(f"{path}: cannot read this image ({why}); --bad_images=skip skips such files")
+    logging.warning("%s: cannot read this image (%s); skipped", path, why)

@@ -46,6 +46,7 @@ import numpy as np
 from absl import flags, logging
 
 from reid_tf import cli, config, fileio
+from reid_tf.images import decode_images, read_images  # noqa: F401  (rank.read_images: its callers)
 from reid_tf.progress import Progress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # what training's decoder reads
@@ -84,55 +85,6 @@ def find_images(path: str, what: str = "gallery", exclude: Sequence[str] = ()) -
                 seen.add(real)
                 found.append(os.path.join(root, f))
     return found
-
-
-def decode_images(contents: Sequence[bytes]) -> tuple[np.ndarray, list[str | None]]:
-    """Encoded images → (uint8 (N, 160, 60, 3), per image None or why it could not be decoded).
-
-    The one decoder of training and evaluation (reid_tf.images: PIL, one conversion to 8-bit RGB,
-    TensorFlow's resize); undecodable images are zeros.
-    """
-    from reid_tf import images
-
-    out = np.zeros((len(contents), *images.IMAGE_SHAPE), np.uint8)
-    errors: list[str | None] = [None] * len(contents)
-    decoded = {}
-    for i, data in enumerate(contents):
-        try:
-            decoded[i] = images.decode(data)
-        except images.ImageError as e:
-            errors[i] = str(e).split(": ", 1)[-1]  # the reason; the caller names the file
-    if decoded:
-        out[list(decoded)] = images.resize_all(list(decoded.values()))
-    return out, errors
-
-
-def read_images(paths: Sequence[str], bad_images: str = "skip") -> tuple[np.ndarray, list[int]]:
-    """Read image files → (float32 (n, 160, 60, 3) in [0, 1], positions in `paths` of the n read).
-
-    A file that cannot be read or decoded is named in a warning and left out ("skip"), or raises
-    RankError ("stop").
-    """
-    contents, read, why = [], [], {}
-    for i, path in enumerate(paths):
-        try:
-            with open(path, "rb") as f:
-                contents.append(f.read())
-            read.append(i)
-        except OSError as e:
-            why[i] = e.strerror or str(e)
-    images, errors = decode_images(contents)
-    why.update({read[k]: err for k, err in enumerate(errors) if err is not None})
-    for i in sorted(why):  # in the order of `paths`
-        _bad_image(paths[i], why[i], bad_images)
-    good = [k for k, err in enumerate(errors) if err is None]
-    return images[good].astype(np.float32) / 255.0, [read[k] for k in good]
-
-
-def _bad_image(path: str, why: str, bad_images: str) -> None:
-    if bad_images == "stop":
-        raise RankError(f"{path}: cannot read this image ({why}); --bad_images=skip skips such files")
-    logging.warning("%s: cannot read this image (%s); skipped", path, why)
 
 
 # Identities from file names: the datasets' own naming. Each pattern's groups → one integer.

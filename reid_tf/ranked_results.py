@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from reid_tf import config, fileio
-from reid_tf.rank import read_images
+from reid_tf.images import read_images
 from reid_tf.visualize import as_float_image, as_uint8, save_png  # Figure 4's image helpers
 
 MATCH, NON_MATCH, UNKNOWN, QUERY = (0, 160, 60), (220, 30, 30), (170, 170, 170), (40, 90, 220)

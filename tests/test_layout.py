@@ -26,12 +26,10 @@ PACKAGE = "reid_tf"
 CODE_DIRS = ("reid_tf", "data_tools", "experiments", "benchmarks")
 
 # Import circles of today, each the set of modules of one strongly connected component. The
-# integrator empties this list as the circles are cut.
+# list only shrinks, as the circles are cut.
 KNOWN_CIRCLES = [
     # evaluate reads the run options and loads networks through train; train evaluates at its end
     {"reid_tf.evaluate", "reid_tf.train"},
-    # rank draws its pictures with ranked_results, which reads images through rank
-    {"reid_tf.rank", "reid_tf.ranked_results"},
 ]
 # (file, source line) where a recipe's name is still compared outside reid_tf/pairs/:
 KNOWN_RECIPE_BRANCHES = [

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from data_tools.make_synthetic import render
-from reid_tf import callbacks, config, progress, rank, ranked_results
+from reid_tf import callbacks, cli, config, progress, rank, ranked_results
 from reid_tf.model import build_model
 from reid_tf.scoring import ScoringEngine
 
@@ -227,7 +227,7 @@ def test_bad_images_are_named_and_skipped_or_stop(tmp_path, synthetic):
     paths = [str(good), str(truncated), str(text), str(tmp_path / "gone.png")]
     images, kept = rank.read_images(paths, "skip")
     assert kept == [0] and images.shape == (1, 160, 60, 3)
-    with pytest.raises(rank.RankError, match="truncated.png"):
+    with pytest.raises(cli.UsageError, match="truncated.png"):
         rank.read_images(paths, "stop")
 
 
