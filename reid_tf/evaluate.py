@@ -24,7 +24,7 @@ from reid_tf.history import read_history
 from reid_tf.images import load_images
 from reid_tf.network_file import load_saved_network  # noqa: F401  (evaluate.load_saved_network: its callers)
 from reid_tf.rank import visrank_trial
-from reid_tf.train import TrainOptions, check_run_data, model_precise_bn, read_run, run_dataset, run_setting
+from reid_tf.run_options import TrainOptions, check_run_data, model_precise_bn, read_run, run_dataset, run_setting
 
 # The modules that load TensorFlow (model, scoring, shortlist, trainer) are imported inside the
 # functions that need them: --help, a usage error and reid_tf.train's import of this module (before

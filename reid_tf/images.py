@@ -148,12 +148,13 @@ def read_images(paths: Sequence[str], bad_images: str = "skip") -> tuple[np.ndar
     images, errors = decode_images(contents)
     why.update({read[k]: err for k, err in enumerate(errors) if err is not None})
     for i in sorted(why):  # in the order of `paths`
-        _bad_image(paths[i], why[i], bad_images)
+        bad_image(paths[i], why[i], bad_images)
     good = [k for k, err in enumerate(errors) if err is None]
     return images[good].astype(np.float32) / 255.0, [read[k] for k in good]
 
 
-def _bad_image(path: str, why: str, bad_images: str) -> None:
+def bad_image(path: str, why: str, bad_images: str) -> None:
+    """A file that cannot be read: a warning naming it ("skip"), or one usage error ("stop")."""
     if bad_images == "stop":
         raise cli.UsageError(f"{path}: cannot read this image ({why}); --bad_images=skip skips such files")
     logging.warning("%s: cannot read this image (%s); skipped", path, why)

@@ -46,7 +46,7 @@ import numpy as np
 from absl import flags, logging
 
 from reid_tf import cli, config, fileio
-from reid_tf.images import decode_images, read_images  # noqa: F401  (rank.read_images: its callers)
+from reid_tf.images import bad_image, read_images  # rank.read_images: its callers use that name too
 from reid_tf.progress import Progress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # what training's decoder reads
@@ -303,7 +303,7 @@ class Ranker:
                     with open(path, "rb") as f:
                         keys[i] = FeatureCache.content_key(f.read())
                 except OSError as e:
-                    _bad_image(path, e.strerror or str(e), bad_images)
+                    bad_image(path, e.strerror or str(e), bad_images)
                     keys[i] = None
                     continue
                 embedding = self.cache.embedding(keys[i])

@@ -27,14 +27,11 @@ CODE_DIRS = ("reid_tf", "data_tools", "experiments", "benchmarks")
 
 # Import circles of today, each the set of modules of one strongly connected component. The
 # list only shrinks, as the circles are cut.
-KNOWN_CIRCLES = [
-    # evaluate reads the run options and loads networks through train; train evaluates at its end
-    {"reid_tf.evaluate", "reid_tf.train"},
-]
+KNOWN_CIRCLES: list[set[str]] = []  # none left; a new one is cut, not listed
 # (file, source line) where a recipe's name is still compared outside reid_tf/pairs/:
 KNOWN_RECIPE_BRANCHES = [
     # the check that [31]'s recipe shares one image per camera side (pairs.get_recipe(r).max_shared_k)
-    ("reid_tf/train.py", 'if self.resolved_pairing() == "shared" and self.resolved_recipe() == "paper_xcorr" and \\'),
+    ("reid_tf/run_options.py", 'if self.resolved_pairing() == "shared" and self.resolved_recipe() == "paper_xcorr" and \\'),
     ("experiments/reproduce.py", 'k = 1 if recipe == "paper_xcorr" else run_setting(run, "shared_images_per_camera")'),
 ]
 # (file, source line) of string operations on a `.name` that is no layer's, weight's or op's:
@@ -58,8 +55,6 @@ KNOWN_HISTORY = [
     ("reid_tf/precise_bn.py", 'its final weights (issue 11; docs/DESIGN.md "Precise BN").'),
     ("reid_tf/ranked_results.py",
      '"""Ranked results made visible: one picture per query and one page that shows them all (issue 12).'),
-    ("reid_tf/train.py", "# default, which may differ: K became 1 in session 4)."),
-    ("reid_tf/train.py", "predates (PREDATES; also when recorded as null, as session 3's curve files did), else"),
     ("reid_tf/train.py", '"pairs of one on both (docs/RESULTS.md, session 8)")'),
     ("experiments/market1501.py",
      "# Published Market-1501 results of the time (single query, no re-ranking). Sources (checked session 4):"),
