@@ -231,6 +231,18 @@ def test_bad_images_are_named_and_skipped_or_stop(tmp_path, synthetic):
         rank.read_images(paths, "stop")
 
 
+def test_an_unreadable_file_through_the_cache_is_named_and_skipped_or_stops(model, files, tmp_path):
+    """With a feature cache the files are read first for their cache keys: a file that cannot be
+    opened there is named and skipped, or stops the ranking, as without a cache."""
+    root, _ = files
+    paths = rank.find_images(str(root / "gallery"))[:2] + [str(tmp_path / "gone.png")]
+    ranker = rank.Ranker(model, cache_dir=str(tmp_path / "cache"))
+    features, kept = ranker.encode_files(paths, "skip")
+    assert kept == [0, 1] and features.embedding.shape[0] == 2
+    with pytest.raises(cli.UsageError, match="gone.png"):
+        ranker.encode_files(paths, "stop")
+
+
 def test_progress_line_has_rate_and_eta(caplog):
     progress = rank.Progress("encoding gallery", 10, "images", every=0.0)
     with caplog.at_level("INFO"):
