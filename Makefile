@@ -63,7 +63,7 @@ bench-rank: $(STAMP)
 	$(PY) -m benchmarks.bench_rank --model=$(MODEL)
 
 # A Market-1501-sized evaluation (3,368 × 15,913 synthetic images) in two stages at K = 50 / 100 / 200:
-# time per stage (docs/RESULTS.md "Large galleries"; ≈ 22 min idle on 2 cores). GALLERY_FLAGS, e.g.
+# time per stage (docs/RESULTS.md "Large galleries" has the figures and how long it takes). GALLERY_FLAGS, e.g.
 # --mode=exhaustive --checkpoint=runs/x/model.keras --cuhk01=data/cuhk01: shortlist against exhaustive.
 GALLERY_FLAGS ?=
 bench-large-gallery: $(STAMP)

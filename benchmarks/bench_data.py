@@ -9,10 +9,8 @@ cached in memory and without (decoding both PNGs of every pair), then a few trai
 so no input cost is counted), and prints both rates and their ratio. The pipeline only has to stay
 ahead of training.
 
-Measured on the 2-core machine (400 synthetic identities, batch 128, other jobs sharing the CPU):
-pipeline cached ≈ 6,400 pairs/s, decoding ≈ 1,900 pairs/s; training step of "l23" 2.8 pairs/s (the
-DESIGN prototype: ≈ 9 pairs/s unloaded) — the pipeline is > 600× faster than it needs to be. Runs in
-about three minutes, nearly all of it the training steps (one warm-up + two timed).
+The figures measured on this project's machines are in docs/RESULTS.md. Runs in a few minutes,
+nearly all of it the training steps (one warm-up + two timed).
 """
 from __future__ import annotations
 

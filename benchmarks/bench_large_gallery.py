@@ -44,8 +44,13 @@ flags.DEFINE_string("workdir", None, "timing: where the synthetic images go (def
 flags.DEFINE_integer("block_size", None, "gallery images per stage-3 block (default: 2,048 scaled by "
                      "gallery / 15,913, so a smaller run has Market-1501's number of blocks)")
 
+flags.DEFINE_float("idle_pair_rate", 0, "idle projection: the engine's dense pairs/s (pair part) of `make bench` on "
+                   "this machine when idle; with --idle_image_rate adds a column scaling the times measured now to "
+                   "an idle machine (0: no projection)")
+flags.DEFINE_float("idle_image_rate", 0, "idle projection: the per-image network's images/s of `make bench` on this "
+                   "machine when idle")
+
 MARKET = (3368, 15913)
-IDLE_DENSE, IDLE_IMAGES = 1191, 269  # docs/RESULTS.md, make bench on the idle machine: pair part, per-image network
 
 
 
@@ -64,7 +69,7 @@ def synthetic_paths(root: str, n: int, seed: int) -> list[str]:
 
 def dense_rate(engine: ScoringEngine, f) -> float:
     """pairs/s of pair_p_match on all 64 × 64 pairs of cached features: every image has 64 partners
-    (the engine's own benchmark, docs/RESULTS.md: 1,191 pairs/s on the idle machine)."""
+    (the engine's own benchmark, as `make bench` measures it)."""
     q, g = np.repeat(np.arange(len(f)), len(f)), np.tile(np.arange(len(f)), len(f))
     t = time.monotonic()
     engine.pair_p_match(f, f, q, g)
@@ -101,26 +106,27 @@ def timing(engine: ScoringEngine) -> None:
           f"{MARKET[0] / MARKET[1]:.3f}), blocks of {block} gallery images; {os.cpu_count()} cores; "
           f"load average now {os.getloadavg()[0]:.1f}. Extrapolation: d measured at full size, the rest "
           "scaled (per-image work by image count, Eq. 7 by Q·K)\n")
-    full_size = (Q, G) == MARKET  # then nothing is extrapolated, and the idle projection is not needed
+    # At full size nothing is extrapolated; the idle projection needs the idle rates of this machine.
+    project = (Q, G) != MARKET and FLAGS.idle_pair_rate > 0 and FLAGS.idle_image_rate > 0
     print("| K | pairs | shortlisted gallery images | features | d | Eq. 7 | pairs/s (dense 64 × 64 now) | total "
-          "| extrapolated to 3,368 × 15,913, this load |" + ("" if full_size else " idle projection |"))
-    print("|---|---|---|---|---|---|---|---|---|" + ("" if full_size else "---|"))
+          "| extrapolated to 3,368 × 15,913, this load |" + (" idle projection |" if project else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if project else ""))
     for k, s, pairs, used, dense in rows:
         per_image = s["features"] / (Q + G)  # seconds per image of the per-image network (incl. decoding)
-        image_speedup = max(1.0, IDLE_IMAGES * per_image)  # idle images/s ÷ measured (decoding included here)
+        image_speedup = max(1.0, FLAGS.idle_image_rate * per_image)  # idle images/s ÷ measured (decoding included here)
         again = per_image * used  # stage 3 computes the shortlisted gallery images' features again
         pair_only = s["pairs"] - again
         full = {"features": per_image * sum(MARKET), "again": again * MARKET[1] / G,
                 "d": full_d[k], "eq7": pair_only * MARKET[0] / Q}
-        idle = full["eq7"] * dense / IDLE_DENSE + full["d"] + (full["features"] + full["again"]) / image_speedup
+        idle = full["eq7"] * dense / max(FLAGS.idle_pair_rate, 1e-9) + full["d"] + (full["features"] + full["again"]) / image_speedup
         print(f"| {k} | {pairs:,} | {used:,} | {s['features']:.0f} s | {s['distance']:.1f} s | {s['pairs']:.0f} s "
               f"| {pairs / pair_only:.0f} ({dense:.0f}) | {s['total'] / 60:.1f} min | {sum(full.values()) / 60:.1f} min "
               f"(features {full['features'] / 60:.1f} + again {full['again'] / 60:.1f} + d {full['d'] / 60:.2f} "
-              f"+ Eq. 7 {full['eq7'] / 60:.1f}) |" + ("" if full_size else f" {idle / 60:.1f} min |"))
-    if not full_size:
+              f"+ Eq. 7 {full['eq7'] / 60:.1f}) |" + (f" {idle / 60:.1f} min |" if project else ""))
+    if project:
         print(f"\nIdle projection: every stage scaled by the idle/now speed of the same engine — pairs by "
-              f"{IDLE_DENSE} pairs/s ÷ the dense rate measured just before, images by {IDLE_IMAGES} images/s "
-              "(docs/RESULTS.md, idle, session 2's machine; network only, so image decoding makes the projection "
+              f"{FLAGS.idle_pair_rate:.0f} pairs/s ÷ the dense rate measured just before, images by "
+              f"{FLAGS.idle_image_rate:.0f} images/s (--idle_image_rate; network only, so image decoding makes the projection "
               "of that part a lower bound) ÷ the rate measured here; d as measured.")
 
 

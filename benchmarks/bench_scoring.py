@@ -1,4 +1,4 @@
-"""Scoring and training throughput on this machine, against its own matmul speed (issue 6).
+"""Scoring and training throughput on this machine, against its own matmul speed.
 
     python -m benchmarks.bench_scoring                     # `make bench`; l23, 9–10 minutes on 2 cores
     python -m benchmarks.bench_scoring --preset=l234 --viper=0 --train_steps=0 --xcorr=false

@@ -1,4 +1,4 @@
-"""Where a training step's time goes, op by op, grouped by the model's blocks (issue 6).
+"""Where a training step's time goes, op by op, grouped by the model's blocks.
 
     python -m benchmarks.profile_train                  # `make profile-train`; l23, batch 128, ~1 min
     python -m benchmarks.profile_train --preset=l234 --batch=64 --correlation=direct

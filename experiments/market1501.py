@@ -26,7 +26,7 @@ from experiments.reproduce import hardware
 from reid_tf import cli, config, datasets, evaluate, fileio
 from reid_tf.train import TrainOptions, run
 
-# Published Market-1501 results of the time (single query, no re-ranking). Sources (checked session 4):
+# Published Market-1501 results of the time (single query, no re-ranking). Sources:
 # BoW + KISSME, the dataset authors' page zheng-lab.cecs.anu.edu.au/Project/state_of_the_art_market1501.html;
 # TriNet, paperswithcode's "results from the paper" (84.92 / 69.14; rank-1 also on the authors'
 # ..._500k.html page); PCB (without RPP), the paper's abstract ("(77.4+4.2)% mAP and (92.3+1.5)%

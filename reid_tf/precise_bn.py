@@ -1,5 +1,5 @@
 """Precise batch-norm statistics: a trained network's moving means and variances re-estimated with
-its final weights (issue 11; docs/DESIGN.md "Precise BN").
+its final weights (docs/DESIGN.md "Precise BN").
 
 Training keeps each BN layer's statistics as an exponential moving average over the batches of
 the last few hundred steps (Keras's momentum 0.99), computed with the weights of those steps; with

@@ -52,19 +52,12 @@ KNOWN_HISTORY = [
      '"""Rank a gallery with a trained model: `python -m reid_tf.rank` and the `Ranker` API (issue 12).'),
     ("reid_tf/callbacks.py",
      "validation-against-time curve of issue 5), never for choosing a checkpoint — the final model is"),
-    ("reid_tf/precise_bn.py", 'its final weights (issue 11; docs/DESIGN.md "Precise BN").'),
     ("reid_tf/ranked_results.py",
      '"""Ranked results made visible: one picture per query and one page that shows them all (issue 12).'),
     ("reid_tf/train.py", '"pairs of one on both (docs/RESULTS.md, session 8)")'),
-    ("experiments/market1501.py",
-     "# Published Market-1501 results of the time (single query, no re-ranking). Sources (checked session 4):"),
     ("experiments/curve.py", "protocols (issue 11):"),
-    ("benchmarks/bench_large_gallery.py",
-     '"(docs/RESULTS.md, idle, session 2\'s machine; network only, so image decoding makes the projection "'),
     ("benchmarks/bench_rank.py",
      '"""Ranking one query against a large gallery (issue 12): exhaustive against two-stage scoring, and'),
-    ("benchmarks/profile_train.py", '"""Where a training step\'s time goes, op by op, grouped by the model\'s blocks (issue 6).'),
-    ("benchmarks/bench_scoring.py", '"""Scoring and training throughput on this machine, against its own matmul speed (issue 6).'),
 ]
 
 

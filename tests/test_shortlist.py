@@ -153,7 +153,8 @@ def test_large_gallery_bench_runs_small_and_prints_one_row_per_k(tmp_path):
     import sys
     from tests import fixtures
     proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_large_gallery", "--queries=6", "--gallery=30",
-                           "--ks=3,5", f"--workdir={tmp_path}"], capture_output=True, text=True, cwd=fixtures.REPO,
+                           "--ks=3,5", f"--workdir={tmp_path}", "--idle_pair_rate=1191", "--idle_image_rate=269"],
+                          capture_output=True, text=True, cwd=fixtures.REPO,
                           timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| 3 |") or line.startswith("| 5 |")]
