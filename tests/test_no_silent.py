@@ -393,16 +393,16 @@ def test_model_files_that_do_not_load_say_what_they_are(tmp_path):
 
 
 def test_feature_cache_damage_is_a_miss_and_an_unusable_cache_is_none(tmp_path):
-    from reid_tf import rank
+    from reid_tf.feature_cache import FeatureCache
 
-    cache = rank.FeatureCache(str(tmp_path / "cache"), "model")
+    cache = FeatureCache(str(tmp_path / "cache"), "model")
     cache.save("ab12", {"embedding": np.arange(4.0), "map_2": np.zeros((2, 2))})
     np.testing.assert_array_equal(cache.embedding("ab12"), np.arange(4.0))
     with open(cache.path("ab12"), "r+b") as f:
         f.truncate(30)
     assert cache.embedding("ab12") is None and not os.path.exists(cache.path("ab12"))  # computed again
     (tmp_path / "a_file").write_text("")
-    assert rank.FeatureCache.usable(str(tmp_path / "a_file"), "model") is None
+    assert FeatureCache.usable(str(tmp_path / "a_file"), "model") is None
 
 
 def test_export_out_checks_and_a_partial_export_is_named(tmp_path):
