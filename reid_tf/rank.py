@@ -7,11 +7,10 @@ Every query image is ranked against every gallery image by Eq. 7 (p(match) + λ 
 Eq. 2 and the head run per pair. The query is the model's image_a and a gallery image its image_b,
 as in the test protocol (p(match) is not symmetric).
 
-Images: any size and format training reads (PNG, BMP, JPEG), decoded and resized to 160 × 60 as
-training does (`reid_tf.images`); folders are searched recursively, following links but never into
-a folder already searched (a link loop such as `again -> .` adds nothing), and a file reached twice
-is listed once. An unreadable or truncated file is named in a warning and skipped
-(`bad_images="stop"`: an error instead).
+Images: any size and format training reads (PNG, BMP, JPEG), found in folders searched recursively
+and decoded and resized to 160 × 60 as training does (`reid_tf.images`: find_images, read_images).
+An unreadable or truncated file is named in a warning and skipped (`bad_images="stop"`: an error
+instead).
 
 Two-stage scoring (`shortlist=K`, by `reid_tf.shortlist`): stage 1 orders each query's gallery by d
 alone (Eq. 5, from the embeddings), stage 2 runs the network on its K nearest images only; the rest
@@ -42,47 +41,15 @@ from absl import flags, logging
 
 from reid_tf import cli, config, feature_cache, fileio
 from reid_tf.feature_cache import CachedFeatures, FeatureCache
-from reid_tf.images import read_images
+from reid_tf.images import BAD_IMAGES, IMAGE_SUFFIXES, find_images, read_images
 from reid_tf.progress import Progress
 
 if TYPE_CHECKING:  # scoring loads TensorFlow, which the command's --help does not need
     from reid_tf.scoring import ImageFeatures
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # what training's decoder reads
-BAD_IMAGES = ("skip", "stop")
-
 
 class RankError(cli.UsageError):
     """A user error: the CLI prints its message as one line and exits non-zero (reid_tf.cli)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Files and images
-def find_images(path: str, what: str = "gallery", exclude: Sequence[str] = ()) -> list[str]:
-    """Image files (IMAGE_SUFFIXES, any case) of a file or a folder searched recursively, sorted.
-
-    `exclude`: folders not to search (the command's own output and cache, when they lie inside).
-    """
-    if os.path.isfile(path):
-        return [path]
-    if not os.path.isdir(path):
-        raise RankError(f"{what} {path}: no such file or folder")
-    skip = {os.path.realpath(p) for p in exclude if p}
-    visited, seen, found = {os.path.realpath(path)}, set(), []
-    for root, dirs, files in os.walk(path, followlinks=True):
-        kept = []
-        for d in sorted(dirs):  # a folder already searched (a link loop, two links to one folder): not again
-            real = os.path.realpath(os.path.join(root, d))
-            if real not in skip and real not in visited:
-                visited.add(real)
-                kept.append(d)
-        dirs[:] = kept
-        for f in sorted(files):
-            real = os.path.realpath(os.path.join(root, f))
-            if f.lower().endswith(IMAGE_SUFFIXES) and real not in seen:  # one file, one gallery entry
-                seen.add(real)
-                found.append(os.path.join(root, f))
-    return found
 
 
 # Identities from file names: the datasets' own naming. Each pattern's groups → one integer.
