@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import time
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -40,6 +39,7 @@ import numpy as np
 from absl import flags, logging
 
 from reid_tf import cli, config, feature_cache, fileio
+from reid_tf.datasets.file_names import identity_from_name
 from reid_tf.feature_cache import CachedFeatures, FeatureCache
 from reid_tf.images import BAD_IMAGES, IMAGE_SUFFIXES, find_images, read_images
 from reid_tf.progress import Progress
@@ -50,31 +50,6 @@ if TYPE_CHECKING:  # scoring loads TensorFlow, which the command's --help does n
 
 class RankError(cli.UsageError):
     """A user error: the CLI prints its message as one line and exits non-zero (reid_tf.cli)."""
-
-
-# Identities from file names: the datasets' own naming. Each pattern's groups → one integer.
-_IDENTITY_PATTERNS = (
-    (re.compile(r"^(\d)_(\d{3})_\d_\d+$"), lambda g: 1000 * int(g[0]) + int(g[1])),  # CUHK03 (prepare_cuhk03)
-    (re.compile(r"^(\d{4})\d{3}$"), lambda g: int(g[0])),  # CUHK01 campus/NNNNIII
-    (re.compile(r"^(-?\d+)_"), lambda g: int(g[0])),  # VIPeR NNN_angle, synthetic, Market-1501, Duke
-)
-
-
-def identity_from_name(path: str, pattern: str | None = None) -> int | None:
-    """A person's identity read from an image's file name, or None when the name does not say.
-
-    Default: the datasets' conventions above (CUHK03 as prepared here: 1000 · pair + identity). A
-    `pattern` (regular expression on the file name without suffix) uses its first group instead.
-    """
-    stem = os.path.splitext(os.path.basename(path))[0]
-    if pattern:
-        m = re.search(pattern, stem)
-        return int(m.group(1)) if m and m.group(1) is not None and m.group(1).lstrip("-").isdigit() else None
-    for regex, identity in _IDENTITY_PATTERNS:
-        m = regex.match(stem)
-        if m:
-            return identity(m.groups())
-    return None
 
 
 # ---------------------------------------------------------------------------------------------

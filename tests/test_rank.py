@@ -1,6 +1,7 @@
-"""Ranking a gallery with a trained model (issue 12): the Ranker against the scoring engine, the
-shortlist, the feature cache, identities from file names, the pictures, and the command's answers
-to bad input (one line, non-zero exit, no traceback)."""
+"""Ranking a gallery with a trained model: the Ranker against the scoring engine, the shortlist,
+the Ranker through the feature cache, the pictures, and the command's answers to bad input (one
+line, non-zero exit, no traceback). Identities from file names: tests/test_datasets.py; finding and
+reading image files: tests/test_images.py; the cache's keys: tests/test_feature_cache.py."""
 import json
 import os
 import shutil
@@ -204,16 +205,6 @@ def test_feature_cache_is_per_model(model, files, tmp_path):
         bias.assign(kept)
     np.testing.assert_allclose(got.embedding, want.embedding, atol=1e-6)
     assert np.abs(got.embedding - first.embedding).max() > 1e-2
-
-
-def test_identities_from_the_datasets_file_names():
-    assert rank.identity_from_name("x/cam_a/0012_1.png") == 12  # synthetic
-    assert rank.identity_from_name("VIPeR/cam_b/607_90.bmp") == 607
-    assert rank.identity_from_name("campus/0042003.png") == 42  # CUHK01 NNNNIII
-    assert rank.identity_from_name("cuhk03/2_017_1_06.png") == 2017  # CUHK03 as prepared: 1000 · pair + id
-    assert rank.identity_from_name("bounding_box_test/0002_c1s1_000451_03.jpg") == 2  # Market-1501
-    assert rank.identity_from_name("holiday.jpg") is None
-    assert rank.identity_from_name("p17-cam3.png", r"^p(\d+)") == 17
 
 
 def test_an_unreadable_file_through_the_cache_is_named_and_skipped_or_stops(model, files, tmp_path):
