@@ -1,4 +1,4 @@
-"""Rank a gallery with a trained model: `python -m reid_tf.rank` and the `Ranker` API (issue 12).
+"""Rank a gallery with a trained model: `python -m reid_tf.rank` and the `Ranker` API.
 
     python -m reid_tf.rank --model=runs/x --query=IMG_OR_DIR --gallery=DIR --top=10 --out=DIR
 
@@ -48,8 +48,9 @@ if TYPE_CHECKING:  # scoring loads TensorFlow, which the command's --help does n
     from reid_tf.scoring import ImageFeatures
 
 
-class RankError(cli.UsageError):
-    """A user error: the CLI prints its message as one line and exits non-zero (reid_tf.cli)."""
+# A user's error is cli.UsageError (one `error:` line, status 1); RankError is only the name
+# load_model_file raises it by.
+RankError = cli.UsageError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ class Ranker:
         try:
             self.engine = ScoringEngine(model, **engine_kwargs)
         except (ValueError, KeyError) as e:  # no encoder / pair head of reid_tf.model
-            raise RankError(f"{getattr(model, 'name', model)} is not a reid_tf network ({e})") from None
+            raise cli.UsageError(f"{getattr(model, 'name', model)} is not a reid_tf network ({e})") from None
         self.model, self.gallery_chunk = model, int(gallery_chunk)
         self.cache = FeatureCache.usable(cache_dir, feature_cache.model_key(model)) if cache_dir else None
 
@@ -186,7 +187,7 @@ class Ranker:
           position first).
         """
         if gallery is None or not len(gallery):
-            raise RankError("the gallery is empty")
+            raise cli.UsageError("the gallery is empty")
         fq, fg = self._features(query), self._features(gallery)
         if top < 1:
             raise ValueError(f"top must be ≥ 1, got {top}")
@@ -276,16 +277,16 @@ def run(model: str, query: str, gallery: str, out: str, top: int = 10, shortlist
     exclude = [out, cache]
     query_paths, gallery_paths = find_images(query, "query", exclude), find_images(gallery, "gallery", exclude)
     if not gallery_paths:
-        raise RankError(f"gallery {gallery}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or its sub-folders")
+        raise cli.UsageError(f"gallery {gallery}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or its sub-folders")
     if not query_paths:
-        raise RankError(f"query {query}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or its sub-folders")
+        raise cli.UsageError(f"query {query}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or its sub-folders")
     ranker = Ranker.from_model(model, cache_dir=cache)
     fg, kept_g = ranker.encode_files(gallery_paths, bad_images, "gallery")
     if not kept_g:
-        raise RankError(f"gallery {gallery}: none of its {len(gallery_paths)} images could be read")
+        raise cli.UsageError(f"gallery {gallery}: none of its {len(gallery_paths)} images could be read")
     images_q, kept_q = read_images(query_paths, bad_images)
     if not kept_q:
-        raise RankError(f"query {query}: none of its {len(query_paths)} images could be read")
+        raise cli.UsageError(f"query {query}: none of its {len(query_paths)} images could be read")
     gallery_paths = [gallery_paths[i] for i in kept_g]
     query_paths = [query_paths[i] for i in kept_q]
     fq = ranker.encode(images_q)

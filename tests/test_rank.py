@@ -146,9 +146,9 @@ def test_in_memory_inputs_are_checked(model, synthetic):
     ranker = rank.Ranker(model)
     with pytest.raises(ValueError, match=r"\(N, 160, 60, 3\)"):
         ranker.encode(np.zeros((2, 80, 30, 3)))
-    with pytest.raises(rank.RankError, match="empty"):
+    with pytest.raises(cli.UsageError, match="empty"):
         ranker.rank(synthetic[0], None)
-    with pytest.raises(rank.RankError, match="not a reid_tf network"):
+    with pytest.raises(cli.UsageError, match="not a reid_tf network"):
         rank.Ranker(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
 
 
