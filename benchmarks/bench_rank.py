@@ -80,9 +80,9 @@ def _median_seconds(fn, repeats: int) -> tuple[float, float]:
 
 
 def timing(ranker, query, folder: str, ks: list[int], repeats: int, exhaustive_repeats: int) -> dict:
-    from reid_tf import rank
+    from reid_tf.images import find_images
 
-    paths = rank.find_images(folder)
+    paths = find_images(folder)
     encode = _median_seconds(lambda: ranker.encode_files(paths), 1)  # into the (empty) cache
     gallery = None
 

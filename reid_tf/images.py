@@ -15,6 +15,10 @@ Conversion to 8-bit RGB (`to_rgb8`), per PIL mode:
 
 Size: images that are not 160 × 60 are resized with TensorFlow's bilinear resampling with
 antialiasing, rounded to uint8 (`resize`); images of the right size are left untouched.
+
+A user's own image files (a gallery to rank, ranked results): `find_images` lists those of a
+folder, `read_images` reads them with the same decoder, and a file that cannot be read is named and
+skipped or stops the command (`bad_image`, BAD_IMAGES).
 """
 from __future__ import annotations
 
@@ -111,7 +115,42 @@ def load_images(paths: Sequence[str]) -> np.ndarray:
     return load_uint8(paths).astype(np.float32) / 255.0
 
 
-# Image files of a user's own (reid_tf.rank, ranked results): read tolerantly, each bad file named.
+# Image files of a user's own (reid_tf.rank, ranked results): found in folders, read tolerantly,
+# each bad file named.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # what training's decoder reads
+BAD_IMAGES = ("skip", "stop")  # what to do with a file that cannot be read: `bad_image`
+
+
+def find_images(path: str, what: str = "gallery", exclude: Sequence[str] = ()) -> list[str]:
+    """Image files (IMAGE_SUFFIXES, any case) of a file or a folder searched recursively, sorted.
+
+    Links are followed, but never into a folder already searched (a link loop such as `again -> .`
+    adds nothing), and a file reached twice is listed once. `what` names `path` in the error when it
+    does not exist; `exclude`: folders not to search (the command's own output and cache, when they
+    lie inside).
+    """
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise cli.UsageError(f"{what} {path}: no such file or folder")
+    skip = {os.path.realpath(p) for p in exclude if p}
+    visited, seen, found = {os.path.realpath(path)}, set(), []
+    for root, dirs, files in os.walk(path, followlinks=True):
+        kept = []
+        for d in sorted(dirs):  # a folder already searched (a link loop, two links to one folder): not again
+            real = os.path.realpath(os.path.join(root, d))
+            if real not in skip and real not in visited:
+                visited.add(real)
+                kept.append(d)
+        dirs[:] = kept
+        for f in sorted(files):
+            real = os.path.realpath(os.path.join(root, f))
+            if f.lower().endswith(IMAGE_SUFFIXES) and real not in seen:  # one file, one gallery entry
+                seen.add(real)
+                found.append(os.path.join(root, f))
+    return found
+
+
 def decode_images(contents: Sequence[bytes]) -> tuple[np.ndarray, list[str | None]]:
     """Encoded images → (uint8 (N, 160, 60, 3), per image None or why it could not be decoded).
 

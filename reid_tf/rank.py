@@ -1,4 +1,4 @@
-"""Rank a gallery with a trained model: `python -m reid_tf.rank` and the `Ranker` API (issue 12).
+"""Rank a gallery with a trained model: `python -m reid_tf.rank` and the `Ranker` API.
 
     python -m reid_tf.rank --model=runs/x --query=IMG_OR_DIR --gallery=DIR --top=10 --out=DIR
 
@@ -7,11 +7,10 @@ Every query image is ranked against every gallery image by Eq. 7 (p(match) + λ 
 Eq. 2 and the head run per pair. The query is the model's image_a and a gallery image its image_b,
 as in the test protocol (p(match) is not symmetric).
 
-Images: any size and format training reads (PNG, BMP, JPEG), decoded and resized to 160 × 60 as
-training does (`reid_tf.images`); folders are searched recursively, following links but never into
-a folder already searched (a link loop such as `again -> .` adds nothing), and a file reached twice
-is listed once. An unreadable or truncated file is named in a warning and skipped
-(`bad_images="stop"`: an error instead).
+Images: any size and format training reads (PNG, BMP, JPEG), found in folders searched recursively
+and decoded and resized to 160 × 60 as training does (`reid_tf.images`: find_images, read_images).
+An unreadable or truncated file is named in a warning and skipped (`bad_images="stop"`: an error
+instead).
 
 Two-stage scoring (`shortlist=K`, by `reid_tf.shortlist`): stage 1 orders each query's gallery by d
 alone (Eq. 5, from the embeddings), stage 2 runs the network on its K nearest images only; the rest
@@ -19,201 +18,39 @@ rank below them. The
 default (`shortlist=None`) is exhaustive up to `config.RANK_SHORTLIST_ABOVE` gallery images and
 K = `config.RANK_SHORTLIST_K` above; why those numbers: docs/RESULTS.md "Ranking a gallery".
 
-Feature cache (`cache_dir`): a gallery image's features (`ImageFeatures`: maps, parts, embedding;
-0.44 MB per image for l23) are stored once per (model weights, file bytes), so a second query
-against the same gallery reads them instead of running the network, and an added or changed image
-is the only one computed. A damaged cache file is a cache miss (warned about, computed and written
-again); a --cache that cannot be used is warned about and the ranking runs without one. Exhaustive
-ranking streams the gallery through memory in chunks of
-`gallery_chunk` images; the shortlist reads the embeddings of all and the features of the images
-some query has among its K nearest, each once, in blocks of `gallery_chunk`.
+Feature cache (`cache_dir`, `reid_tf.feature_cache`): a gallery image's features are stored once
+per (model weights, file bytes), so a second query against the same gallery reads them instead of
+running the network, and an added or changed image is the only one computed. Exhaustive ranking
+streams the gallery through memory in chunks of `gallery_chunk` images; the shortlist reads the
+embeddings of all and the features of the images some query has among its K nearest, each once,
+in blocks of `gallery_chunk`.
 
 Outputs of the command in --out: ranking.json (per query the top-k gallery paths with score,
 p_match and d), one ranked-results picture per query and index.html (`reid_tf.ranked_results`).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
 import os
-import re
 import time
-import zipfile
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 from absl import flags, logging
 
-from reid_tf import cli, config, fileio
-from reid_tf.images import bad_image, read_images  # rank.read_images: its callers use that name too
+from reid_tf import cli, config, feature_cache, fileio
+from reid_tf.datasets.file_names import identity_from_name
+from reid_tf.feature_cache import CachedFeatures, FeatureCache
+from reid_tf.images import BAD_IMAGES, IMAGE_SUFFIXES, find_images, read_images
 from reid_tf.progress import Progress
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # what training's decoder reads
-CACHE_FORMAT = "reid_tf-features-v1"  # part of every cache key: bump when the stored features change
-BAD_IMAGES = ("skip", "stop")
-
-
-class RankError(cli.UsageError):
-    """A user error: the CLI prints its message as one line and exits non-zero (reid_tf.cli)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Files and images
-def find_images(path: str, what: str = "gallery", exclude: Sequence[str] = ()) -> list[str]:
-    """Image files (IMAGE_SUFFIXES, any case) of a file or a folder searched recursively, sorted.
-
-    `exclude`: folders not to search (the command's own output and cache, when they lie inside).
-    """
-    if os.path.isfile(path):
-        return [path]
-    if not os.path.isdir(path):
-        raise RankError(f"{what} {path}: no such file or folder")
-    skip = {os.path.realpath(p) for p in exclude if p}
-    visited, seen, found = {os.path.realpath(path)}, set(), []
-    for root, dirs, files in os.walk(path, followlinks=True):
-        kept = []
-        for d in sorted(dirs):  # a folder already searched (a link loop, two links to one folder): not again
-            real = os.path.realpath(os.path.join(root, d))
-            if real not in skip and real not in visited:
-                visited.add(real)
-                kept.append(d)
-        dirs[:] = kept
-        for f in sorted(files):
-            real = os.path.realpath(os.path.join(root, f))
-            if f.lower().endswith(IMAGE_SUFFIXES) and real not in seen:  # one file, one gallery entry
-                seen.add(real)
-                found.append(os.path.join(root, f))
-    return found
-
-
-# Identities from file names: the datasets' own naming. Each pattern's groups → one integer.
-_IDENTITY_PATTERNS = (
-    (re.compile(r"^(\d)_(\d{3})_\d_\d+$"), lambda g: 1000 * int(g[0]) + int(g[1])),  # CUHK03 (prepare_cuhk03)
-    (re.compile(r"^(\d{4})\d{3}$"), lambda g: int(g[0])),  # CUHK01 campus/NNNNIII
-    (re.compile(r"^(-?\d+)_"), lambda g: int(g[0])),  # VIPeR NNN_angle, synthetic, Market-1501, Duke
-)
-
-
-def identity_from_name(path: str, pattern: str | None = None) -> int | None:
-    """A person's identity read from an image's file name, or None when the name does not say.
-
-    Default: the datasets' conventions above (CUHK03 as prepared here: 1000 · pair + identity). A
-    `pattern` (regular expression on the file name without suffix) uses its first group instead.
-    """
-    stem = os.path.splitext(os.path.basename(path))[0]
-    if pattern:
-        m = re.search(pattern, stem)
-        return int(m.group(1)) if m and m.group(1) is not None and m.group(1).lstrip("-").isdigit() else None
-    for regex, identity in _IDENTITY_PATTERNS:
-        m = regex.match(stem)
-        if m:
-            return identity(m.groups())
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Features: in memory (scoring.ImageFeatures) or on disk (CachedFeatures), one interface:
-# len(), .embedding (N, 256) and .take(index) → ImageFeatures.
-def model_key(model) -> str:
-    """Fingerprint of a model's architecture and weights (the cache's model key)."""
-    h = hashlib.sha256(f"{CACHE_FORMAT}:{model.name}".encode())
-    for w in model.weights:
-        h.update(w.path.encode())
-        h.update(np.ascontiguousarray(w.numpy()).tobytes())
-    return h.hexdigest()[:24]
-
-
-def _to_arrays(f) -> dict[str, np.ndarray]:
-    return {**{f"map_{j}": m for j, m in f.maps.items()}, **{f"parts_{j}": p for j, p in f.parts.items()},
-            "embedding": f.embedding}
-
-
-def _join(arrays: Sequence[dict], combine=np.stack) -> "ImageFeatures":
-    """ImageFeatures from per-image (np.stack) or per-batch (np.concatenate) `_to_arrays` dicts."""
+if TYPE_CHECKING:  # scoring loads TensorFlow, which the command's --help does not need
     from reid_tf.scoring import ImageFeatures
 
-    levels = sorted(int(k.split("_")[1]) for k in arrays[0] if k.startswith("map_"))
-    joined = {k: combine([a[k] for a in arrays]) for k in arrays[0]}
-    return ImageFeatures({j: joined[f"map_{j}"] for j in levels}, {j: joined[f"parts_{j}"] for j in levels},
-                         joined["embedding"])
 
-
-class FeatureCache:
-    """One .npz of per-image features per (model, image bytes): root/<model key>/<ab>/<sha256>.npz."""
-
-    def __init__(self, root: str, key: str):
-        self.dir = os.path.join(root, key)
-
-    @staticmethod
-    def content_key(data: bytes) -> str:
-        return hashlib.sha256(data).hexdigest()
-
-    def path(self, key: str) -> str:
-        return os.path.join(self.dir, key[:2], key + ".npz")
-
-    def has(self, key: str) -> bool:
-        return os.path.isfile(self.path(key))
-
-    def save(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        path = self.path(key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with fileio.atomic_path(path, ".npz") as tmp:  # np.savez adds .npz to names without it
-            np.savez(tmp, **arrays)  # a reader never sees half a file
-
-    def load(self, key: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        try:
-            # Our own file object: np.load leaves the file it opened unclosed when the archive is damaged.
-            with open(self.path(key), "rb") as f, np.load(f) as z:
-                return {n: z[n] for n in (names or z.files)}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-            raise OSError(f"feature cache file {self.path(key)} is damaged ({type(e).__name__}); delete it "
-                          "(it is computed again), or rank with --cache=''") from None
-
-    def embedding(self, key: str) -> np.ndarray | None:
-        """The cached embedding of `key`, or None on a miss; a damaged file (truncated, not a .npz)
-        is a miss too, said in a warning and removed, so that it is computed and written again."""
-        if not self.has(key):
-            return None
-        try:
-            return self.load(key, ["embedding"])["embedding"]
-        except OSError as e:
-            logging.warning("%s; computing it again", str(e).split("; delete it")[0])
-            with contextlib.suppress(OSError):
-                os.remove(self.path(key))
-            return None
-
-    @classmethod
-    def usable(cls, root: str, key: str) -> "FeatureCache | None":
-        """A cache in root, or None (with a warning naming --cache) when that folder cannot be made
-        or written: the ranking then runs without one, as with --cache=''."""
-        cache = cls(root, key)
-        try:
-            os.makedirs(cache.dir, exist_ok=True)
-            if not os.access(cache.dir, os.W_OK):
-                raise PermissionError(13, "not writable", cache.dir)
-        except OSError as e:
-            logging.warning("--cache=%s cannot be used (%s); ranking without a feature cache", root,
-                            e.strerror or e)
-            return None
-        return cache
-
-
-class CachedFeatures:
-    """The features of N cached images: embeddings in memory, the rest read from disk on `take`."""
-
-    def __init__(self, cache: FeatureCache, keys: Sequence[str], embeddings: dict[str, np.ndarray] | None = None):
-        self.cache, self.keys = cache, list(keys)
-        embeddings = embeddings or {}
-        self.embedding = np.stack([embeddings[k] if k in embeddings else cache.load(k, ["embedding"])["embedding"]
-                                   for k in self.keys])
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def take(self, index):
-        keys = np.asarray(self.keys, dtype=object)[index]
-        return _join([self.cache.load(k) for k in np.atleast_1d(keys)])
+# A user's error is cli.UsageError (one `error:` line, status 1); RankError is only the name
+# load_model_file raises it by.
+RankError = cli.UsageError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,9 +103,9 @@ class Ranker:
         try:
             self.engine = ScoringEngine(model, **engine_kwargs)
         except (ValueError, KeyError) as e:  # no encoder / pair head of reid_tf.model
-            raise RankError(f"{getattr(model, 'name', model)} is not a reid_tf network ({e})") from None
+            raise cli.UsageError(f"{getattr(model, 'name', model)} is not a reid_tf network ({e})") from None
         self.model, self.gallery_chunk = model, int(gallery_chunk)
-        self.cache = FeatureCache.usable(cache_dir, model_key(model)) if cache_dir else None
+        self.cache = FeatureCache.usable(cache_dir, feature_cache.model_key(model)) if cache_dir else None
 
     @classmethod
     def from_model(cls, path: str, **kwargs) -> "Ranker":
@@ -295,20 +132,8 @@ class Ranker:
         Returns (features, kept): ImageFeatures (no cache) or CachedFeatures (None if no image could
         be read), and the positions in `paths` of the images read, in the features' order.
         """
-        keys: list[str | None] = [""] * len(paths)  # "" = to encode, None = unreadable
-        cached: dict[str, np.ndarray] = {}  # key -> embedding, of the cache files that read
-        if self.cache is not None:
-            for i, path in enumerate(paths):
-                try:
-                    with open(path, "rb") as f:
-                        keys[i] = FeatureCache.content_key(f.read())
-                except OSError as e:
-                    bad_image(path, e.strerror or str(e), bad_images)
-                    keys[i] = None
-                    continue
-                embedding = self.cache.embedding(keys[i])
-                if embedding is not None:
-                    cached[keys[i]] = embedding
+        # keys: "" = to encode (no cache), None = unreadable; cached: key -> embedding of the hits
+        keys, cached = self.cache.look_up(paths, bad_images) if self.cache is not None else ([""] * len(paths), {})
         todo = [i for i, k in enumerate(keys) if k == "" or (k and k not in cached)]
         if self.cache is not None:
             readable = sum(k is not None for k in keys)
@@ -321,7 +146,7 @@ class Ranker:
             for i in set(range(len(batch))) - set(ok):
                 keys[batch[i]] = None
             if ok:
-                arrays = _to_arrays(self.encode(images))
+                arrays = feature_cache.to_arrays(self.encode(images))
                 if self.cache is None:
                     encoded.append(arrays)
                 for row, i in enumerate(ok):
@@ -332,7 +157,7 @@ class Ranker:
         if not kept:
             return None, []
         if self.cache is None:
-            return _join(encoded, np.concatenate), kept
+            return feature_cache.from_arrays(encoded, np.concatenate), kept
         return CachedFeatures(self.cache, [keys[i] for i in kept], cached), kept
 
     # ---- ranking -----------------------------------------------------------------------------
@@ -362,7 +187,7 @@ class Ranker:
           position first).
         """
         if gallery is None or not len(gallery):
-            raise RankError("the gallery is empty")
+            raise cli.UsageError("the gallery is empty")
         fq, fg = self._features(query), self._features(gallery)
         if top < 1:
             raise ValueError(f"top must be ≥ 1, got {top}")
@@ -452,16 +277,16 @@ def run(model: str, query: str, gallery: str, out: str, top: int = 10, shortlist
     exclude = [out, cache]
     query_paths, gallery_paths = find_images(query, "query", exclude), find_images(gallery, "gallery", exclude)
     if not gallery_paths:
-        raise RankError(f"gallery {gallery}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or its sub-folders")
+        raise cli.UsageError(f"gallery {gallery}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or its sub-folders")
     if not query_paths:
-        raise RankError(f"query {query}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or its sub-folders")
+        raise cli.UsageError(f"query {query}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or its sub-folders")
     ranker = Ranker.from_model(model, cache_dir=cache)
     fg, kept_g = ranker.encode_files(gallery_paths, bad_images, "gallery")
     if not kept_g:
-        raise RankError(f"gallery {gallery}: none of its {len(gallery_paths)} images could be read")
+        raise cli.UsageError(f"gallery {gallery}: none of its {len(gallery_paths)} images could be read")
     images_q, kept_q = read_images(query_paths, bad_images)
     if not kept_q:
-        raise RankError(f"query {query}: none of its {len(query_paths)} images could be read")
+        raise cli.UsageError(f"query {query}: none of its {len(query_paths)} images could be read")
     gallery_paths = [gallery_paths[i] for i in kept_g]
     query_paths = [query_paths[i] for i in kept_q]
     fq = ranker.encode(images_q)
@@ -521,10 +346,6 @@ def visrank_trial(network, dataset, identities: Sequence[int], trial: int, seed:
     return body
 
 
-def _default_cache() -> str:
-    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "reid_tf", "features")
-
-
 def define_flags() -> None:
     flags.DEFINE_string("model", None, "model.keras written by reid_tf.train, or its workdir")
     flags.DEFINE_string("query", None, "a query image, or a folder of them (searched recursively)")
@@ -534,7 +355,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("shortlist", None, "two-stage scoring: Eq. 7 on each query's K nearest by d; "
                          f"0 = every pair; default: exhaustive up to {config.RANK_SHORTLIST_ABOVE} gallery "
                          f"images, K = {config.RANK_SHORTLIST_K} above")
-    flags.DEFINE_string("cache", _default_cache(), "folder of cached gallery features ('' = no cache)")
+    flags.DEFINE_string("cache", feature_cache.default_dir(), "folder of cached gallery features ('' = no cache)")
     flags.DEFINE_enum("bad_images", "skip", list(BAD_IMAGES), "an unreadable image: skip it with a "
                       "warning, or stop")
     flags.DEFINE_string("identity_regex", None, "regular expression whose first group, on a file name "

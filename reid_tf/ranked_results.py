@@ -4,7 +4,7 @@ A picture (`ranked_picture`), left to right: the query, a gap, then its top-k ga
 order. Every tile is the image as the model saw it (resized to 160 × 60), zoomed; under it: rank
 and score (Eq. 7), p(match) and d, and the file name. A frame says whether the gallery image shows
 the query's person: green same identity, red another, grey unknown (identities come from the file
-names, `reid_tf.rank.identity_from_name`, or from the dataset in `evaluate --visrank`).
+names, `reid_tf.datasets.file_names.identity_from_name`, or from the dataset in `evaluate --visrank`).
 
 `write_all(out, body, query_images)` writes the pictures named in a ranking.json body
 (`reid_tf.rank.ranking_json`) and `index.html`, a static page (no script) that shows every picture

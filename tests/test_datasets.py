@@ -1,14 +1,18 @@
-"""reid_tf.datasets: folders, loading, the split protocols of §4.1 (DESIGN "Protocols"), single-shot."""
+"""reid_tf.datasets: folders, loading, the split protocols of §4.1 (DESIGN "Protocols"), single-shot,
+identities from file names."""
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
+import pkgutil
 
 import pytest
 
 from reid_tf import datasets
-from reid_tf.datasets import Dataset, Record
+from reid_tf.datasets import Dataset, Record, file_names
+from reid_tf.datasets.file_names import identity_from_name
 
 
 def fake(name: str, identities: int, per_camera: int = 1, testsets: int = 0) -> Dataset:
@@ -166,3 +170,24 @@ def test_records_of():
     ds = fake("viper", 10, per_camera=2)
     assert {r.identity for r in datasets.records_of(ds, [2, 5])} == {2, 5}
     assert len(datasets.records_of(ds, [2, 5])) == 8
+
+
+def test_identities_from_the_datasets_file_names():
+    assert identity_from_name("x/cam_a/0012_1.png") == 12  # synthetic
+    assert identity_from_name("VIPeR/cam_b/607_90.bmp") == 607
+    assert identity_from_name("campus/0042003.png") == 42  # CUHK01 NNNNIII
+    assert identity_from_name("cuhk03/2_017_1_06.png") == 2017  # CUHK03 as prepared: 1000 · pair + id
+    assert identity_from_name("bounding_box_test/0002_c1s1_000451_03.jpg") == 2  # Market-1501
+    assert identity_from_name("holiday.jpg") is None
+    assert identity_from_name("p17-cam3.png", r"^p(\d+)") == 17
+    assert identity_from_name("bounding_box_test/-1_c3s1_000551_00.jpg") == -1  # Market-1501 junk
+    assert identity_from_name("query/0005_c2_f0046985.jpg") == 5  # DukeMTMC-reID
+    assert identity_from_name("query/0003_c2_27.png") == 3  # CUHK03-NP
+
+
+def test_every_datasets_file_naming_is_asked():
+    """Each dataset module says how its files are named, and identity_from_name asks that convention."""
+    for info in pkgutil.iter_modules(datasets.__path__):
+        module = importlib.import_module(f"reid_tf.datasets.{info.name}")
+        if any(isinstance(v, datasets.DatasetSpec) for v in vars(module).values()):
+            assert module.FILE_IDENTITY in file_names.CONVENTIONS, info.name

@@ -6,7 +6,7 @@ import tensorflow as tf
 from PIL import Image
 
 from data_tools import common
-from reid_tf import datasets, images, pairs, rank
+from reid_tf import cli, datasets, images, pairs
 
 H, W = images.IMAGE_SHAPE[:2]
 RNG = np.random.default_rng(0)
@@ -92,7 +92,7 @@ def test_resized_modes_agree(tmp_path, size):
     assert out.shape == (2, H, W, 3)
     for got in out:
         np.testing.assert_array_equal(got, expected / np.float32(255))
-    ranked, kept = rank.read_images(paths)
+    ranked, kept = images.read_images(paths)
     assert kept == [0, 1]
     np.testing.assert_array_equal(ranked, out)
     records = [datasets.Record(p, 0, 0) for p in paths]
@@ -111,3 +111,17 @@ def test_undecodable_image_names_the_file(tmp_path):
         pairs.load_images([str(bad)])
     with pytest.raises(common.DatasetError, match="broken.png"):
         common.verify_image(str(bad))
+
+
+def test_bad_images_are_named_and_skipped_or_stop(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(RGB).save(good)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:300])
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    paths = [str(good), str(truncated), str(text), str(tmp_path / "gone.png")]
+    read, kept = images.read_images(paths, "skip")
+    assert kept == [0] and read.shape == (1, 160, 60, 3)
+    with pytest.raises(cli.UsageError, match="truncated.png"):
+        images.read_images(paths, "stop")

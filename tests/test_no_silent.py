@@ -261,7 +261,7 @@ def test_an_empty_state_file_is_rebuilt_and_a_fresh_start_over_checkpoints_is_re
 # ---------------------------------------------------------------- 5. link loops in a gallery
 def test_a_link_loop_in_a_gallery_adds_no_image(tmp_path):
     """Before: 3 images and `again -> .` became 123 entries; the top 5 was one image five times."""
-    from reid_tf import rank
+    from reid_tf.images import find_images
 
     gallery = tmp_path / "gallery"
     (gallery / "sub").mkdir(parents=True)
@@ -269,12 +269,12 @@ def test_a_link_loop_in_a_gallery_adds_no_image(tmp_path):
         (gallery / name).write_bytes(b"image")
     os.symlink(".", gallery / "again")
     os.symlink("0001_0.png", gallery / "same.png")  # one file under two names: one entry
-    found = rank.find_images(str(gallery))
+    found = find_images(str(gallery))
     assert [os.path.relpath(p, gallery) for p in found] == ["0001_0.png", "0002_0.png", "sub/0003_0.png"]
     (tmp_path / "other").mkdir()  # a link to a folder not searched yet is followed
     (tmp_path / "other" / "0004_0.png").write_bytes(b"image")
     os.symlink("../../other", gallery / "sub" / "ext")
-    found = rank.find_images(str(gallery))
+    found = find_images(str(gallery))
     assert [os.path.relpath(p, gallery) for p in found] == ["0001_0.png", "0002_0.png", "sub/0003_0.png",
                                                            "sub/ext/0004_0.png"]
 
@@ -393,16 +393,16 @@ def test_model_files_that_do_not_load_say_what_they_are(tmp_path):
 
 
 def test_feature_cache_damage_is_a_miss_and_an_unusable_cache_is_none(tmp_path):
-    from reid_tf import rank
+    from reid_tf.feature_cache import FeatureCache
 
-    cache = rank.FeatureCache(str(tmp_path / "cache"), "model")
+    cache = FeatureCache(str(tmp_path / "cache"), "model")
     cache.save("ab12", {"embedding": np.arange(4.0), "map_2": np.zeros((2, 2))})
     np.testing.assert_array_equal(cache.embedding("ab12"), np.arange(4.0))
     with open(cache.path("ab12"), "r+b") as f:
         f.truncate(30)
     assert cache.embedding("ab12") is None and not os.path.exists(cache.path("ab12"))  # computed again
     (tmp_path / "a_file").write_text("")
-    assert rank.FeatureCache.usable(str(tmp_path / "a_file"), "model") is None
+    assert FeatureCache.usable(str(tmp_path / "a_file"), "model") is None
 
 
 def test_export_out_checks_and_a_partial_export_is_named(tmp_path):

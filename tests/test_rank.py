@@ -1,7 +1,7 @@
-"""Ranking a gallery with a trained model (issue 12): the Ranker against the scoring engine, the
-shortlist, the feature cache, identities from file names, the pictures, and the command's answers
-to bad input (one line, non-zero exit, no traceback)."""
-import io
+"""Ranking a gallery with a trained model: the Ranker against the scoring engine, the shortlist,
+the Ranker through the feature cache, the pictures, and the command's answers to bad input (one
+line, non-zero exit, no traceback). Identities from file names: tests/test_datasets.py; finding and
+reading image files: tests/test_images.py; the cache's keys: tests/test_feature_cache.py."""
 import json
 import os
 import shutil
@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from data_tools.make_synthetic import render
-from reid_tf import callbacks, cli, config, progress, rank, ranked_results
+from reid_tf import callbacks, cli, config, images, progress, rank, ranked_results
 from reid_tf.model import build_model
 from reid_tf.scoring import ScoringEngine
 
@@ -146,20 +146,20 @@ def test_in_memory_inputs_are_checked(model, synthetic):
     ranker = rank.Ranker(model)
     with pytest.raises(ValueError, match=r"\(N, 160, 60, 3\)"):
         ranker.encode(np.zeros((2, 80, 30, 3)))
-    with pytest.raises(rank.RankError, match="empty"):
+    with pytest.raises(cli.UsageError, match="empty"):
         ranker.rank(synthetic[0], None)
-    with pytest.raises(rank.RankError, match="not a reid_tf network"):
+    with pytest.raises(cli.UsageError, match="not a reid_tf network"):
         rank.Ranker(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
 
 
 # ---- files, cache, identities ------------------------------------------------------------------
 def test_feature_cache_skips_the_network_and_recomputes_only_changed_files(model, files, tmp_path, monkeypatch):
     root, _ = files
-    paths = rank.find_images(str(root / "gallery"))
+    paths = images.find_images(str(root / "gallery"))
     assert len(paths) == len(GALLERY_KEYS) and any(p.endswith(".jpg") for p in paths)
     ranker = rank.Ranker(model, cache_dir=str(tmp_path / "cache"))
     first, kept = ranker.encode_files(paths)
-    direct = rank.Ranker(model).encode(rank.read_images(paths)[0])
+    direct = rank.Ranker(model).encode(images.read_images(paths)[0])
     np.testing.assert_allclose(first.take(np.arange(len(paths))).maps[2], direct.maps[2], atol=1e-6)
     np.testing.assert_allclose(first.embedding, direct.embedding, atol=1e-6)
 
@@ -183,7 +183,7 @@ def test_feature_cache_skips_the_network_and_recomputes_only_changed_files(model
     Image.fromarray(render(0, np.array([(5, 0, 1)]))[0]).save(renamed)
     rewritten, _ = ranker.encode_files([str(renamed)])
     assert calls == [1, 1]
-    np.testing.assert_allclose(rewritten.embedding, rank.Ranker(model).encode(rank.read_images([str(renamed)])[0]).embedding,
+    np.testing.assert_allclose(rewritten.embedding, rank.Ranker(model).encode(images.read_images([str(renamed)])[0]).embedding,
                                atol=1e-6)
 
 
@@ -191,7 +191,7 @@ def test_feature_cache_is_per_model(model, files, tmp_path):
     """Another network (here: the same one with one bias changed, as retraining would) sharing the
     cache folder encodes every image afresh and ranks with its own features, never the first's."""
     root, _ = files
-    paths = rank.find_images(str(root / "gallery"))
+    paths = images.find_images(str(root / "gallery"))
     cache = str(tmp_path / "cache")
     first, _ = rank.Ranker(model, cache_dir=cache).encode_files(paths)
     bias = model.get_layer("encoder").get_layer("embedding").bias
@@ -200,42 +200,18 @@ def test_feature_cache_is_per_model(model, files, tmp_path):
         bias.assign(kept + 0.5)
         retrained = rank.Ranker(model, cache_dir=cache)
         got, _ = retrained.encode_files(paths)
-        want = rank.Ranker(model).encode(rank.read_images(paths)[0])
+        want = rank.Ranker(model).encode(images.read_images(paths)[0])
     finally:
         bias.assign(kept)
     np.testing.assert_allclose(got.embedding, want.embedding, atol=1e-6)
     assert np.abs(got.embedding - first.embedding).max() > 1e-2
 
 
-def test_identities_from_the_datasets_file_names():
-    assert rank.identity_from_name("x/cam_a/0012_1.png") == 12  # synthetic
-    assert rank.identity_from_name("VIPeR/cam_b/607_90.bmp") == 607
-    assert rank.identity_from_name("campus/0042003.png") == 42  # CUHK01 NNNNIII
-    assert rank.identity_from_name("cuhk03/2_017_1_06.png") == 2017  # CUHK03 as prepared: 1000 · pair + id
-    assert rank.identity_from_name("bounding_box_test/0002_c1s1_000451_03.jpg") == 2  # Market-1501
-    assert rank.identity_from_name("holiday.jpg") is None
-    assert rank.identity_from_name("p17-cam3.png", r"^p(\d+)") == 17
-
-
-def test_bad_images_are_named_and_skipped_or_stop(tmp_path, synthetic):
-    good = tmp_path / "good.png"
-    Image.fromarray((synthetic[1][0] * 255).astype(np.uint8)).save(good)
-    truncated = tmp_path / "truncated.png"
-    truncated.write_bytes(good.read_bytes()[:300])
-    text = tmp_path / "notes.jpg"
-    text.write_text("not an image")
-    paths = [str(good), str(truncated), str(text), str(tmp_path / "gone.png")]
-    images, kept = rank.read_images(paths, "skip")
-    assert kept == [0] and images.shape == (1, 160, 60, 3)
-    with pytest.raises(cli.UsageError, match="truncated.png"):
-        rank.read_images(paths, "stop")
-
-
 def test_an_unreadable_file_through_the_cache_is_named_and_skipped_or_stops(model, files, tmp_path):
     """With a feature cache the files are read first for their cache keys: a file that cannot be
     opened there is named and skipped, or stops the ranking, as without a cache."""
     root, _ = files
-    paths = rank.find_images(str(root / "gallery"))[:2] + [str(tmp_path / "gone.png")]
+    paths = images.find_images(str(root / "gallery"))[:2] + [str(tmp_path / "gone.png")]
     ranker = rank.Ranker(model, cache_dir=str(tmp_path / "cache"))
     features, kept = ranker.encode_files(paths, "skip")
     assert kept == [0, 1] and features.embedding.shape[0] == 2
@@ -335,8 +311,8 @@ def test_command_ranks_writes_json_pictures_and_page(files, tmp_path, model, syn
     assert [os.path.basename(q["query"]) for q in body["queries"]] == ["0000_0.png", "0002_0.png"]
     assert body["gallery_images"] == len(GALLERY_KEYS) and body["shortlist"] is None
     # the same ranking as the Ranker on the same decoded images
-    paths = [p for p in rank.find_images(str(gallery_dir), exclude=[str(out)]) if "broken" not in p]
-    g_images, _ = rank.read_images(paths)
+    paths = [p for p in images.find_images(str(gallery_dir), exclude=[str(out)]) if "broken" not in p]
+    g_images, _ = images.read_images(paths)
     want = rank.Ranker(model).rank(synthetic[0], g_images, top=4, shortlist=0)
     for q, entry in enumerate(body["queries"]):
         assert [r["path"] for r in entry["results"]] == [paths[i] for i in want.index[q]]

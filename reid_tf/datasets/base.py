@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import shlex
 from typing import Callable, Iterable, NamedTuple
 
@@ -38,6 +39,24 @@ class Record(NamedTuple):
     path: str  # absolute path of the image file
     identity: int
     camera: int  # 0-based; two-camera datasets: 0 = camera A (queries), 1 = camera B (gallery)
+
+
+class FileIdentity(NamedTuple):
+    """How a dataset's image file names say whose image it is (each dataset module's
+    FILE_IDENTITY; reid_tf.datasets.file_names asks them): `pattern`, matched at the start of a file
+    name without its suffix, and `identity`, its groups -> the identity as the manifest holds it."""
+
+    pattern: re.Pattern
+    identity: Callable[[tuple[str, ...]], int]
+
+    def of(self, stem: str) -> int | None:
+        m = self.pattern.match(stem)
+        return self.identity(m.groups()) if m else None
+
+
+# The identity, then "_" and anything: VIPeR (PPP_AAA), synthetic (IIII_K), Market-1501
+# (PPPP_cCsS_FFFFFF_BB, junk -1_...), DukeMTMC-reID (PPPP_cC_fFFFFFFF), CUHK03-NP (PPPP_cC_N).
+IDENTITY_FIRST = FileIdentity(re.compile(r"^(-?\d+)_"), lambda g: int(g[0]))
 
 
 def write_manifest(out_dir: str, dataset: str, records: list[dict], **extra) -> str:

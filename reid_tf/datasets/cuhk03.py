@@ -9,9 +9,14 @@ single-shot CMC averaged over the 20 testsets. Prepared by `data_tools.prepare_c
 extracts both variants into `cuhk03/detected/` and `cuhk03/labeled/` (identity = 1000 · pair + id).
 """
 import os
+import re
 
 from reid_tf import config
-from reid_tf.datasets.base import SINGLE_SHOT, DatasetSpec
+from reid_tf.datasets.base import SINGLE_SHOT, DatasetSpec, FileIdentity
+
+# P_III_V_CC (camera pair, identity, view, column), as data_tools.prepare_cuhk03 names the images;
+# the identity as its manifest holds it, 1000 · pair + identity (one number across camera pairs).
+FILE_IDENTITY = FileIdentity(re.compile(r"^(\d)_(\d{3})_\d_\d+$"), lambda g: 1000 * int(g[0]) + int(g[1]))
 
 
 def _spec(kind: str) -> DatasetSpec:

@@ -22,6 +22,7 @@ from reid_tf.datasets.base import DatasetSpec
 
 # Identity, camera 1-2, image number; every name of the three folders must match.
 NAME = re.compile(r"^(\d{4})_c([12])_\d+\.png$")
+FILE_IDENTITY = market1501.FILE_IDENTITY  # PPPP_cC_...
 EXPECTED = {
     "detected": {"bounding_box_train": (767, 7365), "query": (700, 1400), "bounding_box_test": (700, 5332)},
     "labeled": {"bounding_box_train": (767, 7368), "query": (700, 1400), "bounding_box_test": (700, 5328)},

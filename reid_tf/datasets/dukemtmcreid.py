@@ -19,6 +19,7 @@ from reid_tf.datasets import market1501
 
 # Identity, camera 1-8, frame ("0005_c2_f0046985.jpg": the naming rule of the README above).
 NAME = re.compile(r"^(\d{4})_c([1-8])_f\d{7}\.jpg$")
+FILE_IDENTITY = market1501.FILE_IDENTITY  # PPPP_cC_...
 EXPECTED = {"bounding_box_train": (702, 16522), "query": (702, 2228), "bounding_box_test": (1110, 17661)}
 
 # Market-1501's protocol and recipe; only the name, folder, command and camera count differ.

@@ -18,10 +18,11 @@ Prepared by `data_tools.prepare_market1501` (the manifest references the origina
 import re
 
 from reid_tf import config
-from reid_tf.datasets.base import STANDARD, DatasetSpec
+from reid_tf.datasets.base import IDENTITY_FIRST, STANDARD, DatasetSpec
 
 # Identity (4 digits, or -1 for junk), camera 1-6, sequence, frame, box; ".jpg.jpg" occurs in the release.
 NAME = re.compile(r"^(-1|\d{4})_c([1-6])s\d_\d{6}_\d{2}\.jpg(\.jpg)?$")
+FILE_IDENTITY = IDENTITY_FIRST  # PPPP_cCsS_... as NAME, junk -1_...
 # Counts of the release, checked by the preparation (folder -> (identities, images)); the gallery
 # counts include identities 0 and -1.
 EXPECTED = {"bounding_box_train": (751, 12936), "query": (750, 3368), "bounding_box_test": (752, 19732)}

@@ -32,11 +32,13 @@ from absl import logging
 from PIL import Image
 
 from reid_tf import config
-from reid_tf.datasets.base import MANIFEST, SINGLE_SHOT, DatasetSpec, read_manifest, write_manifest
+from reid_tf.datasets.base import (IDENTITY_FIRST, MANIFEST, SINGLE_SHOT, DatasetSpec, read_manifest,
+                                   write_manifest)
 from reid_tf.datasets.synthetic_render import render  # noqa: F401  (re-exported for data_tools)
 
 CAMERA_DIRS = ("cam_a", "cam_b")  # camera 0, camera 1
 DATASET_NAME = "synthetic"
+FILE_IDENTITY = IDENTITY_FIRST  # IIII_K (_relative_path): identity, image
 
 SPEC = DatasetSpec(
     name=DATASET_NAME,

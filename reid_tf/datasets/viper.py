@@ -7,7 +7,9 @@ named `PPP_AAA.bmp` (identity, viewpoint angle). Protocol (paper §4.1): 316 tra
 identities at random, 10 trials, single-shot CMC (query cam_a, gallery cam_b); no validation set.
 Prepared by `data_tools.prepare_viper` (the manifest references the original images).
 """
-from reid_tf.datasets.base import paper_two_camera_spec
+from reid_tf.datasets.base import IDENTITY_FIRST, paper_two_camera_spec
+
+FILE_IDENTITY = IDENTITY_FIRST  # PPP_AAA: identity, viewpoint angle
 
 SPEC = paper_two_camera_spec(
     "viper", "python -m data_tools.prepare_viper --src /path/to/VIPeR --out {root}",
