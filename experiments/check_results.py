@@ -28,9 +28,10 @@ import tempfile
 
 from absl import flags, logging
 
-from reid_tf import cli, datasets, evaluate
+from reid_tf import cli, datasets, evaluate, report
 from reid_tf.cli import UsageError
 from reid_tf.datasets import synthetic
+from reid_tf.protocols import evaluate_network
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETWORKS = os.path.join(REPO, "networks")
@@ -110,7 +111,7 @@ def test_data(data_dir: str | None):
 def measure(network_path: str, run: dict, data_dir: str, protocols) -> dict:
     """Test figures of the network at network_path on the trial of `run` (a card's "run"): per
     protocol rank-1/5/10 and mAP (%, Eq. 7), the gallery seed and draws, and under [31]'s protocol
-    top-1 of same-camera and cross-camera probes (reid_tf.evaluate.camera_split)."""
+    top-1 of same-camera and cross-camera probes (reid_tf.protocols.camera_split)."""
     from reid_tf.train import TrainOptions
 
     prepare(run, data_dir)
@@ -120,12 +121,11 @@ def measure(network_path: str, run: dict, data_dir: str, protocols) -> dict:
     network = evaluate.load_saved_network(network_path)
     out = {}
     for protocol in protocols:
-        per_trial = evaluate.evaluate_network(network, dataset, test, options.trial, options.seed, protocol=protocol)
-        eq7 = evaluate.summarize([per_trial])["eq7"]
-        out[protocol] = {"rank1": eq7["rank"]["1"]["mean"], "rank5": eq7["rank"]["5"]["mean"],
-                         "rank10": eq7["rank"]["10"]["mean"], "map": eq7["map"]["mean"],
-                         "gallery_seed": options.seed, "draws": eq7["n"], "test_identities": len(test)}
-        split = evaluate.summarize_camera_split([per_trial])
+        per_trial = evaluate_network(network, dataset, test, options.trial, options.seed, protocol=protocol)
+        summary = report.summarize([per_trial])
+        out[protocol] = {**report.eq7_figures(summary), "gallery_seed": options.seed, "draws": summary["eq7"]["n"],
+                         "test_identities": len(test)}
+        split = report.summarize_camera_split([per_trial])
         if split:
             out[protocol].update({f"{kind}_rank1": v["rank1"]["mean"] for kind, v in split.items()})
             out[protocol].update({f"{kind}_probes": v["probes"] for kind, v in split.items()})

@@ -5,7 +5,7 @@ protocols (issue 11):
         --out=results/cuhk01_l23_cross_camera_curve [--protocols=single_shot,xcorr] [--every=395]
 
 Each checkpoint (ckpt-<step>) whose step is a multiple of --every, or the last one, is restored into
-the run's preset and evaluated on the run's test split (reid_tf.evaluate.evaluate_network);
+the run's preset and evaluated on the run's test split (reid_tf.protocols.evaluate_network);
 --checkpoints must be inside --workdir, so that no other run's weights meet this run's test split. The
 points are added to OUT.json (finished points are kept, so the command can be rerun as a run goes
 on; a rerun with other --protocols adds the protocols a point lacks), and OUT.md (a table) and
@@ -32,9 +32,10 @@ import tensorflow as tf
 from absl import flags, logging
 
 from experiments import plots
-from reid_tf import cli, datasets, evaluate, fileio, pairs, provenance, trainer, workdir
+from reid_tf import cli, datasets, pairs, provenance, report, trainer, workdir
 from reid_tf import precise_bn as precise_bn_lib
 from reid_tf.model import build_model
+from reid_tf.protocols import SINGLE_SHOT_PROTOCOLS, evaluate_network
 from reid_tf.train import TrainOptions, read_run, run_dataset, run_setting, training_data
 
 FLAGS = flags.FLAGS
@@ -79,11 +80,9 @@ def evaluate_checkpoint(run: TrainOptions, path: str, dataset, test_ids, protoco
                      os.path.basename(path), used, step)
     out = {}
     for protocol in protocols:
-        per_trial = evaluate.evaluate_network(network, dataset, test_ids, run.trial, run.seed, protocol=protocol)
-        summary = evaluate.summarize([per_trial])["eq7"]
-        out[protocol] = {"rank1": summary["rank"]["1"]["mean"], "rank5": summary["rank"]["5"]["mean"],
-                         "rank10": summary["rank"]["10"]["mean"], "map": summary["map"]["mean"]}
-        if split := evaluate.summarize_camera_split([per_trial]):  # [31]'s protocol: same / other camera
+        per_trial = evaluate_network(network, dataset, test_ids, run.trial, run.seed, protocol=protocol)
+        out[protocol] = report.eq7_figures(report.summarize([per_trial]))
+        if split := report.summarize_camera_split([per_trial]):  # [31]'s protocol: same / other camera
             out[protocol]["camera_split"] = split
         logging.info("%s, %s: rank-1/5/10 %.1f / %.1f / %.1f, mAP %.1f", os.path.basename(path), protocol,
                      *list(out[protocol].values())[:4])
@@ -91,23 +90,13 @@ def evaluate_checkpoint(run: TrainOptions, path: str, dataset, test_ids, protoco
 
 
 def bn_note(run: dict) -> str:
-    return evaluate.bn_note(run.get("precise_bn", 0))
+    return report.bn_note(run.get("precise_bn", 0))
 
 
 def markdown(body: dict) -> str:
     run = body["run"]
-    lines = [f"### {run['dataset']} / {run['model']} / recipe {run_setting(run, 'recipe')} / "
-             f"pairing {run_setting(run, 'pairing')} / trial {run['trial']}{bn_note(run)}: test CMC (Eq. 7) "
-             "against pairs seen", "",
-             "| step | epochs | pairs seen | protocol | top-1 | top-5 | top-10 | mAP |",
-             "|---|---|---|---|---|---|---|---|"]
-    for p in body["points"]:
-        for protocol, r in p["results"].items():
-            lines.append(f"| {p['step']} | {p['epochs']:.2f} | {p['pairs_seen']:,} | {protocol} | "
-                         f"{r['rank1']:.1f} | {r['rank5']:.1f} | {r['rank10']:.1f} | {r['map']:.1f} |")
-    lines += ["", "Protocols: " + "; ".join(f"**{k}** — {evaluate.PROTOCOL_TITLES[k]}"
-                                            for k in evaluate.SINGLE_SHOT_PROTOCOLS)]
-    return "\n".join(lines) + "\n"
+    return report.curve_markdown(body, f"{run['dataset']} / {run['model']} / recipe {run_setting(run, 'recipe')} / "
+                                       f"pairing {run_setting(run, 'pairing')} / trial {run['trial']}{bn_note(run)}")
 
 
 def plot(body: dict, path: str, size=(720, 440), paper_rank1: float | None = None) -> None:
@@ -129,10 +118,10 @@ def plot(body: dict, path: str, size=(720, 440), paper_rank1: float | None = Non
 
 def main(argv):
     del argv
-    unknown = [p for p in FLAGS.protocols if p not in evaluate.SINGLE_SHOT_PROTOCOLS]
+    unknown = [p for p in FLAGS.protocols if p not in SINGLE_SHOT_PROTOCOLS]
     if unknown:  # before any checkpoint is evaluated
         raise cli.UsageError(f"unknown --protocols {', '.join(unknown)}; valid: "
-                             f"{', '.join(evaluate.SINGLE_SHOT_PROTOCOLS)}")
+                             f"{', '.join(SINGLE_SHOT_PROTOCOLS)}")
     if FLAGS.precise_bn < 0:
         raise cli.UsageError(f"--precise_bn={FLAGS.precise_bn}: a number of batches, 0 for none")
     directory = FLAGS.checkpoints or os.path.join(FLAGS.workdir, "checkpoints")
@@ -201,8 +190,7 @@ def run_record(run: dict) -> dict:
 
 def write_curve(body: dict) -> None:
     os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
-    fileio.write_json(FLAGS.out + ".json", body)
-    fileio.write_text(FLAGS.out + ".md", markdown(body))
+    report.write(FLAGS.out, body, markdown(body))
     plot(body, FLAGS.out + ".png", paper_rank1=FLAGS.paper_rank1)
 
 
@@ -271,7 +259,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "the training run (its run.json)", required=True)
     flags.DEFINE_string("checkpoints", None, "folder of its checkpoints (default: WORKDIR/checkpoints)")
     flags.DEFINE_string("out", None, "output prefix, e.g. results/cuhk01_l23_curve", required=True)
-    flags.DEFINE_list("protocols", list(evaluate.SINGLE_SHOT_PROTOCOLS), "test protocols")
+    flags.DEFINE_list("protocols", list(SINGLE_SHOT_PROTOCOLS), "test protocols")
     flags.DEFINE_float("paper_rank1", None, "the paper's rank-1 for this row, drawn dashed (e.g. 86.55)")
     flags.DEFINE_integer("every", 1, "evaluate checkpoints whose step is a multiple of this (and the last)")
     flags.DEFINE_boolean("follow", False, "while a training holds WORKDIR, keep evaluating its new checkpoints "

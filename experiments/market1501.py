@@ -110,7 +110,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("dataset", "market1501", "a standard-protocol dataset of reid_tf.datasets")
     flags.DEFINE_string("data_dir", "data", "root of prepared datasets")
     flags.DEFINE_boolean("smoke", False, "2 training steps and K = 5: checks the path, measures nothing")
-    flags.DEFINE_integer("k", config.STANDARD_SHORTLIST, "shortlist length K of the two-stage scoring")
+    flags.DEFINE_integer("k", config.SHORTLIST_K, "shortlist length K of the two-stage scoring")
     flags.DEFINE_float("max_minutes", None, "training budget (default: the recipe's 5 epochs)")
     flags.DEFINE_string("out_dir", "results", "where market1501.md/.json go")
     flags.DEFINE_string("runs_dir", "runs", "where the training workdir goes")

@@ -38,7 +38,7 @@ from absl import flags, logging
 from experiments import plots
 from experiments.common import Row, rows
 from reid_tf import cli, config, datasets, evaluate, fileio, metrics, provenance, train
-from reid_tf.evaluate import PROTOCOL_TITLES, SINGLE_SHOT_PROTOCOLS
+from reid_tf.protocols import PROTOCOL_TITLES, SINGLE_SHOT_PROTOCOLS
 from reid_tf.train import run_setting
 
 SMOKE = dict(synthetic_identities=24, batch_size=6, max_steps=2, checkpoint_every=2, figures=False,

@@ -40,9 +40,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from reid_tf import config, datasets, fileio, metrics
+from reid_tf import config, datasets, fileio, metrics, protocols
 from reid_tf.history import HISTORY, read_history
-from reid_tf.images import load_images
 from reid_tf.progress import hms
 from reid_tf.scoring import ScoringEngine
 from reid_tf.trainer import KEPT_DIR, checkpoint_step
@@ -204,7 +203,8 @@ class ProgressLogger(keras.callbacks.Callback):
 
 
 class Validation(keras.callbacks.Callback):
-    """Every `every` steps (0: only at the end): rank-1/5/10 + mAP by Eq. 7 on `identities`."""
+    """Every `every` steps (0: only at the end): rank-1/5/10 + mAP by Eq. 7 on `identities`, under
+    the single-shot protocol (reid_tf.protocols.single_shot, the trial's draw)."""
 
     def __init__(self, dataset: datasets.Dataset, identities: list[int], tag: str, opts,
                  every: int, network: keras.Model):
@@ -226,10 +226,8 @@ class Validation(keras.callbacks.Callback):
         self.elapsed0 = self.history[-1]["train_seconds"] if self.history else 0.0
 
     def _load(self):
-        if self._images is None:
-            queries, gallery = datasets.single_shot(self.dataset, self.identities, self.trial, self.seed)
-            self._images = (load_images([q.path for q in queries]), load_images([g.path for g in gallery]),
-                            np.array([q.identity for q in queries]), np.array([g.identity for g in gallery]))
+        if self._images is None:  # the single-shot draw of the test protocol, read once
+            self._images = protocols.single_shot_images(self.dataset, self.identities, self.trial, self.seed)
         return self._images
 
     def on_train_batch_end(self, batch, logs=None):

@@ -5,7 +5,7 @@ and whether the tree had uncommitted changes, which the commit then does not des
 (run_id of its run.json), the full command line, the machine (CPU model, cores, a quick float32
 matmul rate, so that a time can be read against the machine it was taken on), when it started and
 ended, and the seed of the random test galleries (single-shot draw and [31]'s 10 gallery draws both
-derive from the run's seed: reid_tf.evaluate.evaluate_network).
+derive from the run's seed: reid_tf.protocols.evaluate_network).
 
     record = provenance.start(run_id=..., gallery_seed=...)   # at the start of the work
     body["provenance"] = provenance.finish(record)            # just before the file is written

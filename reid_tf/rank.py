@@ -16,7 +16,7 @@ Two-stage scoring (`shortlist=K`, by `reid_tf.shortlist`): stage 1 orders each q
 alone (Eq. 5, from the embeddings), stage 2 runs the network on its K nearest images only; the rest
 rank below them. The
 default (`shortlist=None`) is exhaustive up to `config.RANK_SHORTLIST_ABOVE` gallery images and
-K = `config.RANK_SHORTLIST_K` above; why those numbers: docs/RESULTS.md "Ranking a gallery".
+K = `config.SHORTLIST_K` above; why those numbers: docs/RESULTS.md "Ranking and two-stage scoring".
 
 Feature cache (`cache_dir`, `reid_tf.feature_cache`): a gallery image's features are stored once
 per (model weights, file bytes), so a second query against the same gallery reads them instead of
@@ -165,11 +165,11 @@ class Ranker:
         """K of the two-stage scoring for a gallery, or None for exhaustive scoring.
 
         shortlist None: the default (exhaustive up to config.RANK_SHORTLIST_ABOVE images, else
-        config.RANK_SHORTLIST_K); 0: exhaustive; K > 0: K. K is raised to `top`, so every shown
+        config.SHORTLIST_K); 0: exhaustive; K > 0: K. K is raised to `top`, so every shown
         image was scored by Eq. 7.
         """
         if shortlist is None:
-            shortlist = config.RANK_SHORTLIST_K if gallery_size > config.RANK_SHORTLIST_ABOVE else 0
+            shortlist = config.SHORTLIST_K if gallery_size > config.RANK_SHORTLIST_ABOVE else 0
         if shortlist < 0:
             raise ValueError(f"shortlist must be ≥ 0, got {shortlist}")
         return None if shortlist == 0 else min(max(int(shortlist), top), gallery_size)
@@ -311,41 +311,6 @@ def run(model: str, query: str, gallery: str, out: str, top: int = 10, shortlist
     return body
 
 
-def visrank_trial(network, dataset, identities: Sequence[int], trial: int, seed: int, n: int, out: str,
-                  tb_dir: str | None = None, step: int = 0, title: str = "") -> dict:
-    """`evaluate --visrank=N`: pictures of N test queries of a trial, ranked against its gallery.
-
-    The trial's single-shot draw (datasets.single_shot, as evaluation uses), every pair scored; the
-    first N queries; identities from the dataset. Writes out/ranking.json, out/ranked/*.png and
-    out/index.html, and logs each picture to TensorBoard in tb_dir as "visrank/<query>" at `step`.
-    """
-    from reid_tf import datasets, ranked_results
-    from reid_tf.images import load_images
-    from reid_tf.visualize import image_summary
-
-    queries, gallery = datasets.single_shot(dataset, identities, trial, seed)
-    queries = queries[:n]
-    q_paths, g_paths = [r.path for r in queries], [r.path for r in gallery]
-    q_images, g_images = load_images(q_paths), load_images(g_paths)
-    ranking = Ranker(network).rank(q_images, g_images, top=max(config.RANKS), shortlist=0)
-    body = ranking_json(ranking, q_paths, g_paths, pictures=ranked_results.picture_names(q_paths),
-                        identities=([r.identity for r in queries], [r.identity for r in gallery]),
-                        title=title or f"{dataset.name} trial {trial}: ranked test queries",
-                        model=getattr(network, "name", ""), gallery=dataset.root, gallery_images=len(gallery),
-                        top=int(ranking.index.shape[1]))
-    pictures = ranked_results.write_all(out, body, q_images, dict(zip(g_paths, g_images)))
-    fileio.write_json(os.path.join(out, "ranking.json"), body)
-    if tb_dir:
-        import tensorflow as tf
-
-        writer = tf.summary.create_file_writer(tb_dir)
-        with writer.as_default():
-            for entry, picture in zip(body["queries"], pictures):
-                image_summary(f"visrank/{os.path.splitext(os.path.basename(entry['picture']))[0]}", picture, step)
-        writer.flush()
-    return body
-
-
 def define_flags() -> None:
     flags.DEFINE_string("model", None, "model.keras written by reid_tf.train, or its workdir")
     flags.DEFINE_string("query", None, "a query image, or a folder of them (searched recursively)")
@@ -354,7 +319,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("top", 10, "gallery images shown per query")
     flags.DEFINE_integer("shortlist", None, "two-stage scoring: Eq. 7 on each query's K nearest by d; "
                          f"0 = every pair; default: exhaustive up to {config.RANK_SHORTLIST_ABOVE} gallery "
-                         f"images, K = {config.RANK_SHORTLIST_K} above")
+                         f"images, K = {config.SHORTLIST_K} above")
     flags.DEFINE_string("cache", feature_cache.default_dir(), "folder of cached gallery features ('' = no cache)")
     flags.DEFINE_enum("bad_images", "skip", list(BAD_IMAGES), "an unreadable image: skip it with a "
                       "warning, or stop")

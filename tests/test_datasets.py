@@ -1,10 +1,9 @@
-"""reid_tf.datasets: folders, loading, the split protocols of §4.1 (DESIGN "Protocols"), single-shot,
-identities from file names."""
+"""reid_tf.datasets: folders, loading, the split protocols of §4.1 (DESIGN "Protocols"), identities
+from file names."""
 from __future__ import annotations
 
 import importlib
 import json
-import logging
 import os
 import pkgutil
 
@@ -147,23 +146,6 @@ def test_split_overrides_and_limits():
         fake("cuhk01", 30).split(0, 0)
     with pytest.raises(ValueError, match="cannot take 316 for validation"):
         ds.split(0, 0, val_identities=316)
-
-
-def test_single_shot(caplog):
-    ds = fake("cuhk01", 50, per_camera=2)
-    ids = [7, 3, 41, 12]
-    queries, gallery = datasets.single_shot(ds, ids, trial=0, seed=0)
-    assert [r.identity for r in queries] == ids == [r.identity for r in gallery]
-    assert {r.camera for r in queries} == {0} and {r.camera for r in gallery} == {1}
-    assert (queries, gallery) == datasets.single_shot(ds, ids, trial=0, seed=0)
-    picks = {tuple(r.path for r in datasets.single_shot(ds, range(50), trial=t, seed=0)[0]) for t in range(3)}
-    assert len(picks) == 3  # a different random pick per trial
-
-    ds = Dataset(ds.spec, ds.root, [r for r in ds.records if not (r.identity == 3 and r.camera == 1)])
-    with caplog.at_level(logging.WARNING):
-        queries, gallery = datasets.single_shot(ds, ids, trial=0, seed=0)
-    assert [r.identity for r in queries] == [7, 41, 12] == [r.identity for r in gallery]
-    assert "1 identities lack an image in camera 0 or 1, skipped: [3]" in caplog.text
 
 
 def test_records_of():

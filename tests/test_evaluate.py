@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from reid_tf import evaluate, scoring
+from reid_tf import evaluate, protocols, report, scoring
 from reid_tf.datasets import Record
 
 IDENTITIES = [7, 8, 9]
@@ -56,13 +56,13 @@ def fake_scoring(monkeypatch):
         return ([Record(f"q{i}_{seed}", i, 0) for i in identities], [Record(f"g{i}_{seed}", i, 1) for i in identities])
 
     monkeypatch.setattr(scoring, "ScoringEngine", FakeEngine)
-    monkeypatch.setattr(evaluate, "load_images", lambda paths: list(paths))
-    monkeypatch.setattr(evaluate.datasets, "single_shot", single_shot)
+    monkeypatch.setattr(protocols, "load_images", lambda paths: list(paths))
+    monkeypatch.setattr(protocols, "single_shot", single_shot)
     return draws
 
 
 def test_each_ranking_read_the_right_way_and_repeats_draw_with_seed_plus_r(fake_scoring):
-    out = evaluate.evaluate_network("net", None, IDENTITIES, trial=3, seed=0, repeats=2)
+    out = protocols.evaluate_network("net", None, IDENTITIES, trial=3, seed=0, repeats=2)
     assert fake_scoring == [(3, 0), (3, 1)]
     for name in ("distance", "p_match", "eq7"):
         np.testing.assert_allclose(out[name]["curves"], [CURVES[0][name], CURVES[1][name]], err_msg=name)
@@ -70,7 +70,7 @@ def test_each_ranking_read_the_right_way_and_repeats_draw_with_seed_plus_r(fake_
 
 
 def test_summary_of_two_draws_by_hand(fake_scoring):
-    summary = evaluate.summarize([evaluate.evaluate_network("net", None, IDENTITIES, trial=0, seed=0, repeats=2)])
+    summary = report.summarize([protocols.evaluate_network("net", None, IDENTITIES, trial=0, seed=0, repeats=2)])
     d = summary["distance"]
     # rank-1 by d: 2/3 and 1 → mean 5/6, sample std |1 − 2/3| / √2
     assert d["rank"]["1"]["mean"] == pytest.approx(100 * 5 / 6)
@@ -90,7 +90,7 @@ def write_trial(workdir, trial, draw, model_newer=False, protocol="single_shot")
         json.dump({"dataset": "synthetic", "model": "l23", "trial": trial}, f)
     draws = draw if isinstance(draw, list) else [draw]
     per_trial = {name: {"curves": [CURVES[d][name] for d in draws], "map": [MAPS[d][name] for d in draws]}
-                 for name in evaluate.RANKINGS}
+                 for name in protocols.RANKINGS}
     paths = [os.path.join(workdir, "model.keras"), evaluate.eval_prefix(workdir, protocol) + ".json"]
     with open(paths[0], "w") as f:
         f.write("not a real model: it must not be loaded when eval.json is reused")

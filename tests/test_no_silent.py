@@ -15,7 +15,7 @@ import pytest
 
 from data_tools import common, prepare_cuhk01, prepare_viper
 from data_tools.common import DatasetError
-from reid_tf import cli, datasets, evaluate, train, workdir
+from reid_tf import cli, datasets, evaluate, protocols, train, workdir
 from reid_tf.datasets.synthetic import make_synthetic
 from tests import fixtures
 
@@ -129,7 +129,7 @@ def write_evaluated(work, **run):
     with open(os.path.join(work, "model.keras"), "w") as f:
         f.write("never loaded: the eval.json beside it is reused")
     curve = list(np.linspace(0.5, 1.0, 12))
-    per_trial = {name: {"curves": [curve], "map": [0.6]} for name in evaluate.RANKINGS}
+    per_trial = {name: {"curves": [curve], "map": [0.6]} for name in protocols.RANKINGS}
     path = os.path.join(work, "eval.json")
     train.fileio.write_json(path, {"protocol": "single_shot", "dataset": "synthetic", "trial": run.get("trial", 0),
                                    "model": run.get("model", "l23"), "per_trial": per_trial})

@@ -1,5 +1,5 @@
-"""Provenance of result files (reid_tf.provenance), the same-camera / cross-camera split of [31]'s
-protocol (reid_tf.evaluate.camera_split), and the sources Table 2's lines name (experiments.reproduce)."""
+"""Provenance of result files (reid_tf.provenance) and the sources Table 2's lines name
+(experiments.reproduce)."""
 import json
 import os
 import subprocess
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import make_card, reproduce
-from reid_tf import evaluate, metrics, provenance
+from reid_tf import provenance
 from tests import fixtures
 
 
@@ -46,50 +46,6 @@ def test_a_record_has_every_field_and_its_end():
 
 def test_matmul_gauge_is_a_plausible_rate():
     assert 0.1 < provenance.matmul_gflops(256, repeats=2) < 1e5
-
-
-def loop_top1(score, q_ids, q_cams, g_ids, g_cams, same: bool) -> float:
-    """Top-1 (%) of the probes of one kind, probe by probe (ties against the probe, as metrics.cmc)."""
-    hits, n = 0, 0
-    for i in range(len(q_ids)):
-        j = int(np.flatnonzero(g_ids == q_ids[i])[0])
-        if (q_cams[i] == g_cams[j]) != same:
-            continue
-        n += 1
-        hits += all(score[i, j] > score[i, k] for k in range(len(g_ids)) if k != j)
-    return 100 * hits / n
-
-
-def test_camera_split_matches_a_probe_by_probe_count():
-    """Would fail with the two kinds swapped, or with the probe's camera compared to the wrong
-    gallery image."""
-    rng = np.random.default_rng(0)
-    g_ids = np.arange(12)
-    g_cams = rng.integers(0, 2, 12)
-    q_ids = np.repeat(g_ids, 3)
-    q_cams = rng.integers(0, 2, 36)
-    score = rng.standard_normal((36, 12))
-    score[np.arange(36), q_ids] += 1.0  # better than chance, so that top-1 is neither 0 nor 100
-    split = evaluate.camera_split(score, q_ids, q_cams, g_ids, g_cams)
-    for kind, same in (("same_camera", True), ("cross_camera", False)):
-        assert split[kind]["rank1"] == pytest.approx(loop_top1(score, q_ids, q_cams, g_ids, g_cams, same))
-    assert split["same_camera"]["probes"] == int(sum(q_cams == g_cams[q_ids]))
-    assert split["same_camera"]["probes"] + split["cross_camera"]["probes"] == 36
-    # the two kinds together are the whole draw's top-1
-    overall = 100 * metrics.cmc(score, q_ids, g_ids, max_rank=1)[0]
-    weighted = sum(split[k]["rank1"] * split[k]["probes"] for k in split) / 36
-    assert weighted == pytest.approx(overall)
-
-
-def test_camera_split_summary_is_the_mean_and_sample_std_over_draws():
-    draws = [{"same_camera": {"rank1": a, "probes": 10}, "cross_camera": {"rank1": b, "probes": 20}}
-             for a, b in ((80.0, 50.0), (90.0, 60.0), (70.0, 55.0))]
-    split = evaluate.summarize_camera_split([{"camera_split": draws}])
-    assert split["same_camera"]["rank1"]["mean"] == pytest.approx(80.0)
-    assert split["same_camera"]["rank1"]["std"] == pytest.approx(10.0)  # ddof = 1
-    assert split["cross_camera"]["rank1"]["mean"] == pytest.approx(55.0)
-    assert split["cross_camera"]["probes"] == 20 and split["same_camera"]["draws"] == 3
-    assert evaluate.summarize_camera_split([{"eq7": {}}]) is None  # single-shot: no split
 
 
 def test_table2_lines_name_the_file_and_step_behind_them():

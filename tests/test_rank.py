@@ -133,7 +133,7 @@ def test_shortlist_smaller_than_the_gallery_is_the_engines_two_stage_order(model
 def test_default_shortlist_by_gallery_size(model, monkeypatch):
     ranker = rank.Ranker(model)
     monkeypatch.setattr(config, "RANK_SHORTLIST_ABOVE", 6)
-    monkeypatch.setattr(config, "RANK_SHORTLIST_K", 4)
+    monkeypatch.setattr(config, "SHORTLIST_K", 4)
     assert ranker.shortlist_size(6, top=2) is None
     assert ranker.shortlist_size(7, top=2) == 4
     assert ranker.shortlist_size(7, top=5) == 5

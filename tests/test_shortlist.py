@@ -1,11 +1,11 @@
 """reid_tf.shortlist: two-stage scoring in blocks equals the engine's own shortlist scoring; the
-ranking it gives the standard protocol; progress lines."""
+ranking it gives the standard protocol (reid_tf.protocols.evaluate_standard); progress lines."""
 import logging
 
 import numpy as np
 import pytest
 
-from reid_tf import shortlist
+from reid_tf import metrics, protocols, shortlist
 from reid_tf.datasets import Record
 from reid_tf.model import build_model
 from reid_tf.scoring import ScoringEngine
@@ -109,7 +109,8 @@ def _protocol_by_hand(order_key, q_ids, q_cams, g_ids, g_cams):
 def test_evaluate_standard_on_records(engine, tmp_path):
     """Records written as files, two-stage K = 4: each ranking's first matches and APs equal a
     by-hand protocol on the engine's exhaustive scores of the same files (shortlist = 4 nearest by d,
-    ordered by Eq. 7 or p(match), then the rest by d; or d alone). The gallery holds a same-camera
+    ordered by Eq. 7 or p(match), then the rest by d; or d alone), and the standard protocol
+    (reid_tf.protocols.evaluate_standard) reports their CMC and mAP. The gallery holds a same-camera
     image of query 0's and query 2's identity (excluded), junk (excluded) and two distractors (kept)."""
     from PIL import Image
 
@@ -125,8 +126,12 @@ def test_evaluate_standard_on_records(engine, tmp_path):
             Image.fromarray((img * 255).round().astype(np.uint8)).save(path)
             rs.append(Record(path, i, c))
         recs.append(rs)
-    out = shortlist.evaluate_standard(engine, recs[0], recs[1], k=4)
-    assert out["pairs"] == 12 and out["k"] == 4 and set(out["seconds"]) >= {"features", "distance", "pairs"}
+    out = protocols.evaluate_standard(engine, recs[0], recs[1], k=4)
+    standard = out["standard"]
+    assert standard["pairs"] == 12 and standard["k"] == 4
+    assert set(standard["seconds"]) >= {"features", "distance", "pairs"}
+    assert (standard["queries"], standard["gallery"], standard["skipped_queries"]) == (3, 9, 0)
+    two_stage_scores = shortlist.score_shortlists(engine, [r.path for r in recs[0]], [r.path for r in recs[1]], k=4)
 
     full = engine.score_matrix(load_images([r.path for r in recs[0]]), load_images([r.path for r in recs[1]]))
     d = full["distance"]
@@ -139,9 +144,13 @@ def test_evaluate_standard_on_records(engine, tmp_path):
     for name, order in (("eq7", two_stage("score")), ("p_match", two_stage("p_match")),
                         ("distance", lambda i: lambda gi: d[i, gi])):
         first, ap = _protocol_by_hand(order, *ids_cams)
-        assert out[name]["skipped"] == 0
-        assert out[name]["first_match"].tolist() == first, name
-        np.testing.assert_allclose(out[name]["ap"], ap, rtol=1e-6, err_msg=name)
+        got = metrics.standard_protocol(two_stage_scores.ranking(protocols.RANKINGS[name]), *ids_cams)
+        assert got["skipped"] == 0
+        assert got["first_match"].tolist() == first, name
+        np.testing.assert_allclose(got["ap"], ap, rtol=1e-6, err_msg=name)
+        curve = [np.mean(np.array(first) <= r) for r in range(1, 10)]  # CMC over the 9 gallery images
+        np.testing.assert_allclose(out[name]["curves"], [curve], atol=1e-9, err_msg=name)
+        np.testing.assert_allclose(out[name]["map"], [np.mean(ap)], rtol=1e-6, err_msg=name)
 
 
 @pytest.mark.slow  # 31 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")

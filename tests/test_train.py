@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reid_tf import callbacks, config, datasets
+from reid_tf import callbacks, config, datasets, protocols, report
 from reid_tf.model import load_network
 from reid_tf.pairs import load_images
 from reid_tf.scoring import ScoringEngine
@@ -261,7 +261,7 @@ def exhaustive_scores(workdir):
         run = json.load(f)
     dataset = datasets.load_dataset(run["dataset"], datasets.dataset_dir(run["dataset"], run["data_dir"]))
     split = dataset.split(run["trial"], run["seed"], run["val_identities"], run["test_identities"])
-    queries, gallery = datasets.single_shot(dataset, split.test, run["trial"], run["seed"])
+    queries, gallery = protocols.single_shot(dataset, split.test, run["trial"], run["seed"])
     scores = ScoringEngine(load_network(os.path.join(workdir, "model.keras"))).score_matrix(
         load_images([q.path for q in queries]), load_images([g.path for g in gallery]))
     return scores, np.array([q.identity for q in queries]), np.array([g.identity for g in gallery])
@@ -283,7 +283,7 @@ def test_evaluate_cli_loads_the_saved_network_and_compares_shortlists(reference_
     """A fresh process (nothing registered yet) loads model.keras; two-stage scoring at K < G equals
     a loop over the exhaustive scores."""
     workdir = reference_run[0]
-    proc = subprocess.run([sys.executable, "-m", "reid_tf.evaluate", f"--workdir={workdir}", "--shortlist=2,5"],
+    proc = subprocess.run([sys.executable, "-m", "reid_tf.evaluate", f"--workdir={workdir}", "--shortlist_study=2,5"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(workdir, "shortlist.json")) as f:
@@ -305,8 +305,6 @@ def test_evaluate_cli_checkpoint_evaluates_the_split_of_its_trial_and_seed(refer
     """--checkpoint evaluates a saved network on --dataset/--trial/--seed: with trial 1, seed 2, the
     numbers of that split and draw computed here, not those of the run's own (trial 0, seed 0);
     the in-process evaluation of trial 0 is the run's own eval.json, so both sides are one method."""
-    from reid_tf import evaluate
-
     workdir = reference_run[0]
     out = str(tmp_path / "checkpoint_eval")
     proc = subprocess.run([sys.executable, "-m", "reid_tf.evaluate", f"--checkpoint={workdir}/model.keras",
@@ -319,7 +317,7 @@ def test_evaluate_cli_checkpoint_evaluates_the_split_of_its_trial_and_seed(refer
         own = json.load(f)["summary"]
     network = load_network(os.path.join(workdir, "model.keras"))
     dataset = datasets.load_dataset("synthetic", datasets.dataset_dir("synthetic", data_dir))
-    want, trial0 = (evaluate.summarize([evaluate.evaluate_network(network, dataset, dataset.split(t, s).test, t, s)])
+    want, trial0 = (report.summarize([protocols.evaluate_network(network, dataset, dataset.split(t, s).test, t, s)])
                     for t, s in ((1, 2), (0, 0)))
     assert set(got) == set(want) == set(own) == {"eq7", "p_match", "distance"}
     for name in want:

@@ -18,7 +18,7 @@ Adding a dataset = one module here, one line in `REGISTRY`, and its `data_tools.
 API: REGISTRY, DATASETS (the names), get_spec; dataset_dir / is_prepared / prepare_command (where a
 dataset lives under a data root and how to make it); load_dataset -> Dataset (records, testsets,
 query, gallery, identities, split(trial, seed) -> Split(train, val, test) per §4.1 and DESIGN
-"Protocols"); single_shot (the CMC query / gallery pick); records_of.
+"Protocols"); records_of. The test protocols that read these splits: reid_tf.protocols.
 """
 from __future__ import annotations
 
@@ -27,12 +27,12 @@ import os
 from reid_tf.datasets import cuhk01, cuhk03, cuhk03_np, dukemtmcreid, market1501, synthetic, viper
 from reid_tf.datasets.base import (DISTRACTOR, FORMAT, JUNK, MANIFEST, SINGLE_SHOT, STANDARD, Dataset,
                                    DatasetSpec, Record, Split, load_manifest, manifest_records,
-                                   read_manifest, records_of, single_shot, write_manifest)
+                                   read_manifest, records_of, write_manifest)
 
 __all__ = ["DATASETS", "DISTRACTOR", "FORMAT", "JUNK", "MANIFEST", "REGISTRY", "SINGLE_SHOT", "STANDARD",
            "Dataset", "DatasetSpec", "Record", "Split", "dataset_dir", "get_spec", "is_prepared",
            "load_dataset", "manifest_records", "prepare_command", "read_manifest", "records_of",
-           "single_shot", "write_manifest"]
+           "write_manifest"]
 
 # The table: name -> spec, in the order the command line lists them (the paper's datasets first).
 REGISTRY: dict[str, DatasetSpec] = {spec.name: spec for spec in (

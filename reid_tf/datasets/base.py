@@ -27,7 +27,6 @@ import shlex
 from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
-from absl import logging
 
 from reid_tf import config, fileio
 
@@ -285,27 +284,3 @@ def records_of(dataset: Dataset, identities: Iterable[int]) -> list[Record]:
     """The records of the given identities, in manifest order."""
     wanted = set(identities)
     return [r for r in dataset.records if r.identity in wanted]
-
-
-def single_shot(dataset: Dataset, identities: Iterable[int], trial: int, seed: int
-                ) -> tuple[list[Record], list[Record]]:
-    """Single-shot CMC protocol (DESIGN "Protocols"): per identity one camera-0 query and one
-    camera-1 gallery image, drawn with (seed, trial, identity) where there are several.
-
-    Returns (queries, gallery), aligned and in the order of `identities`; identities without an
-    image in either camera are skipped with a warning.
-    """
-    queries, gallery, skipped = [], [], []
-    for identity in identities:
-        records = dataset.by_identity.get(identity, [])
-        cams = [[r for r in records if r.camera == c] for c in (0, 1)]
-        if not all(cams):
-            skipped.append(identity)
-            continue
-        rng = np.random.default_rng([seed, trial, identity])
-        queries.append(cams[0][rng.integers(len(cams[0]))])
-        gallery.append(cams[1][rng.integers(len(cams[1]))])
-    if skipped:
-        logging.warning("%s: %d identities lack an image in camera 0 or 1, skipped: %s",
-                        dataset.name, len(skipped), skipped[:10])
-    return queries, gallery
