@@ -32,9 +32,10 @@ import tensorflow as tf
 from absl import flags, logging
 
 from experiments import plots
-from reid_tf import cli, datasets, evaluate, fileio, pairs, provenance, trainer, workdir
+from reid_tf import checkpoints, cli, datasets, evaluate, fileio, pairs, provenance, workdir
 from reid_tf import precise_bn as precise_bn_lib
 from reid_tf.model import build_model
+from reid_tf.pair_trainer import PairTrainer
 from reid_tf.train import TrainOptions, read_run, run_dataset, run_setting, training_data
 
 FLAGS = flags.FLAGS
@@ -72,9 +73,9 @@ def evaluate_checkpoint(run: TrainOptions, path: str, dataset, test_ids, protoco
     DamagedCheckpoint when its weights do not restore."""
     network = restored_network(run, path)
     if precise_bn:
-        step = trainer.checkpoint_step(path)
+        step = checkpoints.checkpoint_step(path)
         batches = training_data(run, train_records, dataset.spec.crops_per_image, step)
-        used = precise_bn_lib.recalibrate(trainer.PairTrainer(network), batches, precise_bn)
+        used = precise_bn_lib.recalibrate(PairTrainer(network), batches, precise_bn)
         logging.info("%s: BN statistics re-estimated over %d training batches from step %d",
                      os.path.basename(path), used, step)
     out = {}
@@ -215,7 +216,7 @@ def set_aside(directory: str, path: str, error: str, noted: set) -> None:
             noted.add(path)
         return
     logging.warning("%s is damaged (%s); moved to %s, and the curve goes on without it", path, error,
-                    trainer.set_aside_damaged(directory, path))
+                    checkpoints.set_aside_damaged(directory, path))
 
 
 def follow_and_evaluate(body: dict, directory: str, options: TrainOptions, dataset, record: dict) -> None:

@@ -1,5 +1,5 @@
-"""The Keras callbacks of a training run (reid_tf.train puts them together; reid_tf.trainer holds
-the model, its objective and the checkpoint helpers they save with).
+"""The Keras callbacks of a training run (reid_tf.train puts them together; reid_tf.pair_trainer holds
+the training step and its objective, reid_tf.checkpoints what they save with).
 
 Why each is not a stock Keras one:
 - `StepCheckpoint`: keras.callbacks.BackupAndRestore restores only the epoch counter, restarts the
@@ -45,8 +45,9 @@ from reid_tf.history import HISTORY, read_history
 from reid_tf.images import load_images
 from reid_tf.progress import hms
 from reid_tf.scoring import ScoringEngine
-from reid_tf.trainer import KEPT_DIR, checkpoint_step
+from reid_tf.checkpoints import checkpoint_step
 from reid_tf.visualize import write_figure4_summary
+from reid_tf.workdir import KEPT_DIR
 
 
 class NonFiniteLossError(RuntimeError):

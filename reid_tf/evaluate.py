@@ -19,6 +19,7 @@ import numpy as np
 from absl import flags, logging
 
 from reid_tf import cli, config, datasets, fileio, metrics, provenance
+from reid_tf import workdir as workdir_lib
 from reid_tf.cli import UsageError
 from reid_tf.history import read_history
 from reid_tf.images import load_images
@@ -26,7 +27,7 @@ from reid_tf.network_file import load_saved_network  # noqa: F401  (evaluate.loa
 from reid_tf.rank import visrank_trial
 from reid_tf.run_options import TrainOptions, check_run_data, model_precise_bn, read_run, run_dataset, run_setting
 
-# The modules that load TensorFlow (model, scoring, shortlist, trainer) are imported inside the
+# The modules that load TensorFlow (model, scoring, shortlist, checkpoints) are imported inside the
 # functions that need them: --help, a usage error and reid_tf.train's import of this module (before
 # it checks its options) then do not wait seconds for TensorFlow to start.
 
@@ -201,15 +202,15 @@ def workdir_network(workdir: str, run: TrainOptions) -> tuple[object, str, int |
     path = os.path.join(workdir, "model.keras")
     if os.path.exists(path):
         return load_saved_network(path), path, None
-    from reid_tf import trainer  # loads TensorFlow: see the imports
+    from reid_tf import checkpoints  # loads TensorFlow: see the imports
     from reid_tf.model import build_model
 
-    directory = trainer.checkpoint_dir(workdir)
+    directory = workdir_lib.checkpoint_dir(workdir)
     if not os.path.isfile(os.path.join(directory, "checkpoint")):
         raise FileNotFoundError(f"{path} not found and {directory} holds no checkpoint: the run in "
                                 f"{workdir} has not saved a network yet")
     network = build_model(config.get_model_config(run.model))
-    checkpoint, step = trainer.restore_network(network, directory)
+    checkpoint, step = checkpoints.restore_network(network, directory)
     logging.info("%s has no model.keras (the run was stopped before the end): evaluating its newest "
                  "good checkpoint, %s, at step %d", workdir, checkpoint, step)
     return network, checkpoint, step

@@ -43,7 +43,7 @@ from reid_tf.run_options import (  # noqa: F401  (train.X: the names its callers
 from reid_tf.workdir import lock as lock_workdir
 
 FLAGS = flags.FLAGS
-# TensorFlow and the modules that load it (keras, model, pairs, trainer, callbacks) are imported in
+# TensorFlow and the modules that load it (keras, model, pairs, pair_trainer, checkpoints, callbacks) are imported in
 # the functions that train, after the options are checked: a bad flag fails at once, not after
 # seconds of TensorFlow start-up; reid_tf.evaluate too (it loads the image and ranking modules).
 
@@ -139,7 +139,7 @@ def _previous_settings(opts: TrainOptions) -> dict | None:
 
     A run's checkpoints are found by their files, not by the `checkpoint` state file TensorFlow
     reads: without that file (or with an empty one) they are still the run's, and --resume rebuilds
-    it (trainer.rebuild_state) rather than training from step 0 over them."""
+    it (checkpoints.rebuild_state) rather than training from step 0 over them."""
     checkpoints = workdir_lib.checkpoint_dir(opts.workdir)
     steps = workdir_lib.checkpoint_steps(checkpoints)
     has_checkpoint = bool(steps) or os.path.exists(os.path.join(checkpoints, "checkpoint"))
@@ -201,16 +201,18 @@ def _prepare(opts: TrainOptions) -> tuple[TrainOptions, dict | None, datasets.Da
 def _run_prepared(opts: TrainOptions, previous: dict | None, dataset: datasets.Dataset) -> dict:
     import keras  # lazy, as the other imports here: see the imports
 
-    from reid_tf import pairs, trainer
+    from reid_tf import checkpoints as checkpoints_lib
+    from reid_tf import pairs
+    from reid_tf.pair_trainer import PairTrainer, make_optimizer
     from reid_tf.callbacks import (ProgressLogger, StepCheckpoint, StopOnSignal, TimeBudget, Validation,
                                    testing_callbacks)
     from reid_tf.model import build_model
 
     model_cfg = config.get_model_config(opts.model)
-    checkpoints = trainer.checkpoint_dir(opts.workdir)
-    removed = trainer.remove_partial_checkpoints(checkpoints)  # safe: we hold the workdir's lock
+    checkpoints = workdir_lib.checkpoint_dir(opts.workdir)
+    removed = checkpoints_lib.remove_partial_checkpoints(checkpoints)  # safe: we hold the workdir's lock
     if opts.resume:
-        trainer.rebuild_state(checkpoints)
+        checkpoints_lib.rebuild_state(checkpoints)
     batch = opts.batch_size
     if dataset.name == "synthetic" and opts.max_minutes is None and opts.max_steps is None:
         opts.max_minutes = config.SYNTHETIC_MINUTES
@@ -240,10 +242,10 @@ def _run_prepared(opts: TrainOptions, previous: dict | None, dataset: datasets.D
     strategy = _strategy(opts.strategy)
     with strategy.scope():
         network = build_model(model_cfg)
-        model = trainer.PairTrainer(network, contrastive=model_cfg.contrastive)
-        model.compile(optimizer=trainer.make_optimizer(opts.learning_rate), jit_compile=False)
-        manager = trainer.checkpoint_manager(model, checkpoints)
-        start, manager = trainer.restore(model, manager) if opts.resume else (0, manager)
+        model = PairTrainer(network, contrastive=model_cfg.contrastive)
+        model.compile(optimizer=make_optimizer(opts.learning_rate), jit_compile=False)
+        manager = checkpoints_lib.checkpoint_manager(model, checkpoints)
+        start, manager = checkpoints_lib.restore(model, manager) if opts.resume else (0, manager)
         if opts.init_from and not start:
             init_from(network, opts.init_from, opts.init_partial)
     opts.save(total_steps=total, steps_per_epoch=per_epoch, split_sizes=[len(s) for s in split],

@@ -237,7 +237,7 @@ def test_resume_without_the_checkpoint_state_file_continues_the_run(copy_of, fin
 
 
 def test_an_empty_state_file_is_rebuilt_and_a_fresh_start_over_checkpoints_is_refused(copy_of, finished_run):
-    from reid_tf import trainer
+    from reid_tf import checkpoints as checkpoints_lib
 
     work = copy_of()
     checkpoints = os.path.join(work, "checkpoints")
@@ -249,8 +249,8 @@ def test_an_empty_state_file_is_rebuilt_and_a_fresh_start_over_checkpoints_is_re
     with pytest.raises(FileExistsError, match="holds an unfinished run"):  # its checkpoints, not finished
         train.run(fresh)
     os.rename(os.path.join(work, "model.json.away"), os.path.join(work, "model.json"))
-    assert trainer.rebuild_state(checkpoints) == ["ckpt-2", "ckpt-4", "ckpt-6"]
-    assert [os.path.basename(p) for p in trainer.checkpoint_paths(checkpoints)] == ["ckpt-2", "ckpt-4", "ckpt-6"]
+    assert checkpoints_lib.rebuild_state(checkpoints) == ["ckpt-2", "ckpt-4", "ckpt-6"]
+    assert [os.path.basename(p) for p in checkpoints_lib.checkpoint_paths(checkpoints)] == ["ckpt-2", "ckpt-4", "ckpt-6"]
     for name in os.listdir(checkpoints):  # no checkpoint left, but the run's model.keras and kept ones
         if name.startswith("ckpt-") or name == "checkpoint":
             os.remove(os.path.join(checkpoints, name))

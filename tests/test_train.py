@@ -171,7 +171,7 @@ def test_sigkill_then_resume_past_a_damaged_checkpoint_ends_where_the_uninterrup
     truncated) and killed checkpoint writes left ckpt-5_temp/ folders behind. The resume sets ckpt-4
     aside as found, deletes the partial writes, redoes steps 3-6 from checkpoint 2's data position
     and ends with every variable (weights, BN statistics, Adam's moments) of the uninterrupted run."""
-    from reid_tf import trainer
+    from reid_tf import checkpoints, workdir as workdir_lib
 
     workdir = str(tmp_path / "killed")
     env = {**os.environ, callbacks.KILL_AT_STEP_ENV: "5"}
@@ -190,14 +190,14 @@ def test_sigkill_then_resume_past_a_damaged_checkpoint_ends_where_the_uninterrup
     with open(data, "r+b") as f:
         f.truncate(os.path.getsize(data) // 2)
     damaged_size = os.path.getsize(data)
-    partial = [os.path.join(ckpts, "ckpt-5_temp"), os.path.join(ckpts, trainer.KEPT_DIR, "ckpt-5_temp")]
+    partial = [os.path.join(ckpts, "ckpt-5_temp"), os.path.join(ckpts, workdir_lib.KEPT_DIR, "ckpt-5_temp")]
     for folder in partial:
         os.makedirs(folder)
         open(os.path.join(folder, "part-00000-of-00001.data-00000-of-00001"), "w").close()
 
     resumed = run_train(data_dir, workdir, "--max_steps=6", "--resume", "--noevaluate")
     assert "ckpt-4 is damaged" in resumed.stderr and "ckpt-2 at step 2" in resumed.stderr
-    aside = os.path.join(ckpts, trainer.DAMAGED_DIR, "ckpt-4")
+    aside = os.path.join(ckpts, checkpoints.DAMAGED_DIR, "ckpt-4")
     assert sorted(os.listdir(aside)) == ["ckpt-4.data-00000-of-00001", "ckpt-4.index"]
     assert os.path.getsize(os.path.join(aside, "ckpt-4.data-00000-of-00001")) == damaged_size  # as found
     assert not any(os.path.exists(folder) for folder in partial)
@@ -489,8 +489,9 @@ def test_train_precise_bn_rewrites_the_final_network_not_the_checkpoints(referen
     over the N training batches after its last step, model.json and eval.json say so, the checkpoints
     keep the moving averages; --precise_bn=0 brings those back. Evaluating it together with a run of
     the other kind is refused."""
-    from reid_tf import precise_bn, trainer
+    from reid_tf import precise_bn
     from reid_tf.model import build_model
+    from reid_tf.pair_trainer import PairTrainer
     from reid_tf.train import TrainOptions, training_data
 
     workdir = str(tmp_path / "run")
@@ -509,7 +510,7 @@ def test_train_precise_bn_rewrites_the_final_network_not_the_checkpoints(referen
     tf.train.Checkpoint(model=network).restore(os.path.join(workdir, "checkpoints", "ckpt-6")).expect_partial()
     moving = bn_statistics(network)
     records = datasets.records_of(dataset, opts.split(dataset).train)
-    assert precise_bn.recalibrate(trainer.PairTrainer(network),
+    assert precise_bn.recalibrate(PairTrainer(network),
                                   training_data(opts, records, dataset.spec.crops_per_image, 6), 2) == 2
     want = bn_statistics(network)
     assert set(got) == set(want) and len(got) > 10
