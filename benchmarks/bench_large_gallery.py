@@ -50,7 +50,8 @@ IDLE_DENSE, IDLE_IMAGES = 1191, 269  # docs/RESULTS.md, make bench on the idle m
 
 
 def network():
-    from reid_tf.model import build_model, load_network
+    from reid_tf.model import build_model
+    from reid_tf.run_folder import load_network
     return load_network(FLAGS.checkpoint) if FLAGS.checkpoint else build_model("l23")
 
 

@@ -41,13 +41,12 @@ import tensorflow as tf
 from absl import logging
 
 from reid_tf import config, datasets, fileio, metrics
-from reid_tf.history import HISTORY, read_history
+from reid_tf.checkpoints import checkpoint_step
 from reid_tf.images import load_images
 from reid_tf.progress import hms
+from reid_tf.run_folder import KEPT_DIR, history_file, read_history, tensorboard_dir
 from reid_tf.scoring import ScoringEngine
-from reid_tf.checkpoints import checkpoint_step
 from reid_tf.visualize import write_figure4_summary
-from reid_tf.workdir import KEPT_DIR
 
 
 class NonFiniteLossError(RuntimeError):
@@ -213,8 +212,8 @@ class Validation(keras.callbacks.Callback):
         self.dataset, self.identities, self.tag, self.every = dataset, identities, tag, every
         self.network, self.figures, self.workdir = network, opts.figures, opts.workdir
         self.trial, self.seed = opts.trial, opts.seed
-        self.history_path = os.path.join(opts.workdir, HISTORY)
-        self.writer = tf.summary.create_file_writer(os.path.join(opts.workdir, "tb", tag))
+        self.history_path = history_file(opts.workdir)
+        self.writer = tf.summary.create_file_writer(tensorboard_dir(opts.workdir, tag))
         self._images = None
         self.skip_final: Callable[[], bool] = lambda: False  # e.g. on Ctrl-C: exit promptly
 

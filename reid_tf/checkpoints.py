@@ -4,12 +4,14 @@ from the newest one that restores, and kept readable through crashes.
 - `checkpoint_manager`: what reid_tf.callbacks.StepCheckpoint saves with (the network and the
   optimizer: weights, BN statistics, Adam's moments and step; the data position follows from the step).
 - `restore` continues a run from the newest checkpoint that restores, moving damaged newer ones to
-  checkpoints/damaged/ (kept; `set_aside`); `restore_network` is the read-only form for evaluation.
+  checkpoints/damaged/ (kept; `set_aside`); `restore_network` is the read-only form for evaluation,
+  and `run_network` gives a run's network: its model.keras, or the newest good checkpoint of a run
+  stopped before writing it.
 - `rebuild_state` writes a missing or unreadable `checkpoint` state file anew from the ckpt-N files
   present (TensorFlow would see no checkpoint, and a resumed run would start afresh over them);
   `remove_partial_checkpoints` deletes the `ckpt-N_temp/` staging folders of killed saves.
 
-Where the files are (and finding them without TensorFlow) is reid_tf.workdir's.
+Where the files are (and finding them without TensorFlow) is reid_tf.run_folder's.
 """
 from __future__ import annotations
 
@@ -22,9 +24,9 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from reid_tf import fileio
-from reid_tf import workdir
-from reid_tf.workdir import KEPT_DIR
+from reid_tf import config, fileio, run_folder
+from reid_tf.model import build_model
+from reid_tf.run_folder import KEPT_DIR
 
 MAX_TO_KEEP = 3  # checkpoints kept on disk: the newest can be damaged, an older one still restores
 DAMAGED_DIR = "damaged"  # damaged checkpoints are moved here, never deleted
@@ -136,7 +138,7 @@ def checkpoint_paths(directory: str) -> list[str]:
     state = _readable_state(directory)
     if state is not None and state.all_model_checkpoint_paths:
         return list(state.all_model_checkpoint_paths)
-    return [os.path.join(directory, f"ckpt-{s}") for s in workdir.checkpoint_steps(directory)]
+    return [os.path.join(directory, f"ckpt-{s}") for s in run_folder.checkpoint_steps(directory)]
 
 
 def rebuild_state(directory: str) -> list[str]:
@@ -144,7 +146,7 @@ def rebuild_state(directory: str) -> list[str]:
     unreadable while checkpoints are there; returns the names it lists ([] when nothing was done).
     Without it TensorFlow sees no checkpoint at all, and a resumed run would start from step 0 over
     the files of the run it was asked to continue. Call it only while holding the workdir's lock."""
-    steps = workdir.checkpoint_steps(directory)
+    steps = run_folder.checkpoint_steps(directory)
     if not steps or _readable_state(directory) is not None:
         return []
     names = [f"ckpt-{s}" for s in steps]
@@ -191,12 +193,33 @@ def restore_network(network: keras.Model, directory: str) -> tuple[str, int]:
     paths = checkpoint_paths(directory)
     if not paths:
         raise FileNotFoundError(f"{directory} holds no checkpoint")
-    checkpoint = tf.train.Checkpoint(model=network)
-    restored, failed = newest_restorable(
-        lambda p: checkpoint.restore(p).expect_partial().assert_existing_objects_matched(), paths)
+    restored, failed = newest_restorable(lambda p: restore_weights(network, p), paths)
     for path, error in failed:
         logging.warning("checkpoint %s is damaged (%s); skipped", path, error)
     if restored is None:
         raise ValueError(f"no checkpoint in {directory} restores into this model ({failed[0][1]})")
     return restored, checkpoint_step(restored)
 
+
+def restore_weights(network: keras.Model, path: str) -> None:
+    """Load the network's weights (not the optimizer's) from checkpoint `path`; raises what
+    TensorFlow raises when they do not restore (a damaged file, another preset's checkpoint)."""
+    tf.train.Checkpoint(model=network).restore(path).expect_partial().assert_existing_objects_matched()
+
+
+def run_network(workdir: str, preset: str) -> tuple[keras.Model, str, int | None]:
+    """The network of a training run: its final model.keras (run_folder.load_network), or, for a run
+    that was stopped before writing it, its newest checkpoint that restores into the run's `preset`.
+    Returns (network, source, step: None for model.keras)."""
+    path = run_folder.model_file(workdir)
+    if os.path.exists(path):
+        return run_folder.load_network(path), path, None
+    directory = run_folder.checkpoint_dir(workdir)
+    if not os.path.isfile(os.path.join(directory, "checkpoint")):
+        raise FileNotFoundError(f"{path} not found and {directory} holds no checkpoint: the run in "
+                                f"{workdir} has not saved a network yet")
+    network = build_model(config.get_model_config(preset))
+    checkpoint, step = restore_network(network, directory)
+    logging.info("%s has no model.keras (the run was stopped before the end): evaluating its newest "
+                 "good checkpoint, %s, at step %d", workdir, checkpoint, step)
+    return network, checkpoint, step

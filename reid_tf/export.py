@@ -180,14 +180,14 @@ def verify_export(model, out: str, seed: int = 0, n: int = 4) -> dict[str, float
 
 def main(argv):
     del argv
-    from reid_tf.rank import load_model_file
+    from reid_tf.run_folder import load_network
 
     f = flags.FLAGS
     if not f.model or not f.out:
         raise cli.UsageError("missing --model or --out — pass --model=runs/x/model.keras (or the workdir) "
                              "and --out=DIR")
     check_out(f.out, f.overwrite)
-    meta = export(load_model_file(f.model), f.out, verify=f.verify)
+    meta = export(load_network(f.model), f.out, verify=f.verify)
     logging.info("exported %s (levels %s) to %s: endpoints encode, score_features, score_images",
                  meta["model"], meta["levels"], f.out)
     if f.verify:

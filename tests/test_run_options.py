@@ -9,7 +9,7 @@ import pytest
 
 from reid_tf import callbacks, datasets, evaluate
 from reid_tf.datasets.synthetic import make_synthetic
-from reid_tf.train import TrainOptions, read_run, resume_mismatches, run_setting
+from reid_tf.run_options import TrainOptions, read_run, resume_mismatches, run_setting
 
 
 def test_save_then_load_gives_the_same_options(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from data_tools.make_synthetic import make_synthetic
-from reid_tf import callbacks, checkpoints, config, pairs, workdir
+from reid_tf import callbacks, checkpoints, config, pairs, run_folder
 from reid_tf.datasets import Record, manifest_records, read_manifest
 from reid_tf.model import build_model
 from reid_tf.pair_trainer import PairTrainer, make_optimizer
@@ -176,7 +176,7 @@ def test_keep_every_keeps_the_curve_checkpoints_the_rolling_ones_drop(records, t
     labels = [m.rsplit("(", 1)[1] for m in caplog.messages if m.startswith("checkpoint ")]
     assert labels == ["interval 1)", "kept: a multiple of 3 steps)", "interval 2)", "kept: a multiple of 3 steps)",
                       "interval 3)", "training stopped)"], labels
-    kept = tf.train.get_checkpoint_state(f"{directory}/{workdir.KEPT_DIR}").all_model_checkpoint_paths
+    kept = tf.train.get_checkpoint_state(f"{directory}/{run_folder.KEPT_DIR}").all_model_checkpoint_paths
     assert sorted(checkpoints.checkpoint_step(p) for p in kept) == [3, 6]
     for path in kept:
         network = build_model("l2")

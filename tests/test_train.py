@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from reid_tf import callbacks, config, datasets
-from reid_tf.model import load_network
+from reid_tf.run_folder import load_network
 from reid_tf.pairs import load_images
 from reid_tf.scoring import ScoringEngine
 
@@ -171,7 +171,7 @@ def test_sigkill_then_resume_past_a_damaged_checkpoint_ends_where_the_uninterrup
     truncated) and killed checkpoint writes left ckpt-5_temp/ folders behind. The resume sets ckpt-4
     aside as found, deletes the partial writes, redoes steps 3-6 from checkpoint 2's data position
     and ends with every variable (weights, BN statistics, Adam's moments) of the uninterrupted run."""
-    from reid_tf import checkpoints, workdir as workdir_lib
+    from reid_tf import checkpoints, run_folder
 
     workdir = str(tmp_path / "killed")
     env = {**os.environ, callbacks.KILL_AT_STEP_ENV: "5"}
@@ -190,7 +190,7 @@ def test_sigkill_then_resume_past_a_damaged_checkpoint_ends_where_the_uninterrup
     with open(data, "r+b") as f:
         f.truncate(os.path.getsize(data) // 2)
     damaged_size = os.path.getsize(data)
-    partial = [os.path.join(ckpts, "ckpt-5_temp"), os.path.join(ckpts, workdir_lib.KEPT_DIR, "ckpt-5_temp")]
+    partial = [os.path.join(ckpts, "ckpt-5_temp"), os.path.join(ckpts, run_folder.KEPT_DIR, "ckpt-5_temp")]
     for folder in partial:
         os.makedirs(folder)
         open(os.path.join(folder, "part-00000-of-00001.data-00000-of-00001"), "w").close()
@@ -396,7 +396,7 @@ PAPER_DATASETS = ("viper", "cuhk01", "cuhk03_detected", "cuhk03_labeled")
 def test_default_recipe_is_the_papers_on_its_datasets_and_ours_elsewhere(name):
     """[31]'s reading (config.PAPER_RECIPE) for VIPeR, CUHK01, CUHK03; ours for the synthetic set and
     the multi-camera datasets the paper does not use; --recipe overrides either."""
-    from reid_tf.train import TrainOptions
+    from reid_tf.run_options import TrainOptions
     expected = "paper_xcorr" if name in PAPER_DATASETS else "cross_camera"
     assert datasets.get_spec(name).recipe == expected
     assert TrainOptions(dataset=name).resolved_recipe() == expected
@@ -492,7 +492,7 @@ def test_train_precise_bn_rewrites_the_final_network_not_the_checkpoints(referen
     from reid_tf import precise_bn
     from reid_tf.model import build_model
     from reid_tf.pair_trainer import PairTrainer
-    from reid_tf.train import TrainOptions, training_data
+    from reid_tf.run_options import TrainOptions, training_data
 
     workdir = str(tmp_path / "run")
     shutil.copytree(reference_run[0], workdir)
@@ -545,7 +545,7 @@ def test_curve_re_estimates_bn_on_the_training_batches_that_follow_the_checkpoin
 
     from experiments import curve
     from reid_tf import precise_bn
-    from reid_tf.train import TrainOptions, training_data
+    from reid_tf.run_options import TrainOptions, training_data
 
     workdir = reference_run[0]
     run = TrainOptions.load(workdir)
