@@ -20,7 +20,6 @@ Why each is not a stock Keras one:
   trial's test identities and logged as "test_monitor": it is for watching learning (and for the
   validation-against-time curve of issue 5), never for choosing a checkpoint — the final model is
   the last step, whatever this curve says.
-- `testing_callbacks`: what a test asks for through the environment (a crash at a known step).
 
 A Keras "epoch" here is one checkpoint interval (`checkpoint_every` steps) so that fit's
 initial_epoch can express a resume point; the paper's epochs are converted to steps
@@ -268,25 +267,3 @@ class Validation(keras.callbacks.Callback):
                      point["rank1"], point["rank5"], point["rank10"], point["map"], time.monotonic() - t)
         return point
 
-
-# Test-only: tests/test_train.py sets this to crash a run at a known step (deterministic, where a test
-# polling for a checkpoint and then killing the process would race against a fast machine).
-KILL_AT_STEP_ENV = "REID_TF_TEST_KILL_AT_STEP"
-
-
-class KillAtStep(keras.callbacks.Callback):
-    """SIGKILL this process once the global step reaches `step`: a hard crash, no clean-up, no save."""
-
-    def __init__(self, step: int):
-        super().__init__()
-        self.step = int(step)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) >= self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-def testing_callbacks() -> list[keras.callbacks.Callback]:
-    """The callbacks a test asked for through the environment (none in normal use)."""
-    step = os.environ.get(KILL_AT_STEP_ENV)
-    return [KillAtStep(int(step))] if step else []

@@ -216,14 +216,6 @@ def model_config_of(model: keras.Model) -> ModelConfig:
                        stn=csn.use_stn, contrastive=bool(parts.score.use_distance))
 
 
-def find_layer(model: keras.Model, name: str):
-    """A layer of the network by its name, in the encoder or the pair head (e.g. "csn_2", "conv4")."""
-    for part in (encoder_of(model), pair_head_of(model)):
-        if name in {layer.name for layer in part.layers}:
-            return part.get_layer(name)
-    raise ValueError(f"{model.name} has no layer {name!r}")
-
-
 # ---------------------------------------------------------------------------------------------
 # The network by block, for accounts of its size and cost (Table 5: reid_tf.complexity). A block is
 # one top-level layer of the encoder or the head, except that a CSN is two blocks on the image side

@@ -163,8 +163,7 @@ def _run_prepared(opts: TrainOptions, previous: dict | None, dataset: datasets.D
     from reid_tf import checkpoints as checkpoints_lib
     from reid_tf import pairs
     from reid_tf.pair_trainer import PairTrainer, make_optimizer
-    from reid_tf.callbacks import (ProgressLogger, StepCheckpoint, StopOnSignal, TimeBudget, Validation,
-                                   testing_callbacks)
+    from reid_tf.callbacks import ProgressLogger, StepCheckpoint, StopOnSignal, TimeBudget, Validation
     from reid_tf.model import build_model
 
     model_cfg = config.get_model_config(opts.model)
@@ -230,7 +229,6 @@ def _run_prepared(opts: TrainOptions, previous: dict | None, dataset: datasets.D
     if validation is not None:
         callbacks.append(validation)
         validation.skip_final = lambda: stop.signum is not None  # exit promptly on Ctrl-C / SIGTERM
-    callbacks += testing_callbacks()  # last: a test's crash comes after this step's checkpoint, if any
     t0 = time.monotonic()
     if start < total:
         with stop:

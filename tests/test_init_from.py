@@ -7,8 +7,9 @@ import keras
 import numpy as np
 import pytest
 
+from layer_testing import find_layer
 from reid_tf import train
-from reid_tf.model import build_model, copy_weights, find_layer
+from reid_tf.model import build_model, copy_weights
 from reid_tf.run_folder import load_network
 from reid_tf.run_options import TrainOptions
 

@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from reid_tf import config, losses
-from reid_tf.model import build_model, find_layer
+from layer_testing import find_layer
+from reid_tf.model import build_model
 
 RNG = np.random.default_rng(1)
 

@@ -31,6 +31,11 @@ def train_cmd(data_dir, workdir, *extra):
             *TINY, *extra]
 
 
+def killed_train_cmd(step, data_dir, workdir, *extra):
+    """train_cmd, SIGKILLed once the global step reaches `step` (tests/killed_training.py)."""
+    return [sys.executable, "-m", "tests.killed_training", str(step), *train_cmd(data_dir, workdir, *extra)[3:]]
+
+
 def run_train(data_dir, workdir, *extra, check=True):
     proc = subprocess.run(train_cmd(data_dir, workdir, *extra), capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
@@ -166,7 +171,7 @@ def test_end_to_end_outputs(reference_run):
 
 def test_sigkill_then_resume_past_a_damaged_checkpoint_ends_where_the_uninterrupted_run_ends(
         data_dir, reference_run, tmp_path):
-    """The run SIGKILLs itself after step 5 (a test-only hook, so no race with the machine's speed):
+    """The run SIGKILLs itself after step 5 (tests/killed_training.py, so no race with the machine's speed):
     checkpoints 2 and 4 survive, step 5 is lost. Then the newest, ckpt-4, is damaged (its data file
     truncated) and killed checkpoint writes left ckpt-5_temp/ folders behind. The resume sets ckpt-4
     aside as found, deletes the partial writes, redoes steps 3-6 from checkpoint 2's data position
@@ -174,8 +179,7 @@ def test_sigkill_then_resume_past_a_damaged_checkpoint_ends_where_the_uninterrup
     from reid_tf import checkpoints, run_folder
 
     workdir = str(tmp_path / "killed")
-    env = {**os.environ, callbacks.KILL_AT_STEP_ENV: "5"}
-    proc = subprocess.run(train_cmd(data_dir, workdir, "--max_steps=6", "--noevaluate"), env=env,
+    proc = subprocess.run(killed_train_cmd(5, data_dir, workdir, "--max_steps=6", "--noevaluate"),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert "step 5/6" in proc.stderr and "step 6/6" not in proc.stderr
