@@ -130,14 +130,14 @@ class TrainOptions:
     def save(self, **resolved) -> str:
         """Write workdir/run.json (atomically): these options, and what they came to (`resolved`:
         total_steps, steps_per_epoch, split_sizes). The recipe and pairing are written resolved (never
-        null: null reads as a run that predates the option, run_setting). Returns its path."""
+        null: what the run trained with, whatever the defaults become). Returns its path."""
         body = {**dataclasses.asdict(self), "recipe": self.resolved_recipe(), "pairing": self.resolved_pairing(),
                 **resolved}
         return fileio.write_json(run_file(self.workdir), body)
 
     @classmethod
     def from_record(cls, record: dict) -> "TrainOptions":
-        """The options in a run.json body; a setting it predates takes the value of its time
+        """The options in a run.json body; a setting it does not record takes TrainOptions' default
         (run_setting), and what is not an option (total_steps, ...) is left out."""
         return cls(**{f.name: run_setting(record, f.name) for f in dataclasses.fields(cls)})
 
@@ -181,17 +181,9 @@ RESUME_FIXED = ("dataset", "model", "trial", "seed", "batch_size", "learning_rat
                 "val_identities", "test_identities", "synthetic_identities", "shared_images_per_camera")
 
 
-# Settings that runs made before them do not record, with the value those runs had (not today's
-# default, which may differ: the shared-image K was 2 before measurement made it 1).
-PREDATES = {"pairing": "per_pair", "shared_images_per_camera": 2, "recipe": "cross_camera", "keep_every": 0}
-
-
 def run_setting(run: dict, name: str):
-    """A setting of a recorded run.json: its own value, the value of its time for a setting it
-    predates (PREDATES; also when recorded as null, as the earliest curve files did), else
-    TrainOptions' default."""
-    if name in PREDATES:
-        return PREDATES[name] if run.get(name) is None else run[name]
+    """A setting of a recorded run.json (or of a curve file's copy of it): its own value, else
+    TrainOptions' default (keep_every: 0, which the runs that do not record it had)."""
     return run[name] if name in run else getattr(TrainOptions, name, None)
 
 
