@@ -113,7 +113,7 @@ def _forget(directory: str, paths: list[str]) -> None:
 
 def _write_state(directory: str, entries: list[tuple[str, float]]) -> None:
     """Write the state file listing (checkpoint name, timestamp) entries, oldest first; none: remove it."""
-    path = os.path.join(directory, "checkpoint")
+    path = run_folder.checkpoint_state_file(directory)
     if not entries:
         if os.path.exists(path):
             os.remove(path)
@@ -215,7 +215,7 @@ def run_network(workdir: str, preset: str) -> tuple[keras.Model, str, int | None
     if os.path.exists(path):
         return run_folder.load_network(path), path, None
     directory = run_folder.checkpoint_dir(workdir)
-    if not os.path.isfile(os.path.join(directory, "checkpoint")):
+    if not os.path.isfile(run_folder.checkpoint_state_file(directory)):
         raise FileNotFoundError(f"{path} not found and {directory} holds no checkpoint: the run in "
                                 f"{workdir} has not saved a network yet")
     network = build_model(config.get_model_config(preset))

@@ -3,8 +3,8 @@ each. Every other module asks this one for a path; none spells a file name of a 
 
     .lock          held while a training runs (`lock`): one training per workdir, one writer per file
     run.json       the run's resolved options and the signature of its data (reid_tf.run_options)
-    checkpoints/   ckpt-N files (reid_tf.checkpoints): kept/ (--keep_every, never deleted),
-                   damaged/ (set aside by a resume, never deleted)
+    checkpoints/   ckpt-N files and TensorFlow's `checkpoint` state file (reid_tf.checkpoints):
+                   kept/ (--keep_every, never deleted), damaged/ (set aside by a resume, kept)
     tb/            TensorBoard: losses, learning rate, validation CMC, Figure 4 panels
     history.json   validation rank-k against step and time (`read_history`)
     model.keras    the final network, and model.json beside it: its step and its BN statistics
@@ -14,7 +14,7 @@ each. Every other module asks this one for a path; none spells a file name of a 
     visrank/       ranked test queries (evaluate --visrank)
 
 The lock: `lock(workdir)` takes an exclusive `fcntl.flock` on workdir/.lock for as long as the returned
-object lives (the trainer holds it for the whole run). The kernel releases a flock when its owner's
+object lives (reid_tf.train holds it for the whole run). The kernel releases a flock when its owner's
 file descriptor closes, which includes any death of the process (SIGKILL, OOM killer), so a stale
 lock is impossible; the pid written into the file is only for the message that names the owner,
 and for `holder`, which asks (without locking) whether a training is still running there. A run
@@ -22,8 +22,9 @@ that fails in a workdir it has just created, before writing anything, removes it
 holding only .lock is no run). `lock_file(path, ...)` is the same lock for any other single-writer
 file (experiments.curve's output).
 
-No TensorFlow is loaded here until a network is saved or loaded: a run checks what its workdir
-holds before TensorFlow starts.
+What a workdir holds is read here without TensorFlow, which loads only when a network is saved or
+loaded: a fresh start over another run's results (held_results), or on a finished run
+(finished_run), is refused before TensorFlow starts.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ LOCK_FILE = ".lock"
 RUN = "run.json"
 CHECKPOINTS = "checkpoints"
 KEPT_DIR = "kept"  # StepCheckpoint's keep_every checkpoints (checkpoints/kept/), never deleted
+CHECKPOINT_STATE = "checkpoint"  # TensorFlow's list of a folder's checkpoints (CheckpointManager's)
 TENSORBOARD = "tb"
 HISTORY = "history.json"  # Validation's points, one per validation, oldest first
 MODEL = "model.keras"
@@ -202,6 +204,12 @@ def lock_file(path: str, what: str) -> FileLock:
 # checks what its workdir holds before it loads it.
 def checkpoint_dir(workdir: str) -> str:
     return os.path.join(workdir, CHECKPOINTS)
+
+
+def checkpoint_state_file(directory: str) -> str:
+    """The state file TensorFlow reads to find the checkpoints of `directory` (may be lost or empty:
+    the ckpt-N files are what a run holds, checkpoint_steps)."""
+    return os.path.join(directory, CHECKPOINT_STATE)
 
 
 def checkpoint_steps(directory: str) -> list[int]:

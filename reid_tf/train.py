@@ -101,7 +101,7 @@ def _previous_settings(opts: TrainOptions) -> dict | None:
     it (checkpoints.rebuild_state) rather than training from step 0 over them."""
     checkpoints = run_folder.checkpoint_dir(opts.workdir)
     steps = run_folder.checkpoint_steps(checkpoints)
-    has_checkpoint = bool(steps) or os.path.exists(os.path.join(checkpoints, "checkpoint"))
+    has_checkpoint = bool(steps) or os.path.exists(run_folder.checkpoint_state_file(checkpoints))
     held = run_folder.held_results(opts.workdir)
     if (has_checkpoint or held) and not opts.resume:
         if finished_run(opts.workdir) is not None:
