@@ -257,7 +257,7 @@ def _evaluated(workdir: str, repeats: int, protocol: str = "single_shot") -> dic
 
 def check_data_if_present(workdir: str) -> None:
     """When the data the run in `workdir` names is there, it must be what the run trained on
-    (train.check_run_data); absent data is left to what needs it (a reused eval.json does not)."""
+    (run_options.check_run_data); absent data is left to what needs it (a reused eval.json does not)."""
     record = read_run(workdir)
     run = dataclasses.replace(TrainOptions.from_record(record), workdir=workdir)
     if os.path.isfile(os.path.join(datasets.dataset_dir(run.dataset, run.data_dir), datasets.MANIFEST)):
