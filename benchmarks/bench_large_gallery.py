@@ -55,7 +55,8 @@ MARKET = (3368, 15913)
 
 
 def network():
-    from reid_tf.model import build_model, load_network
+    from reid_tf.model import build_model
+    from reid_tf.run_folder import load_network
     return load_network(FLAGS.checkpoint) if FLAGS.checkpoint else build_model("l23")
 
 

@@ -1,4 +1,4 @@
-"""Pieces the benchmarks share: the real training step (reid_tf.trainer.PairTrainer, the objective
+"""Pieces the benchmarks share: the real training step (reid_tf.pair_trainer.PairTrainer, the objective
 of training itself) on per-pair and on shared-image batches."""
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from reid_tf import config, pairs, trainer
+from reid_tf import config, pairs
 from reid_tf.model import build_model
+from reid_tf.pair_trainer import PairTrainer, make_optimizer
 
 # Shared batches as training makes them by default (K camera-A + K camera-B images a visit).
 SHARED_K = config.SHARED_IMAGES_PER_CAMERA
@@ -18,16 +19,16 @@ def random_images(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(size=shape).astype("float32")
 
 
-def training_model(preset: str, correlation: str = "shift") -> trainer.PairTrainer:
+def training_model(preset: str, correlation: str = "shift") -> PairTrainer:
     """The network in PairTrainer, compiled as reid_tf.train compiles it: L_cls + L_ctr (not for
     "cls") + θ penalty + weight decay, Adam."""
     cfg = config.get_model_config(preset)
-    model = trainer.PairTrainer(build_model(cfg, correlation=correlation), contrastive=cfg.contrastive)
-    model.compile(optimizer=trainer.make_optimizer(), jit_compile=False)
+    model = PairTrainer(build_model(cfg, correlation=correlation), contrastive=cfg.contrastive)
+    model.compile(optimizer=make_optimizer(), jit_compile=False)
     return model
 
 
-def train_step(model: trainer.PairTrainer):
+def train_step(model: PairTrainer):
     """One optimisation step of model.fit's own train function: step(x, y) -> logs."""
     return lambda x, y: model.train_on_batch(x, y, return_dict=True)
 

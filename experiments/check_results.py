@@ -28,14 +28,15 @@ import tempfile
 
 from absl import flags, logging
 
-from reid_tf import cli, datasets, evaluate, report
+from reid_tf import cli, datasets, report
+from reid_tf.run_folder import MODEL, load_network
 from reid_tf.cli import UsageError
 from reid_tf.datasets import synthetic
 from reid_tf.protocols import evaluate_network
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETWORKS = os.path.join(REPO, "networks")
-CARD, MODEL, CARD_MD = "card.json", "model.keras", "card.md"
+CARD, CARD_MD = "card.json", "card.md"  # beside MODEL, the network, named as in a workdir
 METRICS = ("rank1", "rank5", "rank10", "map")
 TOLERANCE = 0.01  # percentage points: float noise moves a figure by far less; one test identity moves it by 1
 RAW_FOLDERS = {"cuhk01": "CUHK01"}  # datasets check_results can prepare from shared/data/<folder>
@@ -112,13 +113,13 @@ def measure(network_path: str, run: dict, data_dir: str, protocols) -> dict:
     """Test figures of the network at network_path on the trial of `run` (a card's "run"): per
     protocol rank-1/5/10 and mAP (%, Eq. 7), the gallery seed and draws, and under [31]'s protocol
     top-1 of same-camera and cross-camera probes (reid_tf.protocols.camera_split)."""
-    from reid_tf.train import TrainOptions
+    from reid_tf.run_options import TrainOptions
 
     prepare(run, data_dir)
     options = TrainOptions.from_record({**run, "data_dir": data_dir})
     dataset = options.load_dataset()
     test = options.split(dataset).test
-    network = evaluate.load_saved_network(network_path)
+    network = load_network(network_path)
     out = {}
     for protocol in protocols:
         per_trial = evaluate_network(network, dataset, test, options.trial, options.seed, protocol=protocol)

@@ -16,7 +16,7 @@ checkpoint that does not restore (truncated, damaged) is set aside in its folder
 warning, as training does, and the curve goes on; a curve with no point at all is an error.
 
 With --follow it runs beside a training (start both, the curve niced) and evaluates each checkpoint
-as it appears, until the training that holds the workdir ends (reid_tf.workdir.holder); then it
+as it appears, until the training that holds the workdir ends (reid_tf.run_folder.holder); then it
 evaluates what is left, the last checkpoint included, and exits:
 
     nice -n 19 python -m experiments.curve --workdir=RUN --checkpoints=RUN/checkpoints/kept \
@@ -28,15 +28,15 @@ import json
 import os
 import time
 
-import tensorflow as tf
 from absl import flags, logging
 
 from experiments import plots
-from reid_tf import cli, datasets, pairs, provenance, report, trainer, workdir
+from reid_tf import checkpoints, cli, datasets, pairs, provenance, report, run_folder
 from reid_tf import precise_bn as precise_bn_lib
 from reid_tf.model import build_model
+from reid_tf.pair_trainer import PairTrainer
 from reid_tf.protocols import SINGLE_SHOT_PROTOCOLS, evaluate_network
-from reid_tf.train import TrainOptions, read_run, run_dataset, run_setting, training_data
+from reid_tf.run_options import TrainOptions, read_run, run_dataset, run_setting, training_data
 
 FLAGS = flags.FLAGS
 COLOURS = {"single_shot": (31, 119, 180), "xcorr": (214, 39, 40)}
@@ -49,7 +49,7 @@ def pairs_per_step(run: TrainOptions, records) -> int:
     return run.batch_size
 
 
-checkpoint_steps = workdir.checkpoint_steps
+checkpoint_steps = run_folder.checkpoint_steps
 
 
 class DamagedCheckpoint(Exception):
@@ -60,7 +60,7 @@ def restored_network(run: TrainOptions, path: str):
     """The run's network with the weights of checkpoint `path`; DamagedCheckpoint if they do not restore."""
     network = build_model(run.model)
     try:
-        tf.train.Checkpoint(model=network).restore(path).expect_partial().assert_existing_objects_matched()
+        checkpoints.restore_weights(network, path)
     except Exception as e:  # noqa: BLE001  (DataLossError, IndexError, NotFoundError, AssertionError, ...)
         raise DamagedCheckpoint(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
     return network
@@ -73,9 +73,9 @@ def evaluate_checkpoint(run: TrainOptions, path: str, dataset, test_ids, protoco
     DamagedCheckpoint when its weights do not restore."""
     network = restored_network(run, path)
     if precise_bn:
-        step = trainer.checkpoint_step(path)
+        step = checkpoints.checkpoint_step(path)
         batches = training_data(run, train_records, dataset.spec.crops_per_image, step)
-        used = precise_bn_lib.recalibrate(trainer.PairTrainer(network), batches, precise_bn)
+        used = precise_bn_lib.recalibrate(PairTrainer(network), batches, precise_bn)
         logging.info("%s: BN statistics re-estimated over %d training batches from step %d",
                      os.path.basename(path), used, step)
     out = {}
@@ -124,7 +124,7 @@ def main(argv):
                              f"{', '.join(SINGLE_SHOT_PROTOCOLS)}")
     if FLAGS.precise_bn < 0:
         raise cli.UsageError(f"--precise_bn={FLAGS.precise_bn}: a number of batches, 0 for none")
-    directory = FLAGS.checkpoints or os.path.join(FLAGS.workdir, "checkpoints")
+    directory = FLAGS.checkpoints or run_folder.checkpoint_dir(FLAGS.workdir)
     inside = os.path.realpath(directory).startswith(os.path.realpath(FLAGS.workdir) + os.sep)
     if not inside:  # another run's weights would be tested on this run's split, which it may have trained on
         raise cli.UsageError(f"--checkpoints {directory} is not inside --workdir {FLAGS.workdir}: a curve "
@@ -135,7 +135,7 @@ def main(argv):
     run = read_run(FLAGS.workdir)
     options, dataset = run_dataset(FLAGS.workdir)  # refuses data that is not what the run trained on
     out_json = FLAGS.out + ".json"
-    with workdir.lock_file(out_json, "--out"):  # one writer: read, add points, write
+    with run_folder.lock_file(out_json, "--out"):  # one writer: read, add points, write
         body = read_curve(out_json)
         check_same_curve(body, run, out_json)
         body["run"] = run_record(run)
@@ -197,13 +197,13 @@ def write_curve(body: dict) -> None:
 def set_aside(directory: str, path: str, error: str, noted: set) -> None:
     """A checkpoint that does not restore: moved to directory/damaged/ with a warning, as training
     does; while a training holds the workdir it is only skipped (warned once), the training's own."""
-    if workdir.holder(FLAGS.workdir) is not None:
+    if run_folder.holder(FLAGS.workdir) is not None:
         if path not in noted:
             logging.warning("%s does not restore (%s); skipped while the training runs", path, error)
             noted.add(path)
         return
     logging.warning("%s is damaged (%s); moved to %s, and the curve goes on without it", path, error,
-                    trainer.set_aside_damaged(directory, path))
+                    checkpoints.set_aside_damaged(directory, path))
 
 
 def follow_and_evaluate(body: dict, directory: str, options: TrainOptions, dataset, record: dict) -> None:
@@ -247,7 +247,7 @@ def follow_and_evaluate(body: dict, directory: str, options: TrainOptions, datas
             provenance.add_point(body, record, point)
             write_curve(body)
 
-    while FLAGS.follow and (pid := workdir.holder(FLAGS.workdir)) is not None:
+    while FLAGS.follow and (pid := run_folder.holder(FLAGS.workdir)) is not None:
         evaluate_new(final=False)
         logging.log_every_n_seconds(logging.INFO, "following the training of pid %d; next poll in %d s",
                                     600, pid, FLAGS.poll_seconds)

@@ -31,7 +31,8 @@ from absl import flags, logging
 from experiments import check_results
 from reid_tf import cli, datasets, fileio, provenance
 from reid_tf.cli import UsageError
-from reid_tf.train import TrainOptions, read_run
+from reid_tf.run_folder import eval_prefix, model_file, model_info_file
+from reid_tf.run_options import TrainOptions, read_run
 
 # absl's line prefix (no year: the log file's date supplies it) and the progress lines' rate
 LOG_LINE = re.compile(r"^[IWE](\d\d)(\d\d) (\d\d:\d\d:\d\d)")
@@ -93,8 +94,9 @@ def code_of(workdir: str, code_dir: str | None) -> dict:
     (written by the training at its end) record, else unknown."""
     if code_dir:
         return {**provenance.code_version(code_dir), "source": code_dir}
-    for name in ("eval.json", "eval_xcorr.json"):
-        recorded = (read_json(os.path.join(workdir, name)) or {}).get("provenance")
+    for protocol in ("single_shot", "xcorr"):
+        name = os.path.basename(evaluate_path(workdir, protocol))
+        recorded = (read_json(evaluate_path(workdir, protocol)) or {}).get("provenance")
         if recorded and recorded.get("commit"):
             return {"commit": recorded["commit"], "dirty": recorded.get("dirty"), "source": name}
     return {"commit": provenance.UNKNOWN, "dirty": provenance.UNKNOWN, "source": provenance.UNKNOWN}
@@ -114,7 +116,6 @@ def compare_eval_files(workdir: str, test: dict) -> None:
 
 
 def evaluate_path(workdir: str, protocol: str) -> str:
-    from reid_tf.evaluate import eval_prefix
     return eval_prefix(workdir, protocol) + ".json"
 
 
@@ -166,7 +167,7 @@ def make_card(workdir: str, name: str, out_root: str, data_dir: str | None, log:
     from experiments.curve import pairs_per_step
 
     record = provenance.start(measure=True)
-    model = os.path.join(workdir, check_results.MODEL)
+    model = model_file(workdir)
     if not os.path.isfile(model):
         raise UsageError(f"{model} not found: only a finished run's final network is kept (resume the run "
                          "to its end first)")
@@ -176,7 +177,7 @@ def make_card(workdir: str, name: str, out_root: str, data_dir: str | None, log:
     if os.path.exists(os.path.join(folder, check_results.CARD)) and not force:
         raise UsageError(f"{folder} already holds a card; pass --force to replace it")
     run = read_run(workdir)
-    info = read_json(os.path.join(workdir, "model.json")) or {}
+    info = read_json(model_info_file(workdir)) or {}
     if "step" not in info:
         raise UsageError(f"{workdir}/model.json missing or unreadable: the step of model.keras is unknown")
     os.makedirs(folder, exist_ok=True)

@@ -23,8 +23,9 @@ import time
 from absl import flags, logging
 
 from experiments.reproduce import hardware
-from reid_tf import cli, config, datasets, evaluate, fileio
-from reid_tf.train import TrainOptions, run
+from reid_tf import cli, config, datasets, evaluate, fileio, run_folder
+from reid_tf.run_options import TrainOptions
+from reid_tf.train import run
 
 # Published Market-1501 results of the time (single query, no re-ranking). Sources:
 # BoW + KISSME, the dataset authors' page zheng-lab.cecs.anu.edu.au/Project/state_of_the_art_market1501.html;
@@ -80,7 +81,7 @@ def reproduce(dataset: str, data_dir: str, out_dir: str, runs_dir: str, smoke: b
         raise FileNotFoundError(f"{datasets.dataset_dir(dataset, data_dir)}: {dataset} is not prepared; "
                                 f"run: {datasets.prepare_command(dataset, data_dir)}")
     workdir = os.path.join(runs_dir, f"{model}_{dataset}{'_smoke' if smoke else ''}")
-    resume = os.path.isdir(os.path.join(workdir, "checkpoints"))
+    resume = os.path.isdir(run_folder.checkpoint_dir(workdir))
     opts = TrainOptions(dataset=dataset, data_dir=data_dir, model=model, workdir=workdir, resume=resume,
                         max_minutes=max_minutes, evaluate=False, **(SMOKE if smoke else {}))
     train = run(opts)

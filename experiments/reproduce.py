@@ -37,9 +37,9 @@ from absl import flags, logging
 
 from experiments import plots
 from experiments.common import Row, rows
-from reid_tf import cli, config, datasets, evaluate, fileio, metrics, provenance, train
+from reid_tf import cli, config, datasets, evaluate, fileio, metrics, provenance, run_folder, train
 from reid_tf.protocols import PROTOCOL_TITLES, SINGLE_SHOT_PROTOCOLS
-from reid_tf.train import run_setting
+from reid_tf.run_options import TrainOptions, run_setting
 
 SMOKE = dict(synthetic_identities=24, batch_size=6, max_steps=2, checkpoint_every=2, figures=False,
              log_every_seconds=60.0)
@@ -59,7 +59,7 @@ def run_row(row: Row, trials: int, data_dir: str, runs_dir: str, smoke: bool,
     t0 = time.monotonic()
     workdirs = []
     dataset = "synthetic" if smoke else row.dataset
-    resolved = train.TrainOptions(dataset=dataset, recipe=recipe, pairing=pairing)
+    resolved = TrainOptions(dataset=dataset, recipe=recipe, pairing=pairing)
     recipe, pairing = resolved.resolved_recipe(), resolved.resolved_pairing()
     # A smoke run maps every dataset to the synthetic one, so rows that differ only by dataset are
     # the same experiment: they share one workdir (Table 2's smoke trains 2 models, not 8). Runs of
@@ -68,17 +68,17 @@ def run_row(row: Row, trials: int, data_dir: str, runs_dir: str, smoke: bool,
     for trial in range(trials):
         workdir = os.path.join(runs_dir, key, f"trial{trial}")
         workdirs.append(workdir)
-        if os.path.isfile(os.path.join(workdir, "eval.json")):
+        if os.path.isfile(run_folder.eval_prefix(workdir) + ".json"):
             logging.info("%s trial %d: already evaluated, reusing %s", row.key, trial, workdir)
             continue
-        resume = os.path.isdir(os.path.join(workdir, "checkpoints"))
-        opts = train.TrainOptions(dataset=dataset, data_dir=data_dir, model=row.model, trial=trial,
+        resume = os.path.isdir(run_folder.checkpoint_dir(workdir))
+        opts = TrainOptions(dataset=dataset, data_dir=data_dir, model=row.model, trial=trial,
                                   workdir=workdir, resume=resume, max_minutes=max_minutes, recipe=recipe,
                                   pairing=pairing, **(SMOKE if smoke else {}))
         train.run(opts)
-    body = evaluate.evaluate_workdirs(workdirs, os.path.join(runs_dir, key, "eval_trials"))
+    body = evaluate.evaluate_workdirs(workdirs, run_folder.eval_prefix(os.path.join(runs_dir, key), trials=True))
     return {"summary": body["summary"]["eq7"], "trials": len(workdirs), "recipe": recipe, "pairing": pairing,
-            "sources": [{"workdir": w, "file": os.path.join(w, "eval.json")} for w in workdirs],
+            "sources": [{"workdir": w, "file": run_folder.eval_prefix(w) + ".json"} for w in workdirs],
             "wall_minutes": (time.monotonic() - t0) / 60}
 
 

@@ -1,5 +1,5 @@
-"""The Keras callbacks of a training run (reid_tf.train puts them together; reid_tf.trainer holds
-the model, its objective and the checkpoint helpers they save with).
+"""The Keras callbacks of a training run (reid_tf.train puts them together; reid_tf.pair_trainer holds
+the training step and its objective, reid_tf.checkpoints what they save with).
 
 Why each is not a stock Keras one:
 - `StepCheckpoint`: keras.callbacks.BackupAndRestore restores only the epoch counter, restarts the
@@ -20,7 +20,6 @@ Why each is not a stock Keras one:
   trial's test identities and logged as "test_monitor": it is for watching learning (and for the
   validation-against-time curve of issue 5), never for choosing a checkpoint — the final model is
   the last step, whatever this curve says.
-- `testing_callbacks`: what a test asks for through the environment (a crash at a known step).
 
 A Keras "epoch" here is one checkpoint interval (`checkpoint_every` steps) so that fit's
 initial_epoch can express a resume point; the paper's epochs are converted to steps
@@ -41,10 +40,10 @@ import tensorflow as tf
 from absl import logging
 
 from reid_tf import config, datasets, fileio, metrics, protocols
-from reid_tf.history import HISTORY, read_history
+from reid_tf.checkpoints import checkpoint_step
 from reid_tf.progress import hms
+from reid_tf.run_folder import KEPT_DIR, history_file, read_history, tensorboard_dir
 from reid_tf.scoring import ScoringEngine
-from reid_tf.trainer import KEPT_DIR, checkpoint_step
 from reid_tf.visualize import write_figure4_summary
 
 
@@ -212,8 +211,8 @@ class Validation(keras.callbacks.Callback):
         self.dataset, self.identities, self.tag, self.every = dataset, identities, tag, every
         self.network, self.figures, self.workdir = network, opts.figures, opts.workdir
         self.trial, self.seed = opts.trial, opts.seed
-        self.history_path = os.path.join(opts.workdir, HISTORY)
-        self.writer = tf.summary.create_file_writer(os.path.join(opts.workdir, "tb", tag))
+        self.history_path = history_file(opts.workdir)
+        self.writer = tf.summary.create_file_writer(tensorboard_dir(opts.workdir, tag))
         self._images = None
         self.skip_final: Callable[[], bool] = lambda: False  # e.g. on Ctrl-C: exit promptly
 
@@ -266,25 +265,3 @@ class Validation(keras.callbacks.Callback):
                      point["rank1"], point["rank5"], point["rank10"], point["map"], time.monotonic() - t)
         return point
 
-
-# Test-only: tests/test_train.py sets this to crash a run at a known step (deterministic, where a test
-# polling for a checkpoint and then killing the process would race against a fast machine).
-KILL_AT_STEP_ENV = "REID_TF_TEST_KILL_AT_STEP"
-
-
-class KillAtStep(keras.callbacks.Callback):
-    """SIGKILL this process once the global step reaches `step`: a hard crash, no clean-up, no save."""
-
-    def __init__(self, step: int):
-        super().__init__()
-        self.step = int(step)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) >= self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-def testing_callbacks() -> list[keras.callbacks.Callback]:
-    """The callbacks a test asked for through the environment (none in normal use)."""
-    step = os.environ.get(KILL_AT_STEP_ENV)
-    return [KillAtStep(int(step))] if step else []

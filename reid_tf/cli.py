@@ -18,7 +18,7 @@ Exit status: 0 for success and for --help (absl's is 1); 2 for a command line ab
 while running (USAGE_ERRORS: a bad value, a missing or damaged file, a busy workdir, a dataset that
 is not prepared), which is the user's to fix and so never a traceback; a traceback is kept for what
 is a bug. Ctrl-C outside training ends with one line and status 130 (training itself stops at a
-step boundary and checkpoints first: reid_tf.trainer).
+step boundary and checkpoints first: reid_tf.callbacks.StopOnSignal).
 """
 from __future__ import annotations
 

@@ -18,58 +18,33 @@ import os
 
 from absl import flags, logging
 
-from reid_tf import cli, config, datasets, provenance
+from reid_tf import cli, config, datasets, provenance, run_folder
 from reid_tf.cli import UsageError
-from reid_tf.history import read_history
-from reid_tf.network_file import load_saved_network  # noqa: F401  (evaluate.load_saved_network: its callers)
 from reid_tf.protocols import (PROTOCOL_TITLES, SINGLE_SHOT_PROTOCOLS, evaluate_network, evaluate_standard,
                                single_shot)
 from reid_tf.report import (bn_note, evaluation_markdown, markdown, shortlist_markdown, summarize,
                             summarize_camera_split, write)
-from reid_tf.run_options import TrainOptions, check_run_data, model_precise_bn, read_run, run_dataset, run_setting
+from reid_tf.run_folder import eval_prefix, load_network, model_precise_bn, read_history
+from reid_tf.run_options import TrainOptions, check_run_data, read_run, run_dataset, run_setting
 
-# The modules that load TensorFlow (model, scoring, shortlist, trainer, visrank) are imported inside
+# The modules that load TensorFlow (model, scoring, shortlist, checkpoints, visrank) are imported inside
 # the functions that need them: --help, a usage error and reid_tf.train's import of this module
 # (before it checks its options) then do not wait seconds for TensorFlow to start.
-
-
-def workdir_network(workdir: str, run: TrainOptions) -> tuple[object, str, int | None]:
-    """The network of a training run: its final model.keras, or, for a run that was stopped before
-    writing it, its newest checkpoint that restores. Returns (network, source, step or None)."""
-    path = os.path.join(workdir, "model.keras")
-    if os.path.exists(path):
-        return load_saved_network(path), path, None
-    from reid_tf import trainer  # loads TensorFlow: see the imports
-    from reid_tf.model import build_model
-
-    directory = trainer.checkpoint_dir(workdir)
-    if not os.path.isfile(os.path.join(directory, "checkpoint")):
-        raise FileNotFoundError(f"{path} not found and {directory} holds no checkpoint: the run in "
-                                f"{workdir} has not saved a network yet")
-    network = build_model(config.get_model_config(run.model))
-    checkpoint, step = trainer.restore_network(network, directory)
-    logging.info("%s has no model.keras (the run was stopped before the end): evaluating its newest "
-                 "good checkpoint, %s, at step %d", workdir, checkpoint, step)
-    return network, checkpoint, step
-
-
-def eval_prefix(workdir: str, protocol: str = "single_shot") -> str:
-    """workdir/eval (the single-shot protocol) or workdir/eval_<protocol>: the .json/.md results."""
-    return os.path.join(workdir, "eval" if protocol == "single_shot" else f"eval_{protocol}")
 
 
 def evaluate_workdir(workdir: str, network=None, repeats: int = 1, protocol: str = "single_shot",
                      shortlist: int | None = None) -> dict:
     """Evaluate a training run on its trial's test split; writes workdir/eval.json and eval.md
     (eval_<protocol>.* for another protocol). A run stopped before writing model.keras is evaluated
-    from its newest good checkpoint (workdir_network). Standard-protocol datasets (Market-1501, ...)
+    from its newest good checkpoint (checkpoints.run_network). Standard-protocol datasets (Market-1501, ...)
     are evaluated on their query / gallery with two-stage scoring, K = `shortlist` (default
     config.SHORTLIST_K), and write eval_standard.*."""
     run, dataset = run_dataset(workdir)  # refuses data that is not what the run trained on
     record = provenance.start(run_id=read_run(workdir).get("run_id"), gallery_seed=run.seed)
-    source, step = os.path.join(workdir, "model.keras"), None  # a network passed in: the final one
+    source, step = run_folder.model_file(workdir), None  # a network passed in: the final one
     if network is None:
-        network, source, step = workdir_network(workdir, run)
+        from reid_tf.checkpoints import run_network  # loads TensorFlow: see the imports
+        network, source, step = run_network(workdir, run.model)
     split = run.split(dataset)
     if dataset.spec.protocol == datasets.STANDARD:  # Market-1501 and since: fixed query / gallery
         protocol = "standard"
@@ -96,7 +71,7 @@ def evaluate_workdir(workdir: str, network=None, repeats: int = 1, protocol: str
 
 def _evaluated(workdir: str, repeats: int, protocol: str = "single_shot") -> dict | None:
     """The workdir's eval json of `protocol` if it holds its draws and is newer than its model."""
-    path, model = eval_prefix(workdir, protocol) + ".json", os.path.join(workdir, "model.keras")
+    path, model = eval_prefix(workdir, protocol) + ".json", run_folder.model_file(workdir)
     if not (os.path.isfile(path) and os.path.isfile(model)) or os.path.getmtime(path) < os.path.getmtime(model):
         return None
     draws = 1 if protocol == "standard" else repeats * (config.XCORR_GALLERY_DRAWS if protocol == "xcorr" else 1)
@@ -114,7 +89,7 @@ def _evaluated(workdir: str, repeats: int, protocol: str = "single_shot") -> dic
 
 def check_data_if_present(workdir: str) -> None:
     """When the data the run in `workdir` names is there, it must be what the run trained on
-    (train.check_run_data); absent data is left to what needs it (a reused eval.json does not)."""
+    (run_options.check_run_data); absent data is left to what needs it (a reused eval.json does not)."""
     record = read_run(workdir)
     run = dataclasses.replace(TrainOptions.from_record(record), workdir=workdir)
     if os.path.isfile(os.path.join(datasets.dataset_dir(run.dataset, run.data_dir), datasets.MANIFEST)):
@@ -132,7 +107,7 @@ def check_trials(workdirs: list[str], protocol: str) -> None:
     preset or recipe (protocol: the one asked for, or the standard protocol of their dataset, so the
     dataset decides it), the same workdir twice, or the same trial (trial and seed: its split) or
     run twice."""
-    kinds = {w: model_precise_bn(w) if os.path.isfile(os.path.join(w, "model.keras")) else 0 for w in workdirs}
+    kinds = {w: model_precise_bn(w) if os.path.isfile(run_folder.model_file(w)) else 0 for w in workdirs}
     if len(set(kinds.values())) > 1:  # a mean over networks evaluated two ways would describe neither
         raise UsageError(f"the runs' networks have BN statistics of different kinds (--precise_bn "
                          f"{', '.join(f'{k} in {w}' for w, k in kinds.items())}); resume them with one --precise_bn")
@@ -221,11 +196,12 @@ def visrank(n: int, workdir: str | None = None, checkpoint: str | None = None, o
     from reid_tf.visrank import visrank_trial  # loads TensorFlow: see the imports
 
     if workdir:
+        from reid_tf.checkpoints import run_network  # loads TensorFlow: see the imports
         run, dataset = run_dataset(workdir)
-        network = workdir_network(workdir, run)[0]
-        folder, tb = os.path.join(workdir, "visrank"), os.path.join(workdir, "tb", "test")
+        network = run_network(workdir, run.model)[0]
+        folder, tb = run_folder.visrank_dir(workdir), run_folder.tensorboard_dir(workdir, "test")
     else:
-        run, network = _checkpoint_run(), load_saved_network(checkpoint)
+        run, network = _checkpoint_run(), load_network(checkpoint)
         folder, tb = out or os.path.splitext(checkpoint)[0] + "_visrank", None
         dataset = run.load_dataset()
     step = _last_validated_step(workdir) if workdir else 0
@@ -243,7 +219,7 @@ def main(argv):
         raise UsageError(f"unknown --protocol {', '.join(unknown)}; valid: {', '.join(SINGLE_SHOT_PROTOCOLS)}")
     if f.checkpoint:
         record = provenance.start(gallery_seed=f.seed, network=f.checkpoint)
-        run, network = _checkpoint_run(), load_saved_network(f.checkpoint)
+        run, network = _checkpoint_run(), load_network(f.checkpoint)
         dataset = run.load_dataset()
         if dataset.spec.protocol == datasets.STANDARD:
             per_trial = evaluate_standard(network, dataset.query, dataset.gallery, f.shortlist)
@@ -255,20 +231,20 @@ def main(argv):
         write(f.out or os.path.splitext(f.checkpoint)[0] + "_eval",
               {"summary": summary, "provenance": provenance.finish(record)}, table)
     elif f.workdir and f.shortlist_study:
-        from reid_tf.scoring import ScoringEngine  # loads TensorFlow: see the imports
+        from reid_tf.checkpoints import run_network  # loads TensorFlow: see the imports
+        from reid_tf.scoring import ScoringEngine
         from reid_tf.shortlist import shortlist_study
 
         run, dataset = run_dataset(f.workdir)
-        network = workdir_network(f.workdir, run)[0]
+        network = run_network(f.workdir, run.model)[0]
         queries, gallery = single_shot(dataset, run.split(dataset).test, run.trial, run.seed)
         study = shortlist_study(ScoringEngine(network), queries, gallery, [int(k) for k in f.shortlist_study])
         table = shortlist_markdown(study, f"{run.dataset} / {run.model} / trial {run.trial}")
-        write(os.path.join(f.workdir, "shortlist"), study, table)
+        write(run_folder.shortlist_prefix(f.workdir), study, table)
     elif f.workdir:
         workdirs, tables = f.workdir.split(","), []
         for protocol in f.protocol:  # several protocols: their tables one after the other
-            suffix = "" if protocol == "single_shot" else f"_{protocol}"
-            body = evaluate_workdirs(workdirs, f.out or os.path.join(workdirs[0], "eval_trials" + suffix),
+            body = evaluate_workdirs(workdirs, f.out or eval_prefix(workdirs[0], protocol, trials=True),
                                      f.repeats, protocol=protocol, shortlist=f.shortlist)
             title = f"{body['dataset']} / {body['model']} — protocol {protocol}: {PROTOCOL_TITLES[protocol]}"
             tables.append(evaluation_markdown(body, title))

@@ -1,4 +1,4 @@
-"""Export a trained network as a TensorFlow SavedModel for serving (issue 12).
+"""Export a trained network as a TensorFlow SavedModel for serving.
 
     python -m reid_tf.export --model=runs/x/model.keras --out=DIR
 
@@ -40,24 +40,23 @@ from absl import flags, logging
 
 from reid_tf import cli, config, fileio
 
-TOLERANCE = 1e-4  # SavedModel == Keras model (issue 12)
+TOLERANCE = 1e-4  # SavedModel == Keras model: float32 rounding, far below a change of ranking
 PAIR_OUTPUTS = ("p_match", "distance", "score", "logits")
 META = os.path.join("assets.extra", "reid_tf.json")  # what makes an export complete: written last
 
 
 def check_out(out: str, overwrite: bool = False) -> None:
-    """--out must be absent or an empty folder, or (overwrite) a folder to replace; ValueError
-    otherwise, saying what it holds (a file, a partial export, something else) and what to do."""
+    """--out must be absent or an empty folder, or (overwrite) a folder to replace; cli.UsageError
+    otherwise (one `error:` line from the command), saying what it holds (a file, a partial export,
+    something else) and what to do."""
     if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"--out={out} is a file, not a folder; give a folder for the SavedModel")
+        raise cli.UsageError(f"--out={out} is a file, not a folder; give a folder for the SavedModel")
     if not os.path.isdir(out) or not os.listdir(out) or overwrite:
         return
     if os.path.isfile(os.path.join(out, "saved_model.pb")) and not os.path.isfile(os.path.join(out, META)):
-        raise ValueError(f"--out={out} holds a partial export (a SavedModel without {META}: its writing was "
-                         "interrupted); pass --overwrite to replace it, or delete it")
-    raise ValueError(f"--out={out} exists and is not empty; choose another --out or pass --overwrite")
-
-
+        raise cli.UsageError(f"--out={out} holds a partial export (a SavedModel without {META}: its writing "
+                             "was interrupted); pass --overwrite to replace it, or delete it")
+    raise cli.UsageError(f"--out={out} exists and is not empty; choose another --out or pass --overwrite")
 
 
 def with_correlation(model, correlation: str = "direct"):
@@ -180,14 +179,14 @@ def verify_export(model, out: str, seed: int = 0, n: int = 4) -> dict[str, float
 
 def main(argv):
     del argv
-    from reid_tf.rank import load_model_file
+    from reid_tf.run_folder import load_network
 
     f = flags.FLAGS
     if not f.model or not f.out:
         raise cli.UsageError("missing --model or --out — pass --model=runs/x/model.keras (or the workdir) "
                              "and --out=DIR")
     check_out(f.out, f.overwrite)
-    meta = export(load_model_file(f.model), f.out, verify=f.verify)
+    meta = export(load_network(f.model), f.out, verify=f.verify)
     logging.info("exported %s (levels %s) to %s: endpoints encode, score_features, score_images",
                  meta["model"], meta["levels"], f.out)
     if f.verify:

@@ -27,7 +27,7 @@ from reid_tf import config
 from reid_tf.config import ModelConfig, get_model_config
 from reid_tf.layers import ConvBlock, RankingBranch
 from reid_tf.layers.blocks import weight_decay
-from reid_tf.layers.csn import CSN, CSNParts, CSNSimilarity
+from reid_tf.layers.csn import CSNParts, CSNSimilarity
 from reid_tf.layers.scores import EmbeddingDistance, FinalScore, MatchProbability
 
 # Trunk layer for each level: level j's CSN reads the output of this conv block (§3.1, §3.2).
@@ -143,13 +143,20 @@ def build_model(name_or_config: str | ModelConfig = "l23", correlation: str = "s
 
 # ---------------------------------------------------------------------------------------------
 # The two parts of a built or loaded network, and what other modules need to know about them.
+def is_network(model: keras.Model) -> bool:
+    """Whether `model` is a network of build_model: an image encoder and a pair head (what a Keras
+    model file read by reid_tf.run_folder.load_network must hold)."""
+    names = {layer.name for layer in model.layers}
+    return ENCODER in names and PAIR_HEAD in names
+
+
 def encoder_of(model: keras.Model) -> keras.Model:
-    """The image encoder of a network from build_model (or load_network)."""
+    """The image encoder of a network from build_model (or reid_tf.run_folder.load_network)."""
     return model.get_layer(ENCODER)
 
 
 def pair_head_of(model: keras.Model) -> keras.Model:
-    """The pair head of a network from build_model (or load_network)."""
+    """The pair head of a network from build_model (or reid_tf.run_folder.load_network)."""
     return model.get_layer(PAIR_HEAD)
 
 
@@ -207,14 +214,6 @@ def model_config_of(model: keras.Model) -> ModelConfig:
     csn = parts.csn_parts[parts.levels[0]]  # every level is built with the same dividing and STN
     return ModelConfig(model.name.removeprefix("reid_"), levels=parts.levels, dividing=csn.stripes is not None,
                        stn=csn.use_stn, contrastive=bool(parts.score.use_distance))
-
-
-def find_layer(model: keras.Model, name: str):
-    """A layer of the network by its name, in the encoder or the pair head (e.g. "csn_2", "conv4")."""
-    for part in (encoder_of(model), pair_head_of(model)):
-        if name in {layer.name for layer in part.layers}:
-            return part.get_layer(name)
-    raise ValueError(f"{model.name} has no layer {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,16 +318,14 @@ def op_blocks(model: keras.Model) -> Callable[[str], str]:
 
 # ---------------------------------------------------------------------------------------------
 def _named_layers(model: keras.Model) -> dict:
-    """Every layer with weights by name: the encoder's and the head's, or, for a network saved
-    before the encoder/head split, its own."""
-    names = {layer.name for layer in model.layers}
-    layers = [*encoder_of(model).layers, *pair_head_of(model).layers] if ENCODER in names else model.layers
-    return {layer.name: layer for layer in layers if layer.weights}
+    """Every layer with weights by name: the encoder's and the head's."""
+    return {layer.name: layer for layer in [*encoder_of(model).layers, *pair_head_of(model).layers]
+            if layer.weights}
 
 
 def copy_weights(source: keras.Model, target: keras.Model) -> tuple[list[str], list[str]]:
     """Copy the weights of every layer of `source` into the layer of the same name and shapes in
-    `target` (fine-tuning from another run; models saved before the encoder/head split too).
+    `target` (fine-tuning from another run, rebuilding with another correlation form).
     Returns (copied layer names, target layers left as they were)."""
     src, copied, kept = _named_layers(source), [], []
     for name, layer in _named_layers(target).items():
@@ -339,28 +336,3 @@ def copy_weights(source: keras.Model, target: keras.Model) -> tuple[list[str], l
         else:
             kept.append(name)
     return copied, kept
-
-
-def _migrate_single_graph(old: keras.Model, path: str) -> keras.Model:
-    """A network saved before the encoder/head split (one graph with CSN layers): rebuild it from
-    its preset and copy every layer's weights by name (the layers and their weights are the same)."""
-    preset = old.name.removeprefix("reid_")
-    csn = [layer for layer in old.layers if isinstance(layer, CSN)]
-    if preset not in config.PRESETS or not csn:
-        raise ValueError(f"{path}: not a reid_tf network (model {old.name!r}); retrain it with this "
-                         "version of reid_tf")
-    model = build_model(preset, correlation=csn[0].correlation)
-    copied, kept = copy_weights(old, model)
-    if kept:
-        raise ValueError(f"{path}: layers {kept} of preset {preset!r} were not found in the saved "
-                         "network; retrain it with this version of reid_tf")
-    return model
-
-
-def load_network(path: str) -> keras.Model:
-    """Load a network saved with `model.save(...keras)`; importing this module registers its layers.
-    Networks saved before the encoder/head split are converted (same weights, same outputs)."""
-    model = keras.saving.load_model(path)
-    if ENCODER in {layer.name for layer in model.layers}:
-        return model
-    return _migrate_single_graph(model, path)

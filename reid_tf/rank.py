@@ -110,7 +110,9 @@ class Ranker:
     @classmethod
     def from_model(cls, path: str, **kwargs) -> "Ranker":
         """A Ranker of a saved network: a .keras file, or a training workdir holding model.keras."""
-        return cls(load_model_file(path), **kwargs)
+        from reid_tf.run_folder import load_network
+
+        return cls(load_network(path), **kwargs)
 
     # ---- features ----------------------------------------------------------------------------
     def encode(self, images) -> "ImageFeatures":
@@ -215,25 +217,6 @@ class Ranker:
                                 progress=progress)
         return _best(result.shortlist, {"score": result.score, "p_match": result.p_match,
                                         "distance": result.distance}, top)
-
-
-def load_model_file(path: str):
-    """The network of a .keras file or of a training workdir (its model.keras); RankError otherwise."""
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "saved_model.pb")):
-            raise RankError(f"{path} is a TensorFlow SavedModel (reid_tf.export's output); ranking needs "
-                            "the model.keras that training writes")
-        inner = os.path.join(path, "model.keras")
-        if not os.path.isfile(inner):
-            raise RankError(f"{path} holds no model.keras: not a finished reid_tf.train workdir")
-        path = inner
-    elif not os.path.isfile(path):
-        raise RankError(f"model {path}: no such file or folder")
-    if not path.endswith(".keras"):
-        raise RankError(f"{path}: not a .keras model file (pass the model.keras that training writes, or its workdir)")
-    from reid_tf.network_file import load_saved_network
-
-    return load_saved_network(path)  # says what a file that does not load is (not a model, damaged, ...)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""A run's options and its record: what a training run depends on (TrainOptions, saved as
-workdir/run.json), how a record is read back, which settings a --resume must keep, and the checks
-that an evaluation or a curve scores a run on the data it trained on. Training (reid_tf.train),
-evaluation (reid_tf.evaluate) and the curve (experiments.curve) all read runs through this module,
-so none of them imports another to know what a run was.
+"""A run's options and its record: what a training run depends on (TrainOptions, saved as run.json
+in its workdir: reid_tf.run_folder.run_file), how a record is read back, which settings a --resume
+must keep, the checks that an evaluation or a curve scores a run on the data it trained on, and the
+batches a run trains on (training_data).
+Training (reid_tf.train), evaluation (reid_tf.evaluate) and the curve (experiments.curve) all read
+runs through this module, so none of them imports another to know what a run was.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import uuid
 from reid_tf import config, datasets, fileio
 from reid_tf.cli import UsageError
 from reid_tf.datasets import synthetic
+from reid_tf.run_folder import run_file
 
 
 @dataclasses.dataclass
@@ -128,14 +130,14 @@ class TrainOptions:
     def save(self, **resolved) -> str:
         """Write workdir/run.json (atomically): these options, and what they came to (`resolved`:
         total_steps, steps_per_epoch, split_sizes). The recipe and pairing are written resolved (never
-        null: null reads as a run that predates the option, run_setting). Returns its path."""
+        null: what the run trained with, whatever the defaults become). Returns its path."""
         body = {**dataclasses.asdict(self), "recipe": self.resolved_recipe(), "pairing": self.resolved_pairing(),
                 **resolved}
         return fileio.write_json(run_file(self.workdir), body)
 
     @classmethod
     def from_record(cls, record: dict) -> "TrainOptions":
-        """The options in a run.json body; a setting it predates takes the value of its time
+        """The options in a run.json body; a setting it does not record takes TrainOptions' default
         (run_setting), and what is not an option (total_steps, ...) is left out."""
         return cls(**{f.name: run_setting(record, f.name) for f in dataclasses.fields(cls)})
 
@@ -153,10 +155,6 @@ def run_identity(previous: dict | None, start: int) -> str | None:
     if start == 0:
         return uuid.uuid4().hex[:16]
     return (previous or {}).get("run_id")
-
-
-def run_file(workdir: str) -> str:
-    return os.path.join(workdir, "run.json")
 
 
 def read_run(workdir: str) -> dict:
@@ -183,17 +181,9 @@ RESUME_FIXED = ("dataset", "model", "trial", "seed", "batch_size", "learning_rat
                 "val_identities", "test_identities", "synthetic_identities", "shared_images_per_camera")
 
 
-# Settings that runs made before them do not record, with the value those runs had (not today's
-# default, which may differ: the shared-image K was 2 before measurement made it 1).
-PREDATES = {"pairing": "per_pair", "shared_images_per_camera": 2, "recipe": "cross_camera", "keep_every": 0}
-
-
 def run_setting(run: dict, name: str):
-    """A setting of a recorded run.json: its own value, the value of its time for a setting it
-    predates (PREDATES; also when recorded as null, as the earliest curve files did), else
-    TrainOptions' default."""
-    if name in PREDATES:
-        return PREDATES[name] if run.get(name) is None else run[name]
+    """A setting of a recorded run.json (or of a curve file's copy of it): its own value, else
+    TrainOptions' default (keep_every: 0, which the runs that do not record it had)."""
     return run[name] if name in run else getattr(TrainOptions, name, None)
 
 
@@ -283,16 +273,15 @@ def run_dataset(workdir: str) -> tuple[TrainOptions, datasets.Dataset]:
     return opts, dataset
 
 
-def model_info_file(workdir: str) -> str:
-    return os.path.join(workdir, "model.json")
+def training_data(opts: TrainOptions, train_records, crops_per_image: int, start_step: int):
+    """The run's training batches from step `start_step` on (resolved options: batch size, recipe and
+    pairing as run.json records them): shared-image or per-pair batches, as the run trains on (the
+    training itself, and the batches that re-estimate BN statistics after its last step)."""
+    from reid_tf import pairs  # loads TensorFlow: not when only options are read
 
-
-def model_precise_bn(workdir: str) -> int:
-    """The training batches workdir/model.keras's BN statistics were re-estimated over (its
-    model.json, save_network); 0 for the moving averages, and for a run that predates model.json or
-    whose file is unreadable (such runs had only moving averages)."""
-    try:
-        with open(model_info_file(workdir)) as f:
-            return int(json.load(f).get("precise_bn", 0))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 0
+    if opts.pairing == "shared":
+        return pairs.make_shared_dataset(train_records, opts.batch_size, opts.seed, crops_per_image,
+                                         start_step=start_step, most=opts.shared_images_per_camera,
+                                         recipe=opts.recipe)
+    return pairs.make_pair_dataset(train_records, opts.batch_size, opts.seed, crops_per_image,
+                                   start_step=start_step, recipe=opts.recipe)

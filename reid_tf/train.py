@@ -5,14 +5,12 @@ Without --dataset it trains on the built-in synthetic dataset (the main job), ge
 prepares it. Recipe defaults are the paper's (§4.2, reid_tf.config): Adam 5e-4, weight decay 5e-4,
 batch 256 for CUHK03 and 128 otherwise, 5 epochs. --max_minutes / --max_steps bound a run.
 
-Workdir layout: .lock (held while a training runs: a second one is refused before TensorFlow
-loads), checkpoints/ (atomic, every --checkpoint_every steps and on Ctrl-C / SIGTERM; --resume
-continues exactly, from the newest checkpoint that restores; damaged ones go to checkpoints/damaged/;
-a lost `checkpoint` state file is rebuilt from the ckpt-N files), tb/ (TensorBoard: losses,
-accuracy, learning rate, validation CMC, Figure 4 panels), run.json (the resolved options, checked
-by --resume, and the signature of the data trained on, checked by every evaluation), history.json
-(validation rank-k against step and time), model.keras (final network), eval.json / eval.md (test
-CMC, written by reid_tf.evaluate; removed when model.keras is replaced).
+The workdir (reid_tf.run_folder, which names its files): .lock (held while a training runs: a
+second one is refused before TensorFlow loads), checkpoints/ (atomic, every --checkpoint_every steps
+and on Ctrl-C / SIGTERM; --resume continues exactly, from the newest checkpoint that restores;
+reid_tf.checkpoints), tb/, run.json (the resolved options, checked by --resume, and the signature of
+the data trained on, checked by every evaluation), history.json, model.keras (final network),
+eval.json / eval.md (test CMC, written by reid_tf.evaluate).
 
 Everything that can refuse a run is checked before anything is written or generated: the values,
 the synthetic set already under --data_dir (a set of another --seed / --synthetic_identities is
@@ -24,8 +22,6 @@ run ends, as every run does, on where to look next.
 from __future__ import annotations
 
 import dataclasses
-import glob
-import json
 import math
 import os
 import signal
@@ -33,17 +29,15 @@ import time
 
 from absl import flags, logging
 
-from reid_tf import cli, config, datasets, fileio
-from reid_tf import workdir as workdir_lib
+from reid_tf import cli, config, datasets, run_folder
 from reid_tf.cli import Interrupted, UsageError
-from reid_tf.run_options import (  # noqa: F401  (train.X: the names its callers import)
-    PREDATES, RESUME_FIXED, TrainOptions, check_dataset, check_run_data, data_signature, model_info_file,
-    model_precise_bn, read_run, resolve_dataset, resume_mismatches, run_dataset, run_file, run_identity,
-    run_setting)
-from reid_tf.workdir import lock as lock_workdir
+from reid_tf.run_folder import eval_prefix, finished_run, load_network, save_network
+from reid_tf.run_folder import lock as lock_workdir
+from reid_tf.run_options import (TrainOptions, check_run_data, data_signature, read_run, resolve_dataset,
+                                 resume_mismatches, run_identity, training_data)
 
 FLAGS = flags.FLAGS
-# TensorFlow and the modules that load it (keras, model, pairs, trainer, callbacks) are imported in
+# TensorFlow and the modules that load it (keras, model, pairs, pair_trainer, checkpoints, callbacks) are imported in
 # the functions that train, after the options are checked: a bad flag fails at once, not after
 # seconds of TensorFlow start-up; reid_tf.evaluate too (it loads the image and ranking modules).
 
@@ -59,46 +53,19 @@ def _strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def save_network(network, workdir: str, step: int, precise_bn: int = 0) -> str:
-    """workdir/model.keras, written atomically (Keras needs the .keras suffix on the temp file), and
-    beside it model.json: the step it was trained to and the training batches its BN statistics were
-    re-estimated over (0: the moving averages, as trained), which evaluations report."""
-    final, info = os.path.join(workdir, "model.keras"), model_info_file(workdir)
-    if os.path.exists(info):  # never a description of another network than the one beside it
-        os.remove(info)
-    stale = remove_results(workdir)
-    if stale:
-        logging.info("removed %s: they describe the network model.keras held before", ", ".join(stale))
-    with fileio.atomic_path(final, suffix=".keras") as tmp:
-        network.save(tmp)
-    fileio.write_json(info, {"step": step, "precise_bn": precise_bn})
-    return final
-
-
-# What an evaluation writes about a workdir's model.keras (reid_tf.evaluate): stale once it is replaced.
-RESULT_FILES = ("eval*.json", "eval*.md", "shortlist.json", "shortlist.md")
-
-
-def remove_results(workdir: str) -> list[str]:
-    """Delete the evaluation results of the workdir's model.keras (RESULT_FILES); returns their names."""
-    found = sorted({p for pattern in RESULT_FILES for p in glob.glob(os.path.join(glob.escape(workdir), pattern))})
-    for path in found:
-        os.remove(path)
-    return [os.path.basename(p) for p in found]
-
-
 def init_from(network, source: str, partial: bool = False) -> None:
     """Start from a trained network's weights (model.keras, or a workdir holding one): every layer
     of the same name and shapes is copied (the practice of the time for CUHK01 and VIPeR was to
     start from a CUHK03 model). A layer it has no weights for (another preset's network: l234 into
     l23) is an error unless `partial` (--init_partial): then it keeps its initial values. The log
     names what was and was not loaded."""
-    from reid_tf.evaluate import load_saved_network  # lazy: see the imports (a cycle)
     from reid_tf.model import copy_weights  # lazy: see the imports
-    path = os.path.join(source, "model.keras") if os.path.isdir(source) else source
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--init_from: {path} not found (give a model.keras or a finished run's workdir)")
-    copied, kept = copy_weights(load_saved_network(path), network)
+    path = run_folder.model_file(source) if os.path.isdir(source) else source
+    try:
+        loaded = load_network(source)
+    except (OSError, ValueError) as e:  # the one line says which flag gave the path
+        raise type(e)(f"--init_from: {e}") from None
+    copied, kept = copy_weights(loaded, network)
     if not copied:
         raise ValueError(f"--init_from: {path} shares no layer with preset {network.name!r}")
     if kept and not partial:
@@ -126,24 +93,16 @@ def _run_checked(opts: TrainOptions) -> dict:
         return _run_prepared(*_prepare(opts))
 
 
-def _held_results(workdir: str) -> list[str]:
-    """What of a run's results the workdir holds besides rolling checkpoints: its model.keras and its
-    kept checkpoints (the points of a curve). A fresh start there would mix two runs in one folder."""
-    kept = os.path.join(workdir_lib.checkpoint_dir(workdir), workdir_lib.KEPT_DIR)
-    held = ["model.keras"] if os.path.exists(os.path.join(workdir, "model.keras")) else []
-    return held + [f"checkpoints/{workdir_lib.KEPT_DIR}/ckpt-{s}" for s in workdir_lib.checkpoint_steps(kept)]
-
-
 def _previous_settings(opts: TrainOptions) -> dict | None:
     """run.json of the run to resume (None when starting fresh); refuses a fresh start over one.
 
     A run's checkpoints are found by their files, not by the `checkpoint` state file TensorFlow
     reads: without that file (or with an empty one) they are still the run's, and --resume rebuilds
-    it (trainer.rebuild_state) rather than training from step 0 over them."""
-    checkpoints = workdir_lib.checkpoint_dir(opts.workdir)
-    steps = workdir_lib.checkpoint_steps(checkpoints)
-    has_checkpoint = bool(steps) or os.path.exists(os.path.join(checkpoints, "checkpoint"))
-    held = _held_results(opts.workdir)
+    it (checkpoints.rebuild_state) rather than training from step 0 over them."""
+    checkpoints = run_folder.checkpoint_dir(opts.workdir)
+    steps = run_folder.checkpoint_steps(checkpoints)
+    has_checkpoint = bool(steps) or os.path.exists(run_folder.checkpoint_state_file(checkpoints))
+    held = run_folder.held_results(opts.workdir)
     if (has_checkpoint or held) and not opts.resume:
         if finished_run(opts.workdir) is not None:
             raise RunFinished(opts.workdir)
@@ -158,7 +117,7 @@ def _previous_settings(opts: TrainOptions) -> dict | None:
             raise FileExistsError(
                 f"--resume: {opts.workdir} holds a run's results ({', '.join(held[:3])}) but no checkpoint in "
                 f"{checkpoints} to continue from; choose a new --workdir (or copy the newest of "
-                f"{checkpoints}/{workdir_lib.KEPT_DIR}/ into {checkpoints}/ to continue from it)")
+                f"{checkpoints}/{run_folder.KEPT_DIR}/ into {checkpoints}/ to continue from it)")
         logging.info("--resume: %s holds no checkpoint; starting a fresh run", opts.workdir)
         return None
     try:
@@ -201,16 +160,17 @@ def _prepare(opts: TrainOptions) -> tuple[TrainOptions, dict | None, datasets.Da
 def _run_prepared(opts: TrainOptions, previous: dict | None, dataset: datasets.Dataset) -> dict:
     import keras  # lazy, as the other imports here: see the imports
 
-    from reid_tf import pairs, trainer
-    from reid_tf.callbacks import (ProgressLogger, StepCheckpoint, StopOnSignal, TimeBudget, Validation,
-                                   testing_callbacks)
+    from reid_tf import checkpoints as checkpoints_lib
+    from reid_tf import pairs
+    from reid_tf.pair_trainer import PairTrainer, make_optimizer
+    from reid_tf.callbacks import ProgressLogger, StepCheckpoint, StopOnSignal, TimeBudget, Validation
     from reid_tf.model import build_model
 
     model_cfg = config.get_model_config(opts.model)
-    checkpoints = trainer.checkpoint_dir(opts.workdir)
-    removed = trainer.remove_partial_checkpoints(checkpoints)  # safe: we hold the workdir's lock
+    checkpoints = run_folder.checkpoint_dir(opts.workdir)
+    removed = checkpoints_lib.remove_partial_checkpoints(checkpoints)  # safe: we hold the workdir's lock
     if opts.resume:
-        trainer.rebuild_state(checkpoints)
+        checkpoints_lib.rebuild_state(checkpoints)
     batch = opts.batch_size
     if dataset.name == "synthetic" and opts.max_minutes is None and opts.max_steps is None:
         opts.max_minutes = config.SYNTHETIC_MINUTES
@@ -240,10 +200,10 @@ def _run_prepared(opts: TrainOptions, previous: dict | None, dataset: datasets.D
     strategy = _strategy(opts.strategy)
     with strategy.scope():
         network = build_model(model_cfg)
-        model = trainer.PairTrainer(network, contrastive=model_cfg.contrastive)
-        model.compile(optimizer=trainer.make_optimizer(opts.learning_rate), jit_compile=False)
-        manager = trainer.checkpoint_manager(model, checkpoints)
-        start, manager = trainer.restore(model, manager) if opts.resume else (0, manager)
+        model = PairTrainer(network, contrastive=model_cfg.contrastive)
+        model.compile(optimizer=make_optimizer(opts.learning_rate), jit_compile=False)
+        manager = checkpoints_lib.checkpoint_manager(model, checkpoints)
+        start, manager = checkpoints_lib.restore(model, manager) if opts.resume else (0, manager)
         if opts.init_from and not start:
             init_from(network, opts.init_from, opts.init_partial)
     opts.save(total_steps=total, steps_per_epoch=per_epoch, split_sizes=[len(s) for s in split],
@@ -264,12 +224,11 @@ def _run_prepared(opts: TrainOptions, previous: dict | None, dataset: datasets.D
     callbacks = [
         stop, checkpoint, budget,
         ProgressLogger(total, pairs_per_step, opts.log_every_seconds),
-        keras.callbacks.TensorBoard(os.path.join(opts.workdir, "tb"), update_freq=every),
+        keras.callbacks.TensorBoard(run_folder.tensorboard_dir(opts.workdir), update_freq=every),
     ]
     if validation is not None:
         callbacks.append(validation)
         validation.skip_final = lambda: stop.signum is not None  # exit promptly on Ctrl-C / SIGTERM
-    callbacks += testing_callbacks()  # last: a test's crash comes after this step's checkpoint, if any
     t0 = time.monotonic()
     if start < total:
         with stop:
@@ -294,7 +253,7 @@ def _run_prepared(opts: TrainOptions, previous: dict | None, dataset: datasets.D
                "train_minutes": train_seconds / 60, "time_budget_reached": budget.exhausted,
                "removed_partial_checkpoints": removed}
     if opts.evaluate:
-        from reid_tf import evaluate  # lazy: see the imports (a cycle)
+        from reid_tf import evaluate  # lazy: see the imports
         summary["test"] = evaluate.evaluate_workdir(opts.workdir, network=network)
     return summary
 
@@ -355,19 +314,6 @@ def options_from_flags() -> TrainOptions:
     return TrainOptions(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(TrainOptions)})
 
 
-def training_data(opts: TrainOptions, train_records, crops_per_image: int, start_step: int):
-    """The run's training batches from step `start_step` on (resolved options: batch size, recipe and
-    pairing as run.json records them): shared-image or per-pair batches, as the run trains on."""
-    from reid_tf import pairs
-
-    if opts.pairing == "shared":
-        return pairs.make_shared_dataset(train_records, opts.batch_size, opts.seed, crops_per_image,
-                                         start_step=start_step, most=opts.shared_images_per_camera,
-                                         recipe=opts.recipe)
-    return pairs.make_pair_dataset(train_records, opts.batch_size, opts.seed, crops_per_image,
-                                   start_step=start_step, recipe=opts.recipe)
-
-
 def split_cpu(n: int) -> None:
     """Expose n logical CPU devices (must run before TensorFlow initialises its devices)."""
     import tensorflow as tf  # lazy: see the imports
@@ -389,41 +335,14 @@ class RunFinished(Exception):
     """A fresh start was asked on a workdir whose run is finished: nothing to train (main says so)."""
 
 
-def finished_run(workdir: str) -> dict | None:
-    """{"step", "total", "rank1" (None: not evaluated), "report"} of a run that ended and wrote
-    model.keras at its newest checkpoint (at its last step, or where its time budget stopped it),
-    else None (interrupted, crashed, or no run)."""
-    from reid_tf.evaluate import eval_prefix  # lazy: see the imports (a cycle)
-    # The checkpoints' files, not TensorFlow's state file (which may be lost or empty), and no
-    # TensorFlow: this runs before it loads.
-    steps = workdir_lib.checkpoint_steps(workdir_lib.checkpoint_dir(workdir))
-    try:
-        with open(model_info_file(workdir)) as f:
-            step = int(json.load(f)["step"])
-        total = int(read_run(workdir)["total_steps"])
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
-    if not steps or step < max(steps):
-        return None
-    done = {"step": step, "total": total, "rank1": None, "report": None}
-    for protocol in ("single_shot", "standard"):
-        try:
-            with open(eval_prefix(workdir, protocol) + ".json") as f:
-                rank1 = json.load(f)["summary"]["eq7"]["rank"]["1"]["mean"]
-            return {**done, "rank1": rank1, "report": eval_prefix(workdir, protocol) + ".md"}
-        except (OSError, ValueError, TypeError, KeyError):
-            continue
-    return done
-
-
 def next_steps(workdir: str, report: str | None) -> list[str]:
     """Where to look once a run is trained: its report, the Figure 4 panels, its ranked test queries."""
     return [f"the report: {report}" if report else
             f"the report: python -m reid_tf.evaluate --workdir={workdir} writes it",
-            f"similarity maps (Figure 4): tensorboard --logdir {os.path.join(workdir, 'tb')} (or make "
+            f"similarity maps (Figure 4): tensorboard --logdir {run_folder.tensorboard_dir(workdir)} (or make "
             "tensorboard), tab Images",
             f"ranked test queries: python -m reid_tf.evaluate --workdir={workdir} --visrank=10 writes "
-            f"{os.path.join(workdir, 'visrank', 'index.html')}"]
+            f"{os.path.join(run_folder.visrank_dir(workdir), 'index.html')}"]
 
 
 def main(argv):
@@ -459,8 +378,6 @@ def main(argv):
     logging.info("done: %s / %s trial %d, step %d in %.1f min%s", summary["dataset"], summary["model"],
                  summary["trial"], summary["step"], summary["train_minutes"],
                  f"; test rank-1 {test['summary']['eq7']['rank']['1']['mean']:.1f} %" if test else "")
-    if test:
-        from reid_tf.evaluate import eval_prefix  # lazy: see the imports (a cycle)
     report = eval_prefix(opts.workdir, test["protocol"]) + ".md" if test else None
     for i, line in enumerate(next_steps(opts.workdir, report)):
         logging.info("%s %s", "next:" if i == 0 else "     ", line)

@@ -98,3 +98,14 @@ def _same(a, b) -> bool:
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     return a == b
 
+
+
+def find_layer(model: keras.Model, name: str):
+    """A layer of a reid_tf network by its name, in the encoder or the pair head (e.g. "csn_2",
+    "conv4"): for tests that check one layer of a built network (the library asks model.structure)."""
+    from reid_tf.model import encoder_of, pair_head_of
+
+    for part in (encoder_of(model), pair_head_of(model)):
+        if name in {layer.name for layer in part.layers}:
+            return part.get_layer(name)
+    raise ValueError(f"{model.name} has no layer {name!r}")

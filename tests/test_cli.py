@@ -163,17 +163,19 @@ def test_training_a_finished_workdir_again_says_so_in_one_line_and_exits_0(tmp_p
 
 def test_an_unfinished_workdir_names_the_make_variables(tmp_path):
     from reid_tf import train
+    from reid_tf.run_folder import finished_run
+    from reid_tf.run_options import TrainOptions
 
     stopped = str(tmp_path / "stopped")  # model.json of an earlier finish, then resumed and interrupted
     fake_run(stopped, 400, 465, 450)
-    assert train.finished_run(stopped) is None
-    opts = train.TrainOptions(workdir=stopped)
+    assert finished_run(stopped) is None
+    opts = TrainOptions(workdir=stopped)
     with pytest.raises(FileExistsError, match="--resume.*DEMO_FLAGS=--resume.*WORKDIR="):
         train._previous_settings(opts)
     budget = str(tmp_path / "budget")  # stopped by its time budget: finished, and --resume continues it
     fake_run(budget, 300, 465, 300, rank1=30.0)
-    assert train.finished_run(budget) == {"step": 300, "total": 465, "rank1": 30.0,
-                                          "report": os.path.join(budget, "eval.md")}
+    assert finished_run(budget) == {"step": 300, "total": 465, "rank1": 30.0,
+                                    "report": os.path.join(budget, "eval.md")}
 
 
 def test_next_steps_name_the_report_the_figures_and_a_ranking_command_that_exists():

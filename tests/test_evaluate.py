@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from reid_tf import evaluate, protocols, report, scoring
+from reid_tf.run_folder import eval_prefix
 from reid_tf.datasets import Record
 
 IDENTITIES = [7, 8, 9]
@@ -91,7 +92,7 @@ def write_trial(workdir, trial, draw, model_newer=False, protocol="single_shot")
     draws = draw if isinstance(draw, list) else [draw]
     per_trial = {name: {"curves": [CURVES[d][name] for d in draws], "map": [MAPS[d][name] for d in draws]}
                  for name in protocols.RANKINGS}
-    paths = [os.path.join(workdir, "model.keras"), evaluate.eval_prefix(workdir, protocol) + ".json"]
+    paths = [os.path.join(workdir, "model.keras"), eval_prefix(workdir, protocol) + ".json"]
     with open(paths[0], "w") as f:
         f.write("not a real model: it must not be loaded when eval.json is reused")
     with open(paths[1], "w") as f:
@@ -185,7 +186,7 @@ def test_xcorr_eval_json_is_reused_only_with_all_its_draws_and_current(tmp_path,
     def evaluate_workdir(workdir, repeats=1, protocol="single_shot", **kwargs):
         evaluated.append((os.path.basename(workdir), repeats, protocol))
         write_trial(workdir, 0, draw=[0] * 10 * repeats, protocol=protocol)
-        with open(evaluate.eval_prefix(workdir, protocol) + ".json") as f:
+        with open(eval_prefix(workdir, protocol) + ".json") as f:
             return json.load(f)
 
     monkeypatch.setattr(evaluate, "evaluate_workdir", evaluate_workdir)

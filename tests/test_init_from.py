@@ -7,8 +7,11 @@ import keras
 import numpy as np
 import pytest
 
+from layer_testing import find_layer
 from reid_tf import train
-from reid_tf.model import build_model, copy_weights, find_layer, load_network
+from reid_tf.model import build_model, copy_weights
+from reid_tf.run_folder import load_network
+from reid_tf.run_options import TrainOptions
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +48,9 @@ def test_init_from_errors_name_the_problem(tmp_path, source):
 def test_training_run_starts_from_the_given_network(tmp_path, source):
     """With learning rate 0, a 1-step run ends with the source's trainable weights."""
     src, workdir = source
-    opts = train.TrainOptions(dataset="synthetic", data_dir=str(tmp_path / "data"), model="l2",
-                              workdir=str(tmp_path / "run"), max_steps=1, batch_size=6, learning_rate=0.0,
-                              synthetic_identities=12, evaluate=False, figures=False, init_from=workdir)
+    opts = TrainOptions(dataset="synthetic", data_dir=str(tmp_path / "data"), model="l2",
+                        workdir=str(tmp_path / "run"), max_steps=1, batch_size=6, learning_rate=0.0,
+                        synthetic_identities=12, evaluate=False, figures=False, init_from=workdir)
     train.run(opts)
     trained = load_network(os.path.join(opts.workdir, "model.keras"))
     for a, b in zip(src.trainable_variables, trained.trainable_variables):

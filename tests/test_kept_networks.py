@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from experiments import check_results, make_card
-from reid_tf import evaluate, fileio, train
+from reid_tf import fileio, train
+from reid_tf.run_options import TrainOptions
 from tests import fixtures
 
 
@@ -40,9 +41,9 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def finished(data_dir, tmp_path_factory):
     """A 2-step synthetic run, evaluated by the training (eval.json) as reid_tf.train does."""
-    opts = train.TrainOptions(dataset="synthetic", data_dir=data_dir, synthetic_identities=24, batch_size=6,
-                              max_steps=2, checkpoint_every=2, figures=False, log_every_seconds=0,
-                              workdir=str(tmp_path_factory.mktemp("run") / "tiny"))
+    opts = TrainOptions(dataset="synthetic", data_dir=data_dir, synthetic_identities=24, batch_size=6,
+                        max_steps=2, checkpoint_every=2, figures=False, log_every_seconds=0,
+                        workdir=str(tmp_path_factory.mktemp("run") / "tiny"))
     train.run(opts)
     return opts.workdir
 

@@ -46,8 +46,6 @@ KNOWN_NAME_PARSING = [
 ]
 # (file, source line) with a session or issue number, in files other work is changing:
 KNOWN_HISTORY = [
-    ("reid_tf/export.py", '"""Export a trained network as a TensorFlow SavedModel for serving (issue 12).'),
-    ("reid_tf/export.py", "TOLERANCE = 1e-4  # SavedModel == Keras model (issue 12)"),
     ("reid_tf/callbacks.py",
      "validation-against-time curve of issue 5), never for choosing a checkpoint — the final model is"),
     ("reid_tf/ranked_results.py",

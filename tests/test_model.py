@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from reid_tf import config, losses
-from reid_tf.model import build_model, find_layer
+from layer_testing import find_layer
+from reid_tf.model import build_model
 
 RNG = np.random.default_rng(1)
 
@@ -123,33 +124,11 @@ def test_stn_gets_gradient_at_its_initial_crop():
     assert float(tf.reduce_max(tf.abs(grad))) > 0.0
 
 
-@pytest.mark.parametrize("preset", ["l23", "c1"])
-def test_model_saved_before_the_encoder_head_split_loads_with_the_same_outputs(tmp_path, preset):
-    """A model.keras written by the single-graph builder of session 2 (tests/legacy_model.py) loads
-    into the encoder/head structure with every weight and output unchanged."""
-    import legacy_model
-    from reid_tf.model import encoder_of, load_network, pair_head_of
-
-    keras.utils.set_random_seed(3)
-    old = legacy_model.build_model(preset)
-    for v in old.weights:  # every weight recognisable (θ kernels and BN statistics start constant)
-        v.assign(v + RNG.normal(0, 0.01, v.shape).astype("float32"))
-    path = str(tmp_path / "old.keras")
-    old.save(path)
-    new = load_network(path)
-    assert encoder_of(new) is not None and pair_head_of(new) is not None
-    batch = pair_batch(2)
-    a, b = old(batch, training=False), new(batch, training=False)
-    assert set(a) == set(b)
-    for key in a:
-        np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), rtol=1e-6, atol=1e-6, err_msg=key)
-
-
 def test_a_keras_model_that_is_not_a_reid_tf_network_is_refused_in_one_line(tmp_path):
-    from reid_tf.model import load_network
+    from reid_tf.run_folder import load_network
 
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="someone_elses")
     path = str(tmp_path / "other.keras")
     other.save(path)
-    with pytest.raises(ValueError, match="not a reid_tf network.*retrain"):
+    with pytest.raises(ValueError, match="other.keras holds a Keras model .* not a reid_tf network"):
         load_network(path)

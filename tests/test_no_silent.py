@@ -15,7 +15,7 @@ import pytest
 
 from data_tools import common, prepare_cuhk01, prepare_viper
 from data_tools.common import DatasetError
-from reid_tf import cli, datasets, evaluate, protocols, train, workdir
+from reid_tf import cli, datasets, evaluate, fileio, protocols, run_folder, run_options, train
 from reid_tf.datasets.synthetic import make_synthetic
 from tests import fixtures
 
@@ -48,7 +48,7 @@ def one_error_line(proc, *words):
 def finished_run(tmp_path_factory):
     """6 steps on 12 synthetic identities (seed 0), checkpoints at 2, 4, 6, all kept; model.keras."""
     root = tmp_path_factory.mktemp("run")
-    opts = train.TrainOptions(data_dir=str(root / "data"), workdir=str(root / "run"), max_steps=6,
+    opts = run_options.TrainOptions(data_dir=str(root / "data"), workdir=str(root / "run"), max_steps=6,
                               checkpoint_every=2, keep_every=2, **TINY)
     train.run(opts)
     return opts
@@ -60,7 +60,7 @@ def copy_of(finished_run, tmp_path):
     which trained it and is alive: without it the copy is not taken for a run in progress."""
     def copy():
         work = shutil.copytree(finished_run.workdir, str(tmp_path / "copy"))
-        os.remove(os.path.join(work, workdir.LOCK_FILE))
+        os.remove(os.path.join(work, run_folder.LOCK_FILE))
         return work
     return copy
 
@@ -79,7 +79,7 @@ def test_synthetic_set_of_other_settings_is_refused_before_anything_is_regenerat
     stamps = {name: os.stat(os.path.join(root, "cam_a", name)).st_mtime_ns
               for name in os.listdir(os.path.join(root, "cam_a"))}
     for other in (dict(seed=1), dict(synthetic_identities=16)):
-        opts = train.TrainOptions(data_dir=str(tmp_path), workdir=str(tmp_path / "w"), resume=True,
+        opts = run_options.TrainOptions(data_dir=str(tmp_path), workdir=str(tmp_path / "w"), resume=True,
                                   **{**TINY, **other})
         with pytest.raises(cli.UsageError, match="holds the synthetic set of 12 identities, seed 0"):
             opts.check()  # run() checks this first: before the lock, the workdir and any data
@@ -87,7 +87,7 @@ def test_synthetic_set_of_other_settings_is_refused_before_anything_is_regenerat
             make_synthetic(root, identities=opts.synthetic_identities, seed=opts.seed)
     assert {n: os.stat(os.path.join(root, "cam_a", n)).st_mtime_ns for n in stamps} == stamps
     assert not os.path.exists(tmp_path / "w")
-    train.TrainOptions(data_dir=str(tmp_path), workdir=str(tmp_path / "w"), **TINY).check()  # its own: fine
+    run_options.TrainOptions(data_dir=str(tmp_path), workdir=str(tmp_path / "w"), **TINY).check()  # its own: fine
 
 
 def test_evaluate_refuses_data_that_is_not_what_the_run_trained_on(copy_of, tmp_path):
@@ -98,7 +98,7 @@ def test_evaluate_refuses_data_that_is_not_what_the_run_trained_on(copy_of, tmp_
     other = str(tmp_path / "other_data")
     make_synthetic(os.path.join(other, "synthetic"), identities=12, seed=1)  # same names, other people
     run = read_json(os.path.join(work, "run.json"))
-    train.fileio.write_json(os.path.join(work, "run.json"), {**run, "data_dir": other})
+    fileio.write_json(os.path.join(work, "run.json"), {**run, "data_dir": other})
     with pytest.raises(cli.UsageError, match=r"is not the data the run .* 12 identities, seed 1.*--seed=0"):
         evaluate.evaluate_workdir(work, network=build_model("l2"))
     assert not os.path.exists(os.path.join(work, "eval.json"))
@@ -108,30 +108,30 @@ def test_a_changed_manifest_is_refused_by_its_data_signature(copy_of, tmp_path):
     """Any dataset: run.json records the signature of the manifest trained on."""
     work = copy_of()
     run = read_json(os.path.join(work, "run.json"))
-    assert run["data_signature"] == train.data_signature(os.path.join(run["data_dir"], "synthetic"))
+    assert run["data_signature"] == run_options.data_signature(os.path.join(run["data_dir"], "synthetic"))
     moved = str(tmp_path / "moved")  # the data moved elsewhere (a new --data_dir): still the same data
     shutil.copytree(run["data_dir"], moved)
-    train.fileio.write_json(os.path.join(work, "run.json"), {**run, "data_dir": moved})
-    train.run_dataset(work)
+    fileio.write_json(os.path.join(work, "run.json"), {**run, "data_dir": moved})
+    run_options.run_dataset(work)
     manifest = os.path.join(moved, "synthetic", datasets.MANIFEST)
     body = read_json(manifest)
-    train.fileio.write_json(manifest, {**body, "records": body["records"][:-2]})  # re-prepared differently
+    fileio.write_json(manifest, {**body, "records": body["records"][:-2]})  # re-prepared differently
     with pytest.raises(cli.UsageError, match="lists other images"):
-        train.run_dataset(work)
+        run_options.run_dataset(work)
 
 
 # ------------------------------------------------- 2. a mean over trials is over distinct trials of one setting
 def write_evaluated(work, **run):
     """A workdir with run.json, a model.keras stand-in and an eval.json that evaluate_workdirs reuses."""
     os.makedirs(work)
-    train.fileio.write_json(os.path.join(work, "run.json"), {"dataset": "synthetic", "model": "l23", "trial": 0,
+    fileio.write_json(os.path.join(work, "run.json"), {"dataset": "synthetic", "model": "l23", "trial": 0,
                                                               "seed": 0, "recipe": "cross_camera", **run})
     with open(os.path.join(work, "model.keras"), "w") as f:
         f.write("never loaded: the eval.json beside it is reused")
     curve = list(np.linspace(0.5, 1.0, 12))
     per_trial = {name: {"curves": [curve], "map": [0.6]} for name in protocols.RANKINGS}
     path = os.path.join(work, "eval.json")
-    train.fileio.write_json(path, {"protocol": "single_shot", "dataset": "synthetic", "trial": run.get("trial", 0),
+    fileio.write_json(path, {"protocol": "single_shot", "dataset": "synthetic", "trial": run.get("trial", 0),
                                    "model": run.get("model", "l23"), "per_trial": per_trial})
     t = os.path.getmtime(os.path.join(work, "model.keras"))
     os.utime(path, (t + 10, t + 10))
@@ -168,8 +168,8 @@ def test_a_second_curve_on_one_out_is_refused(finished_run, tmp_path):
     work = finished_run.workdir
     out = str(tmp_path / "results" / "curve")
     args = [f"--workdir={work}", f"--checkpoints={work}/checkpoints/kept", f"--out={out}"]
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from reid_tf import workdir; "
-                               "lock = workdir.lock_file(sys.argv[1], '--out'); print('locked', flush=True); "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from reid_tf import run_folder; "
+                               "lock = run_folder.lock_file(sys.argv[1], '--out'); print('locked', flush=True); "
                                "time.sleep(600)", out + ".json"], stdout=subprocess.PIPE, text=True,
                               cwd=fixtures.REPO, env=ENV)
     try:
@@ -228,7 +228,7 @@ def test_resume_without_the_checkpoint_state_file_continues_the_run(copy_of, fin
     work = copy_of()
     os.remove(os.path.join(work, "checkpoints", "checkpoint"))
     run_id = read_json(os.path.join(work, "run.json"))["run_id"]
-    summary = train.run(train.TrainOptions(data_dir=finished_run.data_dir, workdir=work, resume=True, max_steps=8,
+    summary = train.run(run_options.TrainOptions(data_dir=finished_run.data_dir, workdir=work, resume=True, max_steps=8,
                                            checkpoint_every=2, keep_every=2, **TINY))
     assert summary["step"] == 8 and read_json(os.path.join(work, "run.json"))["run_id"] == run_id
     import tensorflow as tf
@@ -237,25 +237,25 @@ def test_resume_without_the_checkpoint_state_file_continues_the_run(copy_of, fin
 
 
 def test_an_empty_state_file_is_rebuilt_and_a_fresh_start_over_checkpoints_is_refused(copy_of, finished_run):
-    from reid_tf import trainer
+    from reid_tf import checkpoints as checkpoints_lib
 
     work = copy_of()
     checkpoints = os.path.join(work, "checkpoints")
     open(os.path.join(checkpoints, "checkpoint"), "w").close()  # "Invalid checkpoint state", no hint
-    fresh = train.TrainOptions(data_dir=finished_run.data_dir, workdir=work, max_steps=2, **TINY)
+    fresh = run_options.TrainOptions(data_dir=finished_run.data_dir, workdir=work, max_steps=2, **TINY)
     with pytest.raises(train.RunFinished):  # a finished run: said so (the command exits 0), nothing trained
         train.run(fresh)
     os.rename(os.path.join(work, "model.json"), os.path.join(work, "model.json.away"))
     with pytest.raises(FileExistsError, match="holds an unfinished run"):  # its checkpoints, not finished
         train.run(fresh)
     os.rename(os.path.join(work, "model.json.away"), os.path.join(work, "model.json"))
-    assert trainer.rebuild_state(checkpoints) == ["ckpt-2", "ckpt-4", "ckpt-6"]
-    assert [os.path.basename(p) for p in trainer.checkpoint_paths(checkpoints)] == ["ckpt-2", "ckpt-4", "ckpt-6"]
+    assert checkpoints_lib.rebuild_state(checkpoints) == ["ckpt-2", "ckpt-4", "ckpt-6"]
+    assert [os.path.basename(p) for p in checkpoints_lib.checkpoint_paths(checkpoints)] == ["ckpt-2", "ckpt-4", "ckpt-6"]
     for name in os.listdir(checkpoints):  # no checkpoint left, but the run's model.keras and kept ones
         if name.startswith("ckpt-") or name == "checkpoint":
             os.remove(os.path.join(checkpoints, name))
     with pytest.raises(FileExistsError, match="no checkpoint .* to continue from"):
-        train.run(train.TrainOptions(data_dir=finished_run.data_dir, workdir=work, resume=True, max_steps=2, **TINY))
+        train.run(run_options.TrainOptions(data_dir=finished_run.data_dir, workdir=work, resume=True, max_steps=2, **TINY))
 
 
 # ---------------------------------------------------------------- 5. link loops in a gallery
@@ -338,22 +338,22 @@ def test_init_from_another_preset_is_an_error_unless_asked_for(l234_model, caplo
 # ------------------------------------------------- 8–10. one line, and what to do about it
 def test_infinite_epochs_is_one_line_and_leaves_no_workdir(tmp_path):
     """Before: OverflowError traceback, and a workdir holding only .lock."""
-    opts = train.TrainOptions(data_dir=str(tmp_path), workdir=str(tmp_path / "w"), epochs=float("inf"), **TINY)
+    opts = run_options.TrainOptions(data_dir=str(tmp_path), workdir=str(tmp_path / "w"), epochs=float("inf"), **TINY)
     with pytest.raises(cli.UsageError, match="--epochs=inf: must be a finite number"):
         train.run(opts)
-    with pytest.raises(RuntimeError), workdir.lock(str(tmp_path / "w2")):  # a failure after the lock
+    with pytest.raises(RuntimeError), run_folder.lock(str(tmp_path / "w2")):  # a failure after the lock
         raise RuntimeError
     assert not os.path.exists(tmp_path / "w") and not os.path.exists(tmp_path / "w2")
     os.makedirs(tmp_path / "w3")  # a workdir that was there stays
-    with pytest.raises(RuntimeError), workdir.lock(str(tmp_path / "w3")):
+    with pytest.raises(RuntimeError), run_folder.lock(str(tmp_path / "w3")):
         raise RuntimeError
     assert os.path.isdir(tmp_path / "w3")
 
 
 def test_a_busy_workdir_is_refused_before_tensorflow_loads(finished_run, tmp_path):
     """Before: ≈ 20 s of imports and tracing before the refusal."""
-    script = ("import sys\nfrom absl import flags\nfrom reid_tf import train, workdir\n"
-              "lock = workdir.lock(sys.argv[1])\ntrain.define_flags()\n"
+    script = ("import sys\nfrom absl import flags\nfrom reid_tf import run_folder, train\n"
+              "lock = run_folder.lock(sys.argv[1])\ntrain.define_flags()\n"
               "flags.FLAGS(['train', '--workdir=' + sys.argv[1], '--data_dir=' + sys.argv[2], '--synthetic_identities=12'])\n"
               "try:\n    train.main([])\nexcept OSError as e:\n    print('refused:', e)\n"
               "print('tensorflow loaded:', 'tensorflow' in sys.modules)\n")
@@ -381,15 +381,15 @@ def test_model_files_that_do_not_load_say_what_they_are(tmp_path):
     text = tmp_path / "notes.keras"
     text.write_text("not a model")
     with pytest.raises(ValueError, match="is not a Keras model file"):
-        evaluate.load_saved_network(str(text))
+        run_folder.load_network(str(text))
     inp = keras.Input((3,))
     keras.Model(inp, keras.layers.Lambda(lambda x: x * 2)(inp)).save(str(tmp_path / "code.keras"))
     with pytest.raises(ValueError, match="Keras's safe mode refuses"):
-        evaluate.load_saved_network(str(tmp_path / "code.keras"))
+        run_folder.load_network(str(tmp_path / "code.keras"))
     truncated = tmp_path / "truncated.keras"
     truncated.write_bytes((tmp_path / "code.keras").read_bytes()[:200])
     with pytest.raises(ValueError, match="is damaged"):
-        evaluate.load_saved_network(str(truncated))
+        run_folder.load_network(str(truncated))
 
 
 def test_feature_cache_damage_is_a_miss_and_an_unusable_cache_is_none(tmp_path):
@@ -428,5 +428,5 @@ def test_replacing_model_keras_removes_the_evaluations_of_the_old_one(tmp_path):
     work.mkdir()
     for name in ("eval.json", "eval.md", "eval_xcorr.json", "eval_trials.json", "shortlist.md", "history.json"):
         (work / name).write_text("{}")
-    train.save_network(build_model("l2"), str(work), 104)
+    run_folder.save_network(build_model("l2"), str(work), 104)
     assert sorted(os.listdir(work)) == ["history.json", "model.json", "model.keras"]

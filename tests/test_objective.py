@@ -9,7 +9,7 @@ import pytest
 
 from reid_tf import config
 from reid_tf.model import build_model
-from reid_tf.trainer import PairTrainer
+from reid_tf.pair_trainer import PairTrainer
 
 RNG = np.random.default_rng(16)
 
@@ -74,7 +74,7 @@ import keras
 import tensorflow as tf
 from reid_tf import config
 from reid_tf.model import build_model
-from reid_tf.trainer import PairTrainer
+from reid_tf.pair_trainer import PairTrainer
 
 rng = np.random.default_rng(0)
 x = {k: rng.uniform(size=(4, 160, 60, 3)).astype("float32") for k in ("image_a", "image_b")}

@@ -140,10 +140,10 @@ def bn_inputs_by_hand(model, batches, monkeypatch):
 
 @pytest.fixture(scope="module")
 def siamese():
-    from reid_tf import trainer
     from reid_tf.model import build_model
+    from reid_tf.pair_trainer import PairTrainer
     keras.utils.set_random_seed(5)
-    return trainer.PairTrainer(build_model("l2"))
+    return PairTrainer(build_model("l2"))
 
 
 @pytest.mark.parametrize("pairing", ["per_pair", "shared"])

@@ -1,15 +1,17 @@
-"""A run's options in one typed place (issue 14): TrainOptions.save / load round trip run.json, an
-older run.json takes the values of its time for the settings it predates, a missing or damaged one
+"""A run's options in one typed place (issue 14): TrainOptions.save / load round trip run.json, every
+committed run record names the settings that have no default of their own, a missing or damaged one
 is one clear error, and TrainOptions.split is the trial's split. Its history.json, read by evaluate
 --visrank and by a resumed run's Validation: damaged, it is one warning line."""
 import dataclasses
+import glob
 import json
+import os
 
 import pytest
 
 from reid_tf import callbacks, datasets, evaluate
 from reid_tf.datasets.synthetic import make_synthetic
-from reid_tf.train import TrainOptions, read_run, resume_mismatches, run_setting
+from reid_tf.run_options import TrainOptions, read_run, resume_mismatches, run_setting
 
 
 def test_save_then_load_gives_the_same_options(tmp_path):
@@ -25,22 +27,40 @@ def test_save_then_load_gives_the_same_options(tmp_path):
     assert TrainOptions.load(opts.workdir) == explicit
 
 
-def test_an_older_run_json_has_the_values_of_its_time(tmp_path):
-    """Written before --pairing, --shared_images_per_camera, --recipe and --keep_every existed."""
+def test_a_run_json_is_read_back_where_the_run_is_now(tmp_path):
+    """A run.json that does not record keep_every (runs written before it existed had none) reads as
+    0; the options are the recorded ones, the workdir where the run is now."""
     (tmp_path / "run.json").write_text(json.dumps({"dataset": "cuhk01", "model": "l23", "trial": 1, "seed": 0,
                                                    "batch_size": 128, "workdir": "elsewhere/run",
+                                                   "recipe": "cross_camera", "pairing": "per_pair",
+                                                   "shared_images_per_camera": 2,
                                                    "total_steps": 40, "steps_per_epoch": 8}))
     opts = TrainOptions.load(str(tmp_path))
     assert (opts.pairing, opts.shared_images_per_camera, opts.recipe, opts.keep_every) == (
         "per_pair", 2, "cross_camera", 0)
     assert (opts.dataset, opts.trial, opts.batch_size) == ("cuhk01", 1, 128)
     assert opts.workdir == str(tmp_path)  # where the run is now, not where it was trained
-    # --resume compares with those same values
+    # --resume compares with the recorded values
     current = dataclasses.asdict(dataclasses.replace(opts, pairing="shared"))
     assert resume_mismatches(read_run(str(tmp_path)), current) == ["--pairing=per_pair (now shared)"]
-    # session 3's curve files recorded the settings a run predated as null: the same values
-    assert [run_setting({"recipe": None, "pairing": None, "shared_images_per_camera": None}, n)
-            for n in ("recipe", "pairing", "shared_images_per_camera")] == ["cross_camera", "per_pair", 2]
+    assert run_setting({"keep_every": 5}, "keep_every") == 5 and run_setting({}, "keep_every") == 0
+
+
+def test_every_committed_run_record_names_its_recipe_pairing_and_k():
+    """The run.json files and curve files under results/ and networks/ record the settings that have
+    no default of their own (recipe, pairing) and K, so they read without a table of old values."""
+    def read(path):
+        with open(path) as f:
+            return json.load(f)
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    records = [(p, read(p)) for p in glob.glob(os.path.join(root, "results", "*_run.json"))]
+    records += [(p, read(p)["run"]) for p in glob.glob(os.path.join(root, "results", "*_curve.json"))
+                + glob.glob(os.path.join(root, "networks", "*", "card.json"))]
+    assert len(records) > 5
+    for path, run in records:
+        for name in ("recipe", "pairing", "shared_images_per_camera"):
+            assert run.get(name) is not None, (path, name)
 
 
 def test_the_default_pairing_is_the_recipes_and_run_json_records_it(tmp_path):

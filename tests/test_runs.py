@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from reid_tf import callbacks, train, workdir
+from reid_tf import callbacks, run_folder
+from reid_tf.run_options import resume_mismatches
 from tests import fixtures
 
 TINY = ["--synthetic_identities=24", "--batch_size=6", "--log_every_seconds=0", "--nofigures"]
@@ -66,7 +67,7 @@ def copy_of(finished_run, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- the lock
-HOLD_LOCK = ("import sys, time; from reid_tf import workdir; lock = workdir.lock(sys.argv[1]); "
+HOLD_LOCK = ("import sys, time; from reid_tf import run_folder; lock = run_folder.lock(sys.argv[1]); "
              "print('locked', flush=True); time.sleep(600)")
 
 
@@ -75,23 +76,23 @@ def test_busy_workdir_is_refused_naming_the_holder_and_a_killed_holder_leaves_no
     work = str(tmp_path / "run")
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, work], stdout=subprocess.PIPE, text=True,
                               cwd=fixtures.REPO, env=ENV)
-    assert workdir.holder(work) is None  # no lock file yet
+    assert run_folder.holder(work) is None  # no lock file yet
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert workdir.holder(work) == holder.pid  # asked without taking the lock
-        with pytest.raises(workdir.WorkdirBusyError, match=f"pid {holder.pid}"):
-            workdir.lock(work)
+        assert run_folder.holder(work) == holder.pid  # asked without taking the lock
+        with pytest.raises(run_folder.WorkdirBusyError, match=f"pid {holder.pid}"):
+            run_folder.lock(work)
         proc = run(train_cmd(data_dir, work, "--max_steps=2"), check=False)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         (line,) = error_lines(proc.stderr)  # one line, naming the holder
         assert f"pid {holder.pid}" in line and "in use" in line
-        assert os.listdir(work) == [workdir.LOCK_FILE]  # nothing of the holder's run was touched
+        assert os.listdir(work) == [run_folder.LOCK_FILE]  # nothing of the holder's run was touched
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
         holder.stdout.close()
-    assert workdir.holder(work) is None  # its pid is still in the file, but no process has it
-    with workdir.lock(work):  # SIGKILL released the lock: the workdir is usable at once
+    assert run_folder.holder(work) is None  # its pid is still in the file, but no process has it
+    with run_folder.lock(work):  # SIGKILL released the lock: the workdir is usable at once
         pass
 
 
@@ -151,7 +152,7 @@ def test_resume_refuses_settings_the_checkpoint_depends_on(finished_run):
 def test_a_second_start_without_resume_is_refused_and_touches_nothing(finished_run):
     def stamps():  # the run's files but the lock, which the refused start held while it looked
         return {name: os.path.getmtime(os.path.join(finished_run, name)) for name in os.listdir(finished_run)
-                if name != workdir.LOCK_FILE}
+                if name != run_folder.LOCK_FILE}
 
     before = stamps()
     proc = run(train_cmd(os.path.dirname(finished_run), finished_run, "--max_steps=6"), check=False)
@@ -168,19 +169,19 @@ def test_resume_mismatches_name_what_differs():
                 "learning_rate": 5e-4, "val_identities": None, "test_identities": None,
                 "synthetic_identities": 400, "max_minutes": 15, "epochs": 5, "log_every_seconds": 30}
     same = dict(recorded, max_minutes=60, epochs=10, log_every_seconds=1, checkpoint_every=7)
-    assert train.resume_mismatches(recorded, same) == []  # may change on resume (README)
+    assert resume_mismatches(recorded, same) == []  # may change on resume (README)
     for name, value in [("dataset", "viper"), ("trial", 1), ("seed", 1), ("model", "l234"),
                         ("batch_size", 64), ("learning_rate", 1e-3), ("test_identities", 50),
                         ("pairing", "shared"), ("recipe", "paper_xcorr"), ("val_identities", 10)]:
-        (message,) = train.resume_mismatches(recorded, {**recorded, name: value})
+        (message,) = resume_mismatches(recorded, {**recorded, name: value})
         assert message.startswith(f"--{name}=")
     # the synthetic set's size matters only for the synthetic set
-    assert train.resume_mismatches(recorded, {**recorded, "synthetic_identities": 24})
+    assert resume_mismatches(recorded, {**recorded, "synthetic_identities": 24})
     viper = {**recorded, "dataset": "viper"}
-    assert train.resume_mismatches(viper, {**viper, "synthetic_identities": 24}) == []
+    assert resume_mismatches(viper, {**viper, "synthetic_identities": 24}) == []
     shared = {**recorded, "pairing": "shared", "shared_images_per_camera": 2}
-    assert train.resume_mismatches(shared, {**shared, "shared_images_per_camera": 1})
-    assert train.resume_mismatches(recorded, {**recorded, "shared_images_per_camera": 1}) == []
+    assert resume_mismatches(shared, {**shared, "shared_images_per_camera": 1})
+    assert resume_mismatches(recorded, {**recorded, "shared_images_per_camera": 1}) == []
 
 
 # A damaged newest checkpoint and leftover ckpt-N_temp/ folders on --resume: tests/test_train.py's

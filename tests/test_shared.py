@@ -9,9 +9,10 @@ import pytest
 import tensorflow as tf
 
 from data_tools.make_synthetic import make_synthetic
-from reid_tf import callbacks, config, pairs, trainer
+from reid_tf import callbacks, checkpoints, config, pairs, run_folder
 from reid_tf.datasets import Record, manifest_records, read_manifest
 from reid_tf.model import build_model
+from reid_tf.pair_trainer import PairTrainer, make_optimizer
 
 CROPS = 2
 
@@ -115,7 +116,7 @@ def test_shared_step_equals_per_pair_model_on_the_same_pairs(records, preset):
     x, y = next(iter(pairs.make_shared_dataset(records, 18, 1, CROPS)))
     keras.utils.set_random_seed(0)
     cfg = config.get_model_config(preset)
-    model = trainer.PairTrainer(build_model(cfg), contrastive=cfg.contrastive)
+    model = PairTrainer(build_model(cfg), contrastive=cfg.contrastive)
     results = []
     for inputs in (x, _per_pair_inputs(x)):
         with tf.GradientTape() as tape:
@@ -141,8 +142,8 @@ def test_shared_step_equals_per_pair_model_on_the_same_pairs(records, preset):
 def test_shared_training_runs_and_learns_a_step(records):
     """model.fit on shared batches: the loss is finite and the weights move."""
     keras.utils.set_random_seed(0)
-    model = trainer.PairTrainer(build_model("l2"))
-    model.compile(optimizer=trainer.make_optimizer(), jit_compile=False)
+    model = PairTrainer(build_model("l2"))
+    model.compile(optimizer=make_optimizer(), jit_compile=False)
     before = [v.numpy().copy() for v in model.trainable_variables]
     hist = model.fit(pairs.make_shared_dataset(records, 18, 2, CROPS), steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
     assert np.isfinite(hist.history["loss"][-1])
@@ -157,10 +158,10 @@ def test_keep_every_keeps_the_curve_checkpoints_the_rolling_ones_drop(records, t
     import logging
     caplog.set_level(logging.INFO)
     keras.utils.set_random_seed(0)
-    model = trainer.PairTrainer(build_model("l2"))
-    model.compile(optimizer=trainer.make_optimizer(), jit_compile=False)
+    model = PairTrainer(build_model("l2"))
+    model.compile(optimizer=make_optimizer(), jit_compile=False)
     directory = str(tmp_path / "checkpoints")
-    manager = trainer.checkpoint_manager(model, directory)
+    manager = checkpoints.checkpoint_manager(model, directory)
     weights = {}
 
     class Record_(keras.callbacks.Callback):
@@ -170,17 +171,17 @@ def test_keep_every_keeps_the_curve_checkpoints_the_rolling_ones_drop(records, t
     callback = callbacks.StepCheckpoint(manager, 2, 8, keep_every=3)
     model.fit(pairs.make_shared_dataset(records, 18, 2, CROPS), steps_per_epoch=2, epochs=4, verbose=0, shuffle=False,
               callbacks=[callback, Record_()])
-    rolling = sorted(trainer.checkpoint_step(p) for p in manager.checkpoints)
+    rolling = sorted(checkpoints.checkpoint_step(p) for p in manager.checkpoints)
     assert rolling == [4, 6, 8]
     labels = [m.rsplit("(", 1)[1] for m in caplog.messages if m.startswith("checkpoint ")]
     assert labels == ["interval 1)", "kept: a multiple of 3 steps)", "interval 2)", "kept: a multiple of 3 steps)",
                       "interval 3)", "training stopped)"], labels
-    kept = tf.train.get_checkpoint_state(f"{directory}/{trainer.KEPT_DIR}").all_model_checkpoint_paths
-    assert sorted(trainer.checkpoint_step(p) for p in kept) == [3, 6]
+    kept = tf.train.get_checkpoint_state(f"{directory}/{run_folder.KEPT_DIR}").all_model_checkpoint_paths
+    assert sorted(checkpoints.checkpoint_step(p) for p in kept) == [3, 6]
     for path in kept:
         network = build_model("l2")
         tf.train.Checkpoint(model=network).restore(path).expect_partial()
-        np.testing.assert_array_equal(network.get_weights()[0], weights[trainer.checkpoint_step(path)])
+        np.testing.assert_array_equal(network.get_weights()[0], weights[checkpoints.checkpoint_step(path)])
 
 
 @pytest.mark.slow  # 18 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
@@ -190,10 +191,10 @@ def test_checkpoints_of_a_run_resumed_off_the_interval_are_not_called_stopped(re
     import logging
     caplog.set_level(logging.INFO)
     keras.utils.set_random_seed(0)
-    model = trainer.PairTrainer(build_model("l2"))
-    model.compile(optimizer=trainer.make_optimizer(), jit_compile=False)
+    model = PairTrainer(build_model("l2"))
+    model.compile(optimizer=make_optimizer(), jit_compile=False)
     model.optimizer.iterations.assign(1)
-    manager = trainer.checkpoint_manager(model, str(tmp_path / "checkpoints"))
+    manager = checkpoints.checkpoint_manager(model, str(tmp_path / "checkpoints"))
     model.fit(pairs.make_shared_dataset(records, 18, 2, CROPS), steps_per_epoch=2, epochs=2, verbose=0, shuffle=False,
               callbacks=[callbacks.StepCheckpoint(manager, 2, 5)])
     saved = [m for m in caplog.messages if m.startswith("checkpoint ")]

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from reid_tf import callbacks, config, datasets, protocols, report
-from reid_tf.model import load_network
+from reid_tf.run_folder import load_network
 from reid_tf.pairs import load_images
 from reid_tf.scoring import ScoringEngine
 
@@ -29,6 +29,11 @@ def read(path):
 def train_cmd(data_dir, workdir, *extra):
     return [sys.executable, "-m", "reid_tf.train", f"--data_dir={data_dir}", f"--workdir={workdir}",
             *TINY, *extra]
+
+
+def killed_train_cmd(step, data_dir, workdir, *extra):
+    """train_cmd, SIGKILLed once the global step reaches `step` (tests/killed_training.py)."""
+    return [sys.executable, "-m", "tests.killed_training", str(step), *train_cmd(data_dir, workdir, *extra)[3:]]
 
 
 def run_train(data_dir, workdir, *extra, check=True):
@@ -166,16 +171,15 @@ def test_end_to_end_outputs(reference_run):
 
 def test_sigkill_then_resume_past_a_damaged_checkpoint_ends_where_the_uninterrupted_run_ends(
         data_dir, reference_run, tmp_path):
-    """The run SIGKILLs itself after step 5 (a test-only hook, so no race with the machine's speed):
+    """The run SIGKILLs itself after step 5 (tests/killed_training.py, so no race with the machine's speed):
     checkpoints 2 and 4 survive, step 5 is lost. Then the newest, ckpt-4, is damaged (its data file
     truncated) and killed checkpoint writes left ckpt-5_temp/ folders behind. The resume sets ckpt-4
     aside as found, deletes the partial writes, redoes steps 3-6 from checkpoint 2's data position
     and ends with every variable (weights, BN statistics, Adam's moments) of the uninterrupted run."""
-    from reid_tf import trainer
+    from reid_tf import checkpoints, run_folder
 
     workdir = str(tmp_path / "killed")
-    env = {**os.environ, callbacks.KILL_AT_STEP_ENV: "5"}
-    proc = subprocess.run(train_cmd(data_dir, workdir, "--max_steps=6", "--noevaluate"), env=env,
+    proc = subprocess.run(killed_train_cmd(5, data_dir, workdir, "--max_steps=6", "--noevaluate"),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert "step 5/6" in proc.stderr and "step 6/6" not in proc.stderr
@@ -190,14 +194,14 @@ def test_sigkill_then_resume_past_a_damaged_checkpoint_ends_where_the_uninterrup
     with open(data, "r+b") as f:
         f.truncate(os.path.getsize(data) // 2)
     damaged_size = os.path.getsize(data)
-    partial = [os.path.join(ckpts, "ckpt-5_temp"), os.path.join(ckpts, trainer.KEPT_DIR, "ckpt-5_temp")]
+    partial = [os.path.join(ckpts, "ckpt-5_temp"), os.path.join(ckpts, run_folder.KEPT_DIR, "ckpt-5_temp")]
     for folder in partial:
         os.makedirs(folder)
         open(os.path.join(folder, "part-00000-of-00001.data-00000-of-00001"), "w").close()
 
     resumed = run_train(data_dir, workdir, "--max_steps=6", "--resume", "--noevaluate")
     assert "ckpt-4 is damaged" in resumed.stderr and "ckpt-2 at step 2" in resumed.stderr
-    aside = os.path.join(ckpts, trainer.DAMAGED_DIR, "ckpt-4")
+    aside = os.path.join(ckpts, checkpoints.DAMAGED_DIR, "ckpt-4")
     assert sorted(os.listdir(aside)) == ["ckpt-4.data-00000-of-00001", "ckpt-4.index"]
     assert os.path.getsize(os.path.join(aside, "ckpt-4.data-00000-of-00001")) == damaged_size  # as found
     assert not any(os.path.exists(folder) for folder in partial)
@@ -394,7 +398,7 @@ PAPER_DATASETS = ("viper", "cuhk01", "cuhk03_detected", "cuhk03_labeled")
 def test_default_recipe_is_the_papers_on_its_datasets_and_ours_elsewhere(name):
     """[31]'s reading (config.PAPER_RECIPE) for VIPeR, CUHK01, CUHK03; ours for the synthetic set and
     the multi-camera datasets the paper does not use; --recipe overrides either."""
-    from reid_tf.train import TrainOptions
+    from reid_tf.run_options import TrainOptions
     expected = "paper_xcorr" if name in PAPER_DATASETS else "cross_camera"
     assert datasets.get_spec(name).recipe == expected
     assert TrainOptions(dataset=name).resolved_recipe() == expected
@@ -487,9 +491,10 @@ def test_train_precise_bn_rewrites_the_final_network_not_the_checkpoints(referen
     over the N training batches after its last step, model.json and eval.json say so, the checkpoints
     keep the moving averages; --precise_bn=0 brings those back. Evaluating it together with a run of
     the other kind is refused."""
-    from reid_tf import precise_bn, trainer
+    from reid_tf import precise_bn
     from reid_tf.model import build_model
-    from reid_tf.train import TrainOptions, training_data
+    from reid_tf.pair_trainer import PairTrainer
+    from reid_tf.run_options import TrainOptions, training_data
 
     workdir = str(tmp_path / "run")
     shutil.copytree(reference_run[0], workdir)
@@ -507,7 +512,7 @@ def test_train_precise_bn_rewrites_the_final_network_not_the_checkpoints(referen
     tf.train.Checkpoint(model=network).restore(os.path.join(workdir, "checkpoints", "ckpt-6")).expect_partial()
     moving = bn_statistics(network)
     records = datasets.records_of(dataset, opts.split(dataset).train)
-    assert precise_bn.recalibrate(trainer.PairTrainer(network),
+    assert precise_bn.recalibrate(PairTrainer(network),
                                   training_data(opts, records, dataset.spec.crops_per_image, 6), 2) == 2
     want = bn_statistics(network)
     assert set(got) == set(want) and len(got) > 10
@@ -542,7 +547,7 @@ def test_curve_re_estimates_bn_on_the_training_batches_that_follow_the_checkpoin
 
     from experiments import curve
     from reid_tf import precise_bn
-    from reid_tf.train import TrainOptions, training_data
+    from reid_tf.run_options import TrainOptions, training_data
 
     workdir = reference_run[0]
     run = TrainOptions.load(workdir)

@@ -1,20 +1,17 @@
-"""Training with `model.fit`: the objective of §3.1 (Eq. 6) and the recipe of §4.2.
+"""A run's checkpoints (workdir/checkpoints/): written with TensorFlow's CheckpointManager, restored
+from the newest one that restores, and kept readable through crashes.
 
-- `PairTrainer` wraps the network and overrides `compute_loss` (the Keras 3 hook for losses that
-  need several outputs) with the objective of reid_tf.losses (`objective_terms`, `total_objective`:
-  L_cls (Eq. 3) + L_ctr (Eq. 4, not for "cls") + θ penalty (§4.2) + weight decay (§4.2, the layers'
-  L2 regularisers)), with one Mean tracker per term for logs/TensorBoard.
-- `make_optimizer`: Adam, as §4.2.
-- Checkpoints: `checkpoint_manager` (what reid_tf.callbacks.StepCheckpoint saves with); `restore`
-  continues from the newest checkpoint that restores, moving damaged newer ones to
-  checkpoints/damaged/ (kept; `set_aside`); `rebuild_state` writes a missing or unreadable
-  `checkpoint` state file anew from the ckpt-N files present (TensorFlow would see no checkpoint,
-  and a resumed run would start afresh over them); `remove_partial_checkpoints` deletes the
-  `ckpt-N_temp/` staging folders of killed saves; `restore_network` is the read-only form for
-  evaluation.
+- `checkpoint_manager`: what reid_tf.callbacks.StepCheckpoint saves with (the network and the
+  optimizer: weights, BN statistics, Adam's moments and step; the data position follows from the step).
+- `restore` continues a run from the newest checkpoint that restores, moving damaged newer ones to
+  checkpoints/damaged/ (kept; `set_aside`); `restore_network` is the read-only form for evaluation,
+  and `run_network` gives a run's network: its model.keras, or the newest good checkpoint of a run
+  stopped before writing it.
+- `rebuild_state` writes a missing or unreadable `checkpoint` state file anew from the ckpt-N files
+  present (TensorFlow would see no checkpoint, and a resumed run would start afresh over them);
+  `remove_partial_checkpoints` deletes the `ckpt-N_temp/` staging folders of killed saves.
 
-The callbacks of a run (checkpoints every N steps, the time budget, Ctrl-C, progress lines,
-validation) are in reid_tf.callbacks; reid_tf.train is the command that puts them together.
+Where the files are (and finding them without TensorFlow) is reid_tf.run_folder's.
 """
 from __future__ import annotations
 
@@ -27,71 +24,12 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from reid_tf import config, fileio, losses
-from reid_tf import model as model_lib
-from reid_tf import workdir as workdir_lib
-
-
-@keras.saving.register_keras_serializable(package="reid_tf")
-class PairTrainer(keras.Model):
-    """The network plus the paper's objective. Call arguments and outputs are the network's."""
-
-    TERMS = losses.OBJECTIVE_TERMS
-
-    def __init__(self, network: keras.Model, contrastive: bool = True, **kwargs):
-        super().__init__(**kwargs)
-        self.network, self.contrastive = network, bool(contrastive)
-        # the parts that shared-image inputs run separately (found once, not per call)
-        self.levels = model_lib.structure(network).levels
-        self.encoder, self.head = model_lib.encoder_of(network), model_lib.pair_head_of(network)
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in (*self.TERMS, "loss")}
-        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="pair_accuracy")
-
-    def call(self, inputs, training=False):
-        """Per-pair inputs {"image_a", "image_b"} run the Siamese network; shared-image inputs
-        {"images", "index_a", "index_b"} (reid_tf.pairs.make_shared_dataset) encode every image
-        once and run the pair head on (images[index_a[i]], images[index_b[i]]): the same outputs."""
-        if "images" not in inputs:
-            return self.network(inputs, training=training)
-        levels = self.levels
-        features = self.encoder(inputs["images"], training=training)
-        fa = {k: tf.gather(v, inputs["index_a"]) for k, v in features.items()}  # (N, …) -> (M, …)
-        fb = {k: tf.gather(v, inputs["index_b"]) for k, v in features.items()}
-        head = self.head(model_lib.head_inputs(fa, fb, levels), training=training)
-        return model_lib.pair_outputs(fa, fb, head, levels)
-
-    def loss_terms(self, y, y_pred) -> dict:
-        """Every term of the objective, as scalars (reid_tf.losses.objective_terms)."""
-        return losses.objective_terms(y, y_pred, self.network.losses, self.contrastive)
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        terms = self.loss_terms(y, y_pred)
-        total = losses.total_objective(terms)  # Eq. 6 with the regularisers
-        for name, value in terms.items():
-            self.trackers[name].update_state(value)
-        self.trackers["loss"].update_state(total)
-        self.accuracy.update_state(y, y_pred["logits"])
-        # Under tf.distribute each replica sees 1/n of the batch and the gradients are summed, so
-        # the per-replica mean is divided by n (Keras does this only for its own compiled losses).
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return total / replicas if replicas > 1 else total
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        return self.get_metrics_result()
-
-    @property
-    def metrics(self):
-        return [*self.trackers.values(), self.accuracy]
-
-
-def make_optimizer(learning_rate: float = config.LEARNING_RATE) -> keras.optimizers.Optimizer:
-    """Adam, lr 5e-4 (§4.2); weight decay is the layers' L2 regulariser (coupled, as TF1 did)."""
-    return keras.optimizers.Adam(learning_rate)
-
+from reid_tf import config, fileio, run_folder
+from reid_tf.model import build_model
+from reid_tf.run_folder import KEPT_DIR
 
 MAX_TO_KEEP = 3  # checkpoints kept on disk: the newest can be damaged, an older one still restores
 DAMAGED_DIR = "damaged"  # damaged checkpoints are moved here, never deleted
-KEPT_DIR = workdir_lib.KEPT_DIR  # StepCheckpoint's keep_every checkpoints, never deleted
 
 
 def checkpoint_manager(trainer: keras.Model, directory: str) -> tf.train.CheckpointManager:
@@ -175,7 +113,7 @@ def _forget(directory: str, paths: list[str]) -> None:
 
 def _write_state(directory: str, entries: list[tuple[str, float]]) -> None:
     """Write the state file listing (checkpoint name, timestamp) entries, oldest first; none: remove it."""
-    path = os.path.join(directory, "checkpoint")
+    path = run_folder.checkpoint_state_file(directory)
     if not entries:
         if os.path.exists(path):
             os.remove(path)
@@ -200,7 +138,7 @@ def checkpoint_paths(directory: str) -> list[str]:
     state = _readable_state(directory)
     if state is not None and state.all_model_checkpoint_paths:
         return list(state.all_model_checkpoint_paths)
-    return [os.path.join(directory, f"ckpt-{s}") for s in workdir_lib.checkpoint_steps(directory)]
+    return [os.path.join(directory, f"ckpt-{s}") for s in run_folder.checkpoint_steps(directory)]
 
 
 def rebuild_state(directory: str) -> list[str]:
@@ -208,7 +146,7 @@ def rebuild_state(directory: str) -> list[str]:
     unreadable while checkpoints are there; returns the names it lists ([] when nothing was done).
     Without it TensorFlow sees no checkpoint at all, and a resumed run would start from step 0 over
     the files of the run it was asked to continue. Call it only while holding the workdir's lock."""
-    steps = workdir_lib.checkpoint_steps(directory)
+    steps = run_folder.checkpoint_steps(directory)
     if not steps or _readable_state(directory) is not None:
         return []
     names = [f"ckpt-{s}" for s in steps]
@@ -255,9 +193,7 @@ def restore_network(network: keras.Model, directory: str) -> tuple[str, int]:
     paths = checkpoint_paths(directory)
     if not paths:
         raise FileNotFoundError(f"{directory} holds no checkpoint")
-    checkpoint = tf.train.Checkpoint(model=network)
-    restored, failed = newest_restorable(
-        lambda p: checkpoint.restore(p).expect_partial().assert_existing_objects_matched(), paths)
+    restored, failed = newest_restorable(lambda p: restore_weights(network, p), paths)
     for path, error in failed:
         logging.warning("checkpoint %s is damaged (%s); skipped", path, error)
     if restored is None:
@@ -265,4 +201,25 @@ def restore_network(network: keras.Model, directory: str) -> tuple[str, int]:
     return restored, checkpoint_step(restored)
 
 
-checkpoint_dir = workdir_lib.checkpoint_dir
+def restore_weights(network: keras.Model, path: str) -> None:
+    """Load the network's weights (not the optimizer's) from checkpoint `path`; raises what
+    TensorFlow raises when they do not restore (a damaged file, another preset's checkpoint)."""
+    tf.train.Checkpoint(model=network).restore(path).expect_partial().assert_existing_objects_matched()
+
+
+def run_network(workdir: str, preset: str) -> tuple[keras.Model, str, int | None]:
+    """The network of a training run: its final model.keras (run_folder.load_network), or, for a run
+    that was stopped before writing it, its newest checkpoint that restores into the run's `preset`.
+    Returns (network, source, step: None for model.keras)."""
+    path = run_folder.model_file(workdir)
+    if os.path.exists(path):
+        return run_folder.load_network(path), path, None
+    directory = run_folder.checkpoint_dir(workdir)
+    if not os.path.isfile(run_folder.checkpoint_state_file(directory)):
+        raise FileNotFoundError(f"{path} not found and {directory} holds no checkpoint: the run in "
+                                f"{workdir} has not saved a network yet")
+    network = build_model(config.get_model_config(preset))
+    checkpoint, step = restore_network(network, directory)
+    logging.info("%s has no model.keras (the run was stopped before the end): evaluating its newest "
+                 "good checkpoint, %s, at step %d", workdir, checkpoint, step)
+    return network, checkpoint, step
