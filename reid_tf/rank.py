@@ -48,11 +48,6 @@ if TYPE_CHECKING:  # scoring loads TensorFlow, which the command's --help does n
     from reid_tf.scoring import ImageFeatures
 
 
-# A user's error is cli.UsageError (one `error:` line, status 1); RankError is only the name
-# load_model_file raises it by.
-RankError = cli.UsageError
-
-
 # ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Ranking:
