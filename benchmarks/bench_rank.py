@@ -1,4 +1,4 @@
-"""Ranking one query against a large gallery (issue 12): exhaustive against two-stage scoring, and
+"""Ranking one query against a large gallery: exhaustive against two-stage scoring, and
 what the shortlist costs in accuracy — the measurements behind config.RANK_SHORTLIST_ABOVE / _K.
 
     python -m benchmarks.bench_rank --model=runs/x/model.keras --work=/tmp/bench_rank

@@ -5,7 +5,7 @@ A kept network is a folder networks/<name>/ holding model.keras (the final netwo
 and card.json (what it is, how it was trained, and its test figures under both protocols; card.md is
 the same for a reader): experiments.make_card writes both from a finished training workdir. This
 command evaluates each network on its own trial's test split, under every protocol its card lists
-(single_shot, xcorr = [31]'s, with the card's gallery seed), and prints one line per figure that
+(single_shot, random_gallery = [31]'s, with the card's gallery seed), and prints one line per figure that
 differs from the card by more than --tolerance percentage points, plus one line if model.keras is
 not the file the card describes (its SHA-256). Exit status 0 when every figure agrees, 1 otherwise.
 

@@ -1,8 +1,8 @@
 """Accuracy against pairs seen for one training run, from its saved checkpoints, under both test
-protocols (issue 11):
+protocols:
 
     python -m experiments.curve --workdir=runs/cuhk01_l23 --checkpoints=runs/cuhk01_l23/checkpoints \\
-        --out=results/cuhk01_l23_cross_camera_curve [--protocols=single_shot,xcorr] [--every=395]
+        --out=results/cuhk01_l23_cross_camera_curve [--protocols=single_shot,random_gallery] [--every=395]
 
 Each checkpoint (ckpt-<step>) whose step is a multiple of --every, or the last one, is restored into
 the run's preset and evaluated on the run's test split (reid_tf.protocols.evaluate_network);
@@ -39,7 +39,7 @@ from reid_tf.protocols import SINGLE_SHOT_PROTOCOLS, evaluate_network
 from reid_tf.run_options import TrainOptions, read_run, run_dataset, run_setting, training_data
 
 FLAGS = flags.FLAGS
-COLOURS = {"single_shot": (31, 119, 180), "xcorr": (214, 39, 40)}
+COLOURS = {"single_shot": (31, 119, 180), "random_gallery": (214, 39, 40)}
 
 
 def pairs_per_step(run: TrainOptions, records) -> int:

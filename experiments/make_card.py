@@ -6,9 +6,9 @@ preset, recipe and pairing, steps, epochs and pairs seen (model.json, run.json),
 command, the code commit, the machine and its training rate (the median of the log's progress lines),
 the start and end dates (the log's first and last lines), and the test figures under both protocols,
 measured here on the copied file exactly as check_results measures them. The workdir's own
-eval.json / eval_xcorr.json, when present, are compared with them (a warning when they differ).
+eval.json / eval_random_gallery.json, when present, are compared with them (a warning when they differ).
 
-    python -m experiments.make_card --workdir=/work/runs/cuhk01_l234_t0 --name=cuhk01_l234_paper_xcorr_t0 \\
+    python -m experiments.make_card --workdir=/work/runs/cuhk01_l234_t0 --name=cuhk01_l234_shifted_copies_t0 \\
         --log=/work/runs/cuhk01_l234_t0.log --code_dir=/work/runs/wt-9613452 --data_dir=/work/runs/data
 
 --log: the training's log (stderr of reid_tf.train, every leg appended; default RUN.log or RUN/train.log);
@@ -94,7 +94,7 @@ def code_of(workdir: str, code_dir: str | None) -> dict:
     (written by the training at its end) record, else unknown."""
     if code_dir:
         return {**provenance.code_version(code_dir), "source": code_dir}
-    for protocol in ("single_shot", "xcorr"):
+    for protocol in ("single_shot", "random_gallery"):
         name = os.path.basename(evaluate_path(workdir, protocol))
         recorded = (read_json(evaluate_path(workdir, protocol)) or {}).get("provenance")
         if recorded and recorded.get("commit"):
@@ -152,7 +152,7 @@ def card_markdown(card: dict) -> str:
     for protocol, m in card["test"].items():
         lines.append(f"| {protocol} | {m['rank1']:.2f} | {m['rank5']:.2f} | {m['rank10']:.2f} | {m['map']:.2f} | "
                      f"{m['gallery_seed']}, {m['draws']} |")
-    x = card["test"].get("xcorr", {})
+    x = card["test"].get("random_gallery", {})
     if "same_camera_rank1" in x:
         lines += ["", f"Under [31]'s protocol, top-1 of the probes whose gallery image is from their own camera: "
                   f"{x['same_camera_rank1']:.1f} ({x['same_camera_probes']:.0f} probes a draw); from the other "
@@ -161,7 +161,7 @@ def card_markdown(card: dict) -> str:
 
 
 def make_card(workdir: str, name: str, out_root: str, data_dir: str | None, log: str | None = None,
-              code_dir: str | None = None, command: str | None = None, protocols=("single_shot", "xcorr"),
+              code_dir: str | None = None, command: str | None = None, protocols=("single_shot", "random_gallery"),
               force: bool = False) -> dict:
     """Copy workdir's final network to out_root/name/ and write its card; returns the card."""
     from experiments.curve import pairs_per_step
@@ -229,6 +229,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("log", None, "the training's log (default: WORKDIR.log or WORKDIR/train.log)")
     flags.DEFINE_string("code_dir", None, "the git checkout the run was trained from (its commit)")
     flags.DEFINE_string("command", None, "the training command as typed (default: rebuilt from run.json)")
-    flags.DEFINE_list("protocols", ["single_shot", "xcorr"], "test protocols measured for the card")
+    flags.DEFINE_list("protocols", ["single_shot", "random_gallery"], "test protocols measured for the card")
     flags.DEFINE_boolean("force", False, "replace an existing card of the same name")
     cli.run(main)

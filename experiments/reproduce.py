@@ -7,9 +7,9 @@ hardware and the wall time. Rows whose dataset is missing are listed as skipped,
 that prepares it. Finished trials are reused (their workdir holds eval.json), so an interrupted
 reproduction continues where it stopped; an interrupted trial resumes from its last checkpoint.
 
-Each row trains with its dataset's recipe (`paper_xcorr`, [31]'s pairs, for the paper's datasets:
+Each row trains with its dataset's recipe (`shifted_copies`, [31]'s pairs, for the paper's datasets:
 docs/DESIGN.md "Recipes") unless --recipe says otherwise, on the recipe's pairing (shared images for
-`paper_xcorr`, per pair for `cross_camera`: config.RECIPE_PAIRING) unless --pairing says otherwise;
+`shifted_copies`, per pair for `cross_camera`: config.RECIPE_PAIRING) unless --pairing says otherwise;
 a run's workdir, runs/table{N}/<row>_<recipe>_<pairing>/trial{t}, names both.
 
 --smoke runs the same code path on a tiny synthetic dataset in a few minutes (the test suite does,
@@ -113,7 +113,8 @@ def _run_label(run: dict) -> tuple[str, str]:
     """(recipe, pairing) of a curve's run, "K = k" added to shared pairing."""
     recipe, pairing = run_setting(run, "recipe"), run_setting(run, "pairing")
     if pairing == "shared":
-        k = 1 if recipe == "paper_xcorr" else run_setting(run, "shared_images_per_camera")
+        k, limit = run_setting(run, "shared_images_per_camera"), config.RECIPE_MAX_SHARED_K[recipe]
+        k = k if limit is None else min(k, limit)
         pairing += f", K = {k}"
     return recipe, pairing
 
@@ -340,7 +341,7 @@ if __name__ == "__main__":
                         "committed *_curve.json files (e.g. results)")
     flags.DEFINE_float("max_minutes", None, "training budget per trial (default: the paper's 5 epochs)")
     flags.DEFINE_enum("recipe", None, list(config.RECIPES), "training pairs (default: each dataset's: "
-                      "paper_xcorr for the paper's datasets; reid_tf.train --recipe)")
+                      "shifted_copies for the paper's datasets; reid_tf.train --recipe)")
     flags.DEFINE_enum("pairing", None, list(config.PAIRINGS), "per_pair or shared (default: the recipe's; "
                       "reid_tf.train --pairing)")
     cli.run(main)

@@ -18,7 +18,7 @@ Why each is not a stock Keras one:
 - `Validation`: CMC on held-out identities, TensorBoard scalars and Figure 4 panels. VIPeR and
   CUHK01 have no validation split in the paper (§4.1). For them the curve is computed on the
   trial's test identities and logged as "test_monitor": it is for watching learning (and for the
-  validation-against-time curve of issue 5), never for choosing a checkpoint — the final model is
+  validation-against-time curve), never for choosing a checkpoint — the final model is
   the last step, whatever this curve says.
 
 A Keras "epoch" here is one checkpoint interval (`checkpoint_every` steps) so that fit's

@@ -74,7 +74,7 @@ def _evaluated(workdir: str, repeats: int, protocol: str = "single_shot") -> dic
     path, model = eval_prefix(workdir, protocol) + ".json", run_folder.model_file(workdir)
     if not (os.path.isfile(path) and os.path.isfile(model)) or os.path.getmtime(path) < os.path.getmtime(model):
         return None
-    draws = 1 if protocol == "standard" else repeats * (config.XCORR_GALLERY_DRAWS if protocol == "xcorr" else 1)
+    draws = 1 if protocol == "standard" else repeats * (config.RANDOM_GALLERY_DRAWS if protocol == "random_gallery" else 1)
     try:
         with open(path) as f:
             body = json.load(f)
@@ -141,7 +141,7 @@ def evaluate_workdirs(workdirs: list[str], out_prefix: str, repeats: int = 1, re
     """Evaluate the runs of several trials and write the mean ± std over them to out_prefix.{json,md}.
 
     reuse: take a run's eval json when it is newer than its model.keras (the trainer writes it).
-    Under protocol xcorr the ± is the spread of the trials' means (each over its gallery draws).
+    Under protocol random_gallery the ± is the spread of the trials' means (each over its gallery draws).
     """
     def protocol_of(workdir: str) -> str:  # standard-protocol datasets have their own (evaluate_workdir)
         standard = datasets.REGISTRY[TrainOptions.load(workdir).dataset].protocol == datasets.STANDARD
@@ -159,7 +159,7 @@ def evaluate_workdirs(workdirs: list[str], out_prefix: str, repeats: int = 1, re
         raise UsageError(f"the runs' networks have BN statistics of different kinds (--precise_bn "
                          f"{', '.join(str(b.get('precise_bn', 0)) + ' in ' + w for b, w in zip(bodies, workdirs))}); "
                          "resume them with one --precise_bn")
-    summary = summarize([b["per_trial"] for b in bodies], trial_means=protocol == "xcorr")
+    summary = summarize([b["per_trial"] for b in bodies], trial_means=protocol == "random_gallery")
     title = (f"{bodies[0]['dataset']} / {bodies[0]['model']} / {len(bodies)} trial(s){bn_note(precise.pop())} "
              f"— protocol {protocol}: {PROTOCOL_TITLES[protocol]}")
     body = {"dataset": bodies[0]["dataset"], "model": bodies[0]["model"], "protocol": protocol,
@@ -266,7 +266,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("seed", 0, "seed for --checkpoint")
     flags.DEFINE_integer("repeats", 1, "single-shot draws per trial (repeat r uses seed + r)")
     flags.DEFINE_list("protocol", ["single_shot"], "test protocol(s), comma-separated: single_shot "
-                      "(ours), xcorr ([31]'s, which §4.1 follows for CUHK01); both: single_shot,xcorr")
+                      "(ours), random_gallery ([31]'s, which §4.1 follows for CUHK01); both: single_shot,random_gallery")
     flags.DEFINE_string("out", None, "output prefix for .json / .md")
     flags.DEFINE_integer("shortlist", config.SHORTLIST_K, "standard-protocol datasets (Market-1501, ...): "
                          "Eq. 7 on each query's K nearest gallery images by d (reid_tf.shortlist)")

@@ -7,10 +7,10 @@ ranked-results pictures (reid_tf.visrank) and the accuracy curve (experiments/cu
 - "single_shot" (`single_shot`): the paper's §4.1 — "only one query image and one matched image in
   the gallery for each testing identity": a camera-A query and a camera-B gallery image per test
   identity (DESIGN "Protocols").
-- "xcorr" (`xcorr_draws`): the test of [31], whose CUHK01 setting §4.1 follows (src/test.lua and
+- "random_gallery" (`random_gallery_draws`): the test of [31], whose CUHK01 setting §4.1 follows (src/test.lua and
   src/doallTest.lua of InnovArul/personreid_normxcorr): per draw one random gallery image per
   identity from either camera, every other image a probe, CMC averaged over
-  config.XCORR_GALLERY_DRAWS draws.
+  config.RANDOM_GALLERY_DRAWS draws.
 - "standard" (`evaluate_standard`): the protocol of the standard benchmarks (Market-1501,
   DukeMTMC-reID, CUHK03-NP; reid_tf.metrics.standard_protocol) on their fixed query and gallery,
   scored in two stages (reid_tf.shortlist: Eq. 7 on each query's K nearest gallery images by d).
@@ -33,11 +33,11 @@ from reid_tf.images import load_images
 # Eq. 7 (the paper's), p(match) alone and d alone.
 RANKINGS = {"eq7": "score", "p_match": "p_match", "distance": "distance"}
 # The protocols evaluate_network serves, chosen with --protocol (datasets of the paper's kind).
-SINGLE_SHOT_PROTOCOLS = ("single_shot", "xcorr")
+SINGLE_SHOT_PROTOCOLS = ("single_shot", "random_gallery")
 PROTOCOL_TITLES = {
     "single_shot": "single-shot, camera-A query vs one camera-B image per identity (DESIGN \"Protocols\")",
-    "xcorr": "[31]'s test: one random gallery image per identity from either camera, every other "
-             f"image a probe, mean over {config.XCORR_GALLERY_DRAWS} gallery draws",
+    "random_gallery": "[31]'s test: one random gallery image per identity from either camera, every other "
+             f"image a probe, mean over {config.RANDOM_GALLERY_DRAWS} gallery draws",
     # Not chosen with --protocol: the protocol of Market-1501, DukeMTMC-reID and CUHK03-NP, always theirs.
     "standard": "standard (Market-1501): every query against the gallery without same-camera matches "
                 "and junk, Eq. 7 on the K nearest by d (reid_tf.shortlist)",
@@ -84,7 +84,7 @@ def single_shot_images(dataset: Dataset, identities: Iterable[int], trial: int, 
 
 
 # ------------------------------------------------------------------------------------ [31]'s test
-def xcorr_draws(records: list[Record], seed: int, draws: int = config.XCORR_GALLERY_DRAWS
+def random_gallery_draws(records: list[Record], seed: int, draws: int = config.RANDOM_GALLERY_DRAWS
                 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """[31]'s test protocol (src/test.lua, src/doallTest.lua of InnovArul/personreid_normxcorr):
     per draw, one image per identity, from either camera, is the gallery and every other image of
@@ -125,8 +125,8 @@ def evaluate_network(network, dataset: Dataset, identities: list[int], trial: in
     """CMC / mAP of `network` on the test identities under a protocol (PROTOCOL_TITLES).
 
     single_shot: repeat r draws its queries and gallery with seed + r (repeat 0 is the protocol's).
-    xcorr: every test image scored against every other once; each of the repeats ×
-      XCORR_GALLERY_DRAWS gallery draws is then read from that matrix (draw seed: seed + r).
+    random_gallery: every test image scored against every other once; each of the repeats ×
+      RANDOM_GALLERY_DRAWS gallery draws is then read from that matrix (draw seed: seed + r).
     Returns {ranking: {"curves": [...], "map": [...]}} with one entry per draw.
     """
     from reid_tf.scoring import ScoringEngine  # loads TensorFlow: see the module docstring
@@ -136,14 +136,14 @@ def evaluate_network(network, dataset: Dataset, identities: list[int], trial: in
                          "(standard-protocol datasets: evaluate_standard)")
     engine = ScoringEngine(network)
     out = {name: {"curves": [], "map": []} for name in RANKINGS}
-    if protocol == "xcorr":
+    if protocol == "random_gallery":
         records = datasets.records_of(dataset, identities)
         ids = identities_of(records)
         features = engine.image_features(load_images([r.path for r in records]))
         everything = engine.score_matrix(features, features)  # (N, N): image_a = probe, image_b = gallery
         cams, out["camera_split"] = np.array([r.camera for r in records]), []
         for r in range(repeats):
-            for probes, gallery in xcorr_draws(records, seed + r):
+            for probes, gallery in random_gallery_draws(records, seed + r):
                 scores = {k: everything[k][np.ix_(probes, gallery)] for k in RANKINGS.values()}
                 _add(out, scores, ids[probes], ids[gallery])
                 out["camera_split"].append(camera_split(scores["score"], ids[probes], cams[probes], ids[gallery],

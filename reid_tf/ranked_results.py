@@ -1,4 +1,4 @@
-"""Ranked results made visible: one picture per query and one page that shows them all (issue 12).
+"""Ranked results made visible: one picture per query and one page that shows them all.
 
 A picture (`ranked_picture`), left to right: the query, a gap, then its top-k gallery images in rank
 order. Every tile is the image as the model saw it (resized to 160 × 60), zoomed; under it: rank

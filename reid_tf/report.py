@@ -49,7 +49,7 @@ def eq7_figures(summary: dict) -> dict:
 
 
 def summarize_camera_split(per_trial: list[dict]) -> dict | None:
-    """Mean ± std over every draw of camera_split's top-1 and probe counts; None without xcorr draws."""
+    """Mean ± std over every draw of camera_split's top-1 and probe counts; None without random-gallery draws."""
     draws = [d for t in per_trial for d in t.get("camera_split", [])]
     if not draws:
         return None

@@ -38,11 +38,11 @@ class TrainOptions:
     init_from: str | None = None  # a trained network (model.keras or its workdir) to start from
     init_partial: bool = False  # --init_from may leave layers it has no weights for at their initial values
     # config.RECIPES: which reading of §4.2's pairs (DESIGN "Recipes"); None: the dataset's (the
-    # paper's datasets: [31]'s "paper_xcorr"; the others: "cross_camera")
+    # paper's datasets: [31]'s "shifted_copies"; the others: "cross_camera")
     recipe: str | None = None
     shared_images_per_camera: int = config.SHARED_IMAGES_PER_CAMERA  # K at most, --pairing=shared
     # "per_pair" or "shared" (reid_tf.pairs); None: the recipe's (config.RECIPE_PAIRING: shared for
-    # paper_xcorr, per pair for cross_camera; per pair under --strategy=mirrored)
+    # shifted_copies, per pair for cross_camera; per pair under --strategy=mirrored)
     pairing: str | None = None
     checkpoint_every: int = 50  # steps
     keep_every: int = 0  # steps: checkpoints at its multiples are kept in checkpoints/kept/ (0: none)
@@ -94,14 +94,14 @@ class TrainOptions:
         if self.recipe is not None and self.recipe not in config.RECIPES:
             raise UsageError(f"unknown recipe {self.recipe!r}; valid: {', '.join(config.RECIPES)}")
         check_dataset(self)
-        if self.resolved_pairing() == "shared" and self.resolved_recipe() == "paper_xcorr" and \
-                self.shared_images_per_camera > 1:
+        recipe, limit = self.resolved_recipe(), config.RECIPE_MAX_SHARED_K[self.resolved_recipe()]
+        if self.resolved_pairing() == "shared" and limit is not None and self.shared_images_per_camera > limit:
             given = "" if self.recipe else f" ({self.dataset}'s default; --recipe=cross_camera for ours)"
             pairing = "" if self.pairing else " (its default pairing; --pairing=per_pair for the other)"
-            raise UsageError(f"--recipe=paper_xcorr{given} on shared images{pairing} shares images one "
-                             f"positive a visit (K = 1: [31]'s all-pairs positives cannot be cut into equal "
-                             f"K × K blocks); drop --shared_images_per_camera={self.shared_images_per_camera} "
-                             "or set it to 1")
+            raise UsageError(f"--recipe={recipe}{given} on shared images{pairing} shares at most K = {limit} "
+                             f"image(s) per camera side a visit (config.RECIPE_MAX_SHARED_K; its positives "
+                             f"cannot be cut into equal K × K blocks); drop --shared_images_per_camera="
+                             f"{self.shared_images_per_camera} or set it to at most {limit}")
         if self.pairing == "shared" and self.strategy == "mirrored":
             raise UsageError("--pairing=shared forms each batch's pairs among its own images, which "
                              "--strategy=mirrored would split across replicas; use --pairing=per_pair "
@@ -170,6 +170,12 @@ def read_run(workdir: str) -> dict:
             raise ValueError(f"{path} is damaged ({e})") from None
     if not isinstance(body, dict):
         raise ValueError(f"{path} is damaged (not a JSON object)")
+    if body.get("recipe") is not None and body["recipe"] not in config.RECIPES:
+        # A setting's name changes once, with the committed records rewritten (docs/LOGBOOK.md names
+        # each rename); an older workdir is refused rather than read under a table of old names.
+        raise ValueError(f"{path} names recipe {body['recipe']!r}, which this reid_tf does not know "
+                         f"({', '.join(config.RECIPES)}): a run of an older version; set \"recipe\" in "
+                         "it to the present name of the same pairs (docs/LOGBOOK.md lists renamed names)")
     return body
 
 

@@ -272,8 +272,8 @@ def define_flags() -> None:
     flags.DEFINE_boolean("resume", d.resume, "continue from the workdir's last checkpoint")
     flags.DEFINE_enum("strategy", d.strategy, ["default", "mirrored"], "tf.distribute strategy")
     flags.DEFINE_enum("recipe", d.recipe, list(config.RECIPES), "which reading of the paper's pairs: "
-                      "cross_camera (ours) or paper_xcorr ([31]'s code: copies, all pairs; docs/DESIGN.md); "
-                      "default: the dataset's (paper_xcorr for VIPeR, CUHK01, CUHK03; else cross_camera)")
+                      "cross_camera (ours) or shifted_copies ([31]'s code: copies, all pairs; docs/DESIGN.md); "
+                      "default: the dataset's (shifted_copies for VIPeR, CUHK01, CUHK03; else cross_camera)")
     flags.DEFINE_integer("shared_images_per_camera", d.shared_images_per_camera, "--pairing=shared: "
                          "camera-A and camera-B images per identity visit, at most (K; 1 = more "
                          "identities per batch, 2 = more pairs per encoded image)")
@@ -284,7 +284,7 @@ def define_flags() -> None:
                          "and the log lists them); without it that is an error")
     flags.DEFINE_enum("pairing", d.pairing, list(config.PAIRINGS), "per_pair: every pair's two images "
                       "encoded for it; shared: a batch of identity visits, each image encoded once and "
-                      "paired within the batch (1.8x faster); default: the recipe's (shared for paper_xcorr, "
+                      "paired within the batch (1.8x faster); default: the recipe's (shared for shifted_copies, "
                       "per_pair for cross_camera and under --strategy=mirrored; docs/DESIGN.md)")
     flags.DEFINE_integer("checkpoint_every", d.checkpoint_every, "steps between checkpoints")
     flags.DEFINE_integer("keep_every", d.keep_every, "keep the checkpoints at multiples of this many "
@@ -304,8 +304,8 @@ def define_flags() -> None:
                          "it (0: the moving averages as trained, the default; DESIGN \"Precise BN\"); "
                          "with --resume, applies to a finished run too")
     flags.DEFINE_integer("threads", 0, "TensorFlow's intra- and inter-op threads (0: TensorFlow's default, "
-                         "every core). 1 each lets two trainings share 2 cores: together they did 1.13x the "
-                         "pairs of one on both (docs/RESULTS.md, session 8)")
+                         "every core). 1 each lets two trainings share 2 cores with more pairs in all than one on "
+                         "both (docs/RESULTS.md has the measurement)")
     flags.DEFINE_integer("cpu_devices", 0, "split the CPU into this many logical devices (to run "
                          "--strategy=mirrored without GPUs, e.g. in tests); 0: leave as is")
 

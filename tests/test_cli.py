@@ -1,4 +1,4 @@
-"""Explicit requests fail explicitly (issue 15): every command refuses a usage error with one line and a
+"""Explicit requests fail explicitly: every command refuses a usage error with one line and a
 non-zero status, never a traceback; --help exits 0; a named dataset that is not prepared is an error;
 `make clean` keeps runs/ and `make demo DATASET=...` trains on that dataset; atomic writes."""
 import json
@@ -208,10 +208,10 @@ def a_file(tmp_path_factory):
     (["--workdir={file}/run"], ["cannot be created or written"]),
     (["--model=nope"], ["nope", "l23"]),
     (["--dataset=nope"], ["nope", "viper"]),
-    (["--pairing=shared", "--recipe=paper_xcorr", "--shared_images_per_camera=2"],
-     ["paper_xcorr", "K = 1", "--shared_images_per_camera=2"]),
-    (["--recipe=paper_xcorr", "--shared_images_per_camera=2"],  # shared by default with this recipe
-     ["paper_xcorr", "its default pairing", "--pairing=per_pair", "--shared_images_per_camera=2"]),
+    (["--pairing=shared", "--recipe=shifted_copies", "--shared_images_per_camera=2"],
+     ["shifted_copies", "K = 1", "--shared_images_per_camera=2"]),
+    (["--recipe=shifted_copies", "--shared_images_per_camera=2"],  # shared by default with this recipe
+     ["shifted_copies", "its default pairing", "--pairing=per_pair", "--shared_images_per_camera=2"]),
     (["--pairing=shared", "--strategy=mirrored"], ["--pairing=shared", "mirrored"]),
     (["--threads=-1"], ["--threads=-1", ">= 0"]),
     (["--precise_bn=-1"], ["--precise_bn=-1", ">= 0"]),
@@ -245,6 +245,18 @@ def test_named_dataset_that_is_not_prepared_is_an_error(tmp_path):
 def test_other_commands_refuse_in_one_line(module, args, expected, tmp_path):
     proc = run(module, *[a.format(tmp=tmp_path) for a in args])
     assert_one_line_error(proc, *expected)
+
+
+def test_a_workdir_of_an_older_version_is_refused_in_one_line_and_kept(tmp_path):
+    """A run.json naming a recipe by a name this version no longer has (the renamed [31] recipe) is
+    refused with one line naming the file and what to set, and the workdir is left as it was."""
+    workdir = tmp_path / "old"
+    workdir.mkdir()
+    record = '{"dataset": "cuhk01", "model": "l23", "trial": 0, "seed": 0, "recipe": "paper_xcorr"}'
+    (workdir / "run.json").write_text(record)
+    proc = run("reid_tf.evaluate", f"--workdir={workdir}", f"--data_dir={tmp_path / 'data'}")
+    assert_one_line_error(proc, str(workdir / "run.json"), "'paper_xcorr'", "shifted_copies", '"recipe"')
+    assert os.listdir(workdir) == ["run.json"] and (workdir / "run.json").read_text() == record
 
 
 def test_preparation_that_finds_no_usable_image_says_what_it_found(tmp_path):
@@ -290,7 +302,7 @@ def test_atomic_write_is_all_or_nothing(tmp_path):
 
 
 def test_one_atomic_write_helper():
-    """Every os.replace of the project is fileio's (issue 14: one helper, used everywhere)."""
+    """Every os.replace of the project is fileio's (one helper, used everywhere)."""
     hits = []
     for top in ("reid_tf", "data_tools", "experiments", "benchmarks"):
         for folder, _, files in os.walk(os.path.join(fixtures.REPO, top)):

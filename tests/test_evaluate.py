@@ -85,7 +85,7 @@ def test_summary_of_two_draws_by_hand(fake_scoring):
 
 def write_trial(workdir, trial, draw, model_newer=False, protocol="single_shot"):
     """A finished run's workdir: run.json, model.keras and an eval json of hand curves: one draw's
-    (draw: 0 or 1), or of a list of draws (e.g. the 10 gallery draws of protocol xcorr)."""
+    (draw: 0 or 1), or of a list of draws (e.g. the 10 gallery draws of protocol random_gallery)."""
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "run.json"), "w") as f:
         json.dump({"dataset": "synthetic", "model": "l23", "trial": trial}, f)
@@ -152,16 +152,16 @@ def test_finished_trials_are_reused_only_when_current(tmp_path, monkeypatch):
     assert evaluated == [("fresh", 1)]
 
 
-def test_xcorr_trials_spread_is_over_the_trials_means(tmp_path, monkeypatch):
+def test_random_gallery_trials_spread_is_over_the_trials_means(tmp_path, monkeypatch):
     """[31]'s protocol scores 10 gallery draws per trial; the paper's ± is over trials, so each trial
     counts once, as the mean of its draws. Trial 0's draws alternate the hand draws 0 and 1 (rank-1
     by d 2/3, 1, ...: mean 5/6), trial 1's are all draw 1 (rank-1 by d 1): mean 11/12, ± |1 − 5/6| / √2,
     n = 2 (pooling the 20 draws would give ± 0.17 over n = 20)."""
     workdirs = [str(tmp_path / "t0"), str(tmp_path / "t1")]
-    write_trial(workdirs[0], 0, draw=[0, 1] * 5, protocol="xcorr")
-    write_trial(workdirs[1], 1, draw=[1] * 10, protocol="xcorr")
+    write_trial(workdirs[0], 0, draw=[0, 1] * 5, protocol="random_gallery")
+    write_trial(workdirs[1], 1, draw=[1] * 10, protocol="random_gallery")
     monkeypatch.setattr(evaluate, "evaluate_workdir", lambda *a, **k: pytest.fail("a finished trial was re-evaluated"))
-    body = evaluate.evaluate_workdirs(workdirs, str(tmp_path / "trials_xcorr"), protocol="xcorr")
+    body = evaluate.evaluate_workdirs(workdirs, str(tmp_path / "trials_random_gallery"), protocol="random_gallery")
     d = body["summary"]["distance"]
     assert (d["rank"]["1"]["mean"], d["rank"]["1"]["std"]) == (pytest.approx(100 * 11 / 12),
                                                                pytest.approx(100 * (1 / 6) / np.sqrt(2)))
@@ -170,7 +170,7 @@ def test_xcorr_trials_spread_is_over_the_trials_means(tmp_path, monkeypatch):
                                                    pytest.approx(100 * np.std(trial_maps, ddof=1)))
     np.testing.assert_allclose(d["curve"], 100 * np.mean([np.mean([CURVES[0]["distance"], CURVES[1]["distance"]], 0),
                                                           CURVES[1]["distance"]], 0))
-    assert d["n"] == 2 and body["protocol"] == "xcorr"
+    assert d["n"] == 2 and body["protocol"] == "random_gallery"
     # the single-shot protocol keeps its rule: one draw per trial, as before
     write_trial(workdirs[0], 0, draw=0)
     write_trial(workdirs[1], 1, draw=1)
@@ -178,8 +178,8 @@ def test_xcorr_trials_spread_is_over_the_trials_means(tmp_path, monkeypatch):
     assert single["std"] == pytest.approx(100 * (1 / 3) / np.sqrt(2))
 
 
-def test_xcorr_eval_json_is_reused_only_with_all_its_draws_and_current(tmp_path, monkeypatch):
-    """Under --protocol=xcorr a run's eval_xcorr.json is reused when newer than model.keras and
+def test_random_gallery_eval_json_is_reused_only_with_all_its_draws_and_current(tmp_path, monkeypatch):
+    """Under --protocol=random_gallery a run's eval_random_gallery.json is reused when newer than model.keras and
     holding repeats × 10 draws of that protocol; a single-shot eval.json never stands in for it."""
     evaluated = []
 
@@ -191,12 +191,12 @@ def test_xcorr_eval_json_is_reused_only_with_all_its_draws_and_current(tmp_path,
 
     monkeypatch.setattr(evaluate, "evaluate_workdir", evaluate_workdir)
     done, stale, single, short = (str(tmp_path / n) for n in ("done", "stale", "single", "short"))
-    write_trial(done, 0, draw=[0] * 10, protocol="xcorr")
-    write_trial(stale, 1, draw=[0] * 10, protocol="xcorr", model_newer=True)  # retrained since
+    write_trial(done, 0, draw=[0] * 10, protocol="random_gallery")
+    write_trial(stale, 1, draw=[0] * 10, protocol="random_gallery", model_newer=True)  # retrained since
     write_trial(single, 2, draw=0)  # eval.json only: the single-shot protocol
-    write_trial(short, 3, draw=[0] * 9, protocol="xcorr")  # a draw short
-    evaluate.evaluate_workdirs([done, stale, single, short], str(tmp_path / "a"), protocol="xcorr")
-    assert evaluated == [("stale", 1, "xcorr"), ("single", 1, "xcorr"), ("short", 1, "xcorr")]
+    write_trial(short, 3, draw=[0] * 9, protocol="random_gallery")  # a draw short
+    evaluate.evaluate_workdirs([done, stale, single, short], str(tmp_path / "a"), protocol="random_gallery")
+    assert evaluated == [("stale", 1, "random_gallery"), ("single", 1, "random_gallery"), ("short", 1, "random_gallery")]
     evaluated.clear()
-    evaluate.evaluate_workdirs([done], str(tmp_path / "b"), repeats=2, protocol="xcorr")  # 20 draws asked
-    assert evaluated == [("done", 2, "xcorr")]
+    evaluate.evaluate_workdirs([done], str(tmp_path / "b"), repeats=2, protocol="random_gallery")  # 20 draws asked
+    assert evaluated == [("done", 2, "random_gallery")]

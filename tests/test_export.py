@@ -1,4 +1,4 @@
-"""Export for serving (issue 12): the SavedModel, loaded in a fresh process with TensorFlow alone,
+"""Export for serving: the SavedModel, loaded in a fresh process with TensorFlow alone,
 equals the Keras model to 1e-4 on all three endpoints, holds no XLA-compiled or FFT code, and the
 command answers bad input with one line."""
 import json

@@ -1,4 +1,4 @@
-"""One decoder, one conversion to 8-bit RGB (issue 15): every image mode a dataset may hold reads as
+"""One decoder, one conversion to 8-bit RGB: every image mode a dataset may hold reads as
 the same RGB in preparation, training (cached and decoding pipelines) and evaluation."""
 import numpy as np
 import pytest

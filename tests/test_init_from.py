@@ -1,4 +1,4 @@
-"""--init_from: start training from another run's network (fine-tuning, issue 11)."""
+"""--init_from: start training from another run's network (fine-tuning)."""
 from __future__ import annotations
 
 import os
@@ -44,7 +44,7 @@ def test_init_from_errors_name_the_problem(tmp_path, source):
         train.init_from(target, str(tmp_path / "nothing"))
 
 
-@pytest.mark.slow  # 30 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
+@pytest.mark.slow  # tens of seconds (DESIGN "Test tiers": what the slow tier guards)
 def test_training_run_starts_from_the_given_network(tmp_path, source):
     """With learning rate 0, a 1-step run ends with the source's trainable weights."""
     src, workdir = source

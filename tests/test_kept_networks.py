@@ -81,7 +81,7 @@ def test_card_describes_the_run_and_its_network(kept, finished):
     # the card's single-shot figures are the training's own evaluation of the same network
     assert card["test"]["single_shot"]["rank1"] == pytest.approx(eq7["rank"]["1"]["mean"])
     assert card["test"]["single_shot"]["map"] == pytest.approx(eq7["map"]["mean"])
-    x = card["test"]["xcorr"]
+    x = card["test"]["random_gallery"]
     assert x["draws"] == 10 and x["same_camera_probes"] + x["cross_camera_probes"] == 3 * x["test_identities"]
     with open(os.path.join(folder, "card.md")) as f:
         assert "| single_shot |" in f.read()

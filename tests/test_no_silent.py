@@ -1,4 +1,4 @@
-"""No silent wrong results (issue 30): what a run, an evaluation or a curve reads is what it says it
+"""No silent wrong results: what a run, an evaluation or a curve reads is what it says it
 read, and nothing already computed is lost. Each test names the wrong number or the loss it guards
 against ("Before: ..."). Tiny synthetic data (12 identities) and one 6-step training shared by the
 module."""
@@ -140,7 +140,7 @@ def write_evaluated(work, **run):
 
 @pytest.mark.parametrize("second, words", [
     (dict(model="l234", trial=1), "model l23 in"),  # l23 and l234 averaged as "l23, n = 2"
-    (dict(recipe="paper_xcorr", trial=1), "recipe cross_camera in"),
+    (dict(recipe="shifted_copies", trial=1), "recipe cross_camera in"),
     (dict(trial=0, run_id="other"), r"same trial \(trial 0, seed 0\)"),
 ])
 def test_trials_of_other_settings_or_the_same_trial_are_not_averaged(tmp_path, second, words):
@@ -164,7 +164,7 @@ def test_the_same_workdir_or_run_twice_is_not_two_trials(tmp_path):
 
 # ------------------------------------------------------------------------------- 3. curves
 def test_a_second_curve_on_one_out_is_refused(finished_run, tmp_path):
-    """Before: two curves on one --out, the last writer won (one kept only the xcorr points)."""
+    """Before: two curves on one --out, the last writer won (one kept only the random_gallery points)."""
     work = finished_run.workdir
     out = str(tmp_path / "results" / "curve")
     args = [f"--workdir={work}", f"--checkpoints={work}/checkpoints/kept", f"--out={out}"]
@@ -199,10 +199,10 @@ def test_a_curve_merges_protocols_and_sets_damaged_checkpoints_aside(copy_of, tm
                                                                            "ckpt-2.index"]
     first = read_json(out + ".json")
     assert [(p["step"], list(p["results"])) for p in first["points"]] == [(4, ["single_shot"]), (6, ["single_shot"])]
-    command("experiments.curve", *args, "--protocols=xcorr")
+    command("experiments.curve", *args, "--protocols=random_gallery")
     points = read_json(out + ".json")["points"]
-    assert [(p["step"], sorted(p["results"])) for p in points] == [(4, ["single_shot", "xcorr"]),
-                                                                  (6, ["single_shot", "xcorr"])]
+    assert [(p["step"], sorted(p["results"])) for p in points] == [(4, ["single_shot", "random_gallery"]),
+                                                                  (6, ["single_shot", "random_gallery"])]
     assert [p["results"]["single_shot"] for p in points] == [p["results"]["single_shot"] for p in first["points"]]
 
 
@@ -426,7 +426,7 @@ def test_replacing_model_keras_removes_the_evaluations_of_the_old_one(tmp_path):
 
     work = tmp_path / "w"
     work.mkdir()
-    for name in ("eval.json", "eval.md", "eval_xcorr.json", "eval_trials.json", "shortlist.md", "history.json"):
+    for name in ("eval.json", "eval.md", "eval_random_gallery.json", "eval_trials.json", "shortlist.md", "history.json"):
         (work / name).write_text("{}")
     run_folder.save_network(build_model("l2"), str(work), 104)
     assert sorted(os.listdir(work)) == ["history.json", "model.json", "model.keras"]

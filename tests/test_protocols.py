@@ -32,10 +32,10 @@ def _records(n_ids=6, per_camera=2):
             for k in range(per_camera)]
 
 
-def test_xcorr_draws_one_gallery_image_per_identity_from_either_camera():
+def test_random_gallery_draws_one_gallery_image_per_identity_from_either_camera():
     records = _records()
-    draws = protocols.xcorr_draws(records, seed=3)
-    assert len(draws) == config.XCORR_GALLERY_DRAWS
+    draws = protocols.random_gallery_draws(records, seed=3)
+    assert len(draws) == config.RANDOM_GALLERY_DRAWS
     cameras = set()
     for probes, gallery in draws:
         ids = np.array([records[g].identity for g in gallery])
@@ -44,10 +44,10 @@ def test_xcorr_draws_one_gallery_image_per_identity_from_either_camera():
         cameras |= {records[g].camera for g in gallery}
     assert cameras == {0, 1}
     assert len({tuple(g) for _, g in draws}) > 1  # the draws differ
-    assert all(np.array_equal(a[1], b[1]) for a, b in zip(draws, protocols.xcorr_draws(records, seed=3)))
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(draws, protocols.random_gallery_draws(records, seed=3)))
 
 
-def test_xcorr_protocol_equals_full_model_pairs_ranked_by_hand(tmp_path):
+def test_random_gallery_protocol_equals_full_model_pairs_ranked_by_hand(tmp_path):
     """Each draw's CMC from the engine equals the full network's Eq. 7 on the explicit probe ×
     gallery pairs, ranked by a loop (pessimistic ties)."""
     root = make_synthetic(str(tmp_path / "s"), identities=5, seed=0)
@@ -55,11 +55,11 @@ def test_xcorr_protocol_equals_full_model_pairs_ranked_by_hand(tmp_path):
     ids = dataset.identities[:4]
     keras.utils.set_random_seed(0)
     network = build_model("l2")
-    got = protocols.evaluate_network(network, dataset, ids, trial=0, seed=1, protocol="xcorr")
+    got = protocols.evaluate_network(network, dataset, ids, trial=0, seed=1, protocol="random_gallery")
     records = datasets.records_of(dataset, ids)
     images = load_images([r.path for r in records])
     identity = np.array([r.identity for r in records])
-    for d, (probes, gallery) in enumerate(protocols.xcorr_draws(records, seed=1)):
+    for d, (probes, gallery) in enumerate(protocols.random_gallery_draws(records, seed=1)):
         a = np.repeat(probes, len(gallery))
         b = np.tile(gallery, len(probes))
         score = np.asarray(network({"image_a": images[a], "image_b": images[b]}, training=False)["score"])

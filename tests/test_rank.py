@@ -324,7 +324,7 @@ def test_command_ranks_writes_json_pictures_and_page(files, tmp_path, model, syn
     assert all(entry["picture"] in page for entry in body["queries"]) and page.count("<section>") == 2
 
 
-@pytest.mark.slow  # 21 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
+@pytest.mark.slow  # tens of seconds (DESIGN "Test tiers": what the slow tier guards)
 def test_command_bad_input_gives_one_line_and_nonzero_exit(files, tmp_path):
     root, model_path = files
     empty = tmp_path / "empty"

@@ -1,4 +1,4 @@
-"""The two readings of §4.2's pairs (issue 11): cross_camera (ours) and paper_xcorr ([31]'s code)."""
+"""The two readings of §4.2's pairs: cross_camera (ours) and shifted_copies ([31]'s code)."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,19 +19,19 @@ def records(tmp_path_factory):
     return manifest_records(root, read_manifest(root))
 
 
-def test_paper_xcorr_epoch_is_all_pairs_of_an_identitys_images_and_copies(records):
-    versions = pairs.xcorr_versions(CROPS)
+def test_shifted_copies_epoch_is_all_pairs_of_an_identitys_images_and_copies(records):
+    versions = pairs.copy_versions(CROPS)
     assert versions == 7  # the original, 5 translated copies, 1 flipped copy ([31], CUHK01: 4 → 28 images)
     n_ids = len({r.identity for r in records})
     per_identity = 28 * 27 // 2  # C(28, 2) = 378
-    assert len(pairs.xcorr_positive_pairs(records, versions)) == n_ids * per_identity
-    assert pairs.epoch_size(records, CROPS, "paper_xcorr") == 3 * n_ids * per_identity
+    assert len(pairs.copies_positive_pairs(records, versions)) == n_ids * per_identity
+    assert pairs.epoch_size(records, CROPS, "shifted_copies") == 3 * n_ids * per_identity
     assert 871 * per_identity * 3 == 987_714  # CUHK01's 871 training identities: ≈ 988 k pairs an epoch
     assert pairs.epoch_size(records, CROPS) == 3 * n_ids * 4 * CROPS  # cross_camera: 4 positives × crops
 
     batch = 9
-    index_a, index_b, labels = pairs.plan_epoch(records, 0, 0, CROPS, batch, recipe="paper_xcorr")
-    assert len(labels) == pairs.steps_per_epoch(records, batch, CROPS, "paper_xcorr") * batch
+    index_a, index_b, labels = pairs.plan_epoch(records, 0, 0, CROPS, batch, recipe="shifted_copies")
+    assert len(labels) == pairs.steps_per_epoch(records, batch, CROPS, "shifted_copies") * batch
     identity = np.repeat([r.identity for r in records], versions)
     camera = np.repeat([r.camera for r in records], versions)
     pos = labels == 1
@@ -41,7 +41,7 @@ def test_paper_xcorr_epoch_is_all_pairs_of_an_identitys_images_and_copies(record
     assert np.any(index_a[pos] // versions == index_b[pos] // versions)  # an image with its own copy
     seen = np.unique(np.sort(np.stack([index_a[pos], index_b[pos]], 1), axis=1), axis=0, return_counts=True)[1]
     assert np.all(seen == 1)  # every positive at most once an epoch (all but the dropped tail)
-    assert pos.sum() >= len(pairs.xcorr_positive_pairs(records, versions)) - batch
+    assert pos.sum() >= len(pairs.copies_positive_pairs(records, versions)) - batch
 
 
 def _translated(image, dy, dx):
@@ -64,18 +64,18 @@ def _shift_of(copy, image):
     return dy.pop(), dx.pop()
 
 
-def test_paper_xcorr_versions_are_the_original_fixed_translations_and_a_mirror():
+def test_shifted_copies_versions_are_the_original_fixed_translations_and_a_mirror():
     """[31]'s versions: the original; 5 copies translated by (dy, dx) drawn uniformly from the
     integers in [−0.05·160, 0.05·160] = [−8, 8] on both axes, zero where the image moved out; a
     mirror. Each copy's (dy, dx) is read off an image whose pixels encode their own position."""
     h, w, versions = config.INPUT_HEIGHT, config.INPUT_WIDTH, 7
     rows, cols = np.meshgrid(np.arange(1, h + 1), np.arange(1, w + 1), indexing="ij")
     image = np.stack([rows, cols, np.full_like(rows, 7)], -1).astype(np.uint8)  # (y + 1, x + 1, 7)
-    shift = int(config.XCORR_SHIFT_FRACTION * h)
+    shift = int(config.COPY_SHIFT_FRACTION * h)
     assert shift == 8
 
     def version(v, key):
-        return pairs.xcorr_version(tf.constant(image), tf.constant(v, tf.int64), tf.constant([3, key], tf.int64),
+        return pairs.copy_version(tf.constant(image), tf.constant(v, tf.int64), tf.constant([3, key], tf.int64),
                                    versions).numpy()
 
     made = [version(v, 100 + v) for v in range(versions)]
@@ -95,11 +95,11 @@ def test_paper_xcorr_versions_are_the_original_fixed_translations_and_a_mirror()
         assert counts.min() >= 5, axis  # 20 expected of each
 
 
-def test_paper_xcorr_batches_resume_exactly(records):
+def test_shifted_copies_batches_resume_exactly(records):
     full = [(x["image_a"].numpy(), y.numpy()) for x, y in
-            pairs.make_pair_dataset(records, 9, 1, CROPS, recipe="paper_xcorr", num_epochs=1).take(6)]
+            pairs.make_pair_dataset(records, 9, 1, CROPS, recipe="shifted_copies", num_epochs=1).take(6)]
     resumed = [(x["image_a"].numpy(), y.numpy()) for x, y in
-               pairs.make_pair_dataset(records, 9, 1, CROPS, recipe="paper_xcorr", start_step=4, num_epochs=1).take(2)]
+               pairs.make_pair_dataset(records, 9, 1, CROPS, recipe="shifted_copies", start_step=4, num_epochs=1).take(2)]
     for (a, la), (b, lb) in zip(resumed, full[4:]):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(la, lb)
@@ -119,15 +119,15 @@ def test_every_recipe_name_has_its_object():
     assert all(pairs.get_recipe(name).name == name for name in config.RECIPES)
 
 
-def test_paper_xcorr_on_shared_images_is_every_positive_once_with_batch_negatives(records):
-    """--pairing=shared --recipe=paper_xcorr: visits of one [31] positive (K = 1), every positive of
+def test_shifted_copies_on_shared_images_is_every_positive_once_with_batch_negatives(records):
+    """--pairing=shared --recipe=shifted_copies: visits of one [31] positive (K = 1), every positive of
     the epoch once (all but the dropped tail of < V), negatives another identity of the batch."""
-    versions, batch = pairs.xcorr_versions(CROPS), 9
+    versions, batch = pairs.copy_versions(CROPS), 9
     v = pairs.visits_per_batch(batch, 1)
-    assert pairs.shared_batch_shape(records, 128, 2, "paper_xcorr") == (86, 129)  # K = 1 whatever `most`
-    image_ids, index_a, index_b, labels = pairs.plan_shared_epoch(records, 0, 0, CROPS, batch, 2, "paper_xcorr")
-    steps = pairs.shared_steps_per_epoch(records, batch, CROPS, 2, "paper_xcorr")
-    everything = pairs.xcorr_positive_pairs(records, versions)
+    assert pairs.shared_batch_shape(records, 128, 2, "shifted_copies") == (86, 129)  # K = 1 whatever `most`
+    image_ids, index_a, index_b, labels = pairs.plan_shared_epoch(records, 0, 0, CROPS, batch, 2, "shifted_copies")
+    steps = pairs.shared_steps_per_epoch(records, batch, CROPS, 2, "shifted_copies")
+    everything = pairs.copies_positive_pairs(records, versions)
     assert steps == len(everything) // v and image_ids.shape == (steps, 2 * v) and labels.shape == (steps, 3 * v)
     identity = np.repeat([r.identity for r in records], versions)
     camera = np.repeat([r.camera for r in records], versions)
@@ -154,19 +154,19 @@ def test_paper_xcorr_on_shared_images_is_every_positive_once_with_batch_negative
     assert 0.3 < lower_first < 0.7
 
 
-def test_paper_xcorr_shared_images_are_its_versions_and_resume_exactly(records):
-    versions = pairs.xcorr_versions(CROPS)
+def test_shifted_copies_shared_images_are_its_versions_and_resume_exactly(records):
+    versions = pairs.copy_versions(CROPS)
     full = [(x["images"].numpy(), x["index_a"].numpy(), y.numpy()) for x, y in
-            pairs.make_shared_dataset(records, 9, 1, CROPS, recipe="paper_xcorr", num_epochs=1).take(5)]
+            pairs.make_shared_dataset(records, 9, 1, CROPS, recipe="shifted_copies", num_epochs=1).take(5)]
     resumed = [(x["images"].numpy(), x["index_a"].numpy(), y.numpy()) for x, y in
-               pairs.make_shared_dataset(records, 9, 1, CROPS, start_step=3, recipe="paper_xcorr",
+               pairs.make_shared_dataset(records, 9, 1, CROPS, start_step=3, recipe="shifted_copies",
                                          num_epochs=1).take(2)]
     for got, want in zip(resumed, full[3:]):
         assert all(np.array_equal(g, w) for g, w in zip(got, want))
     # batch 0's images are [31]'s versions, the same pictures as per pair's (seed, virtual index)
-    image_ids = pairs.plan_shared_epoch(records, 1, 0, CROPS, 9, recipe="paper_xcorr")[0][0]
+    image_ids = pairs.plan_shared_epoch(records, 1, 0, CROPS, 9, recipe="shifted_copies")[0][0]
     originals = pairs.load_uint8([r.path for r in records])
     for slot, index in enumerate(image_ids):
-        want = pairs.xcorr_version(tf.constant(originals[index // versions]), tf.constant(index % versions),
+        want = pairs.copy_version(tf.constant(originals[index // versions]), tf.constant(index % versions),
                                    tf.constant([1, index], tf.int64), versions).numpy() / 255.0
         np.testing.assert_allclose(full[0][0][slot], want, atol=1e-7)

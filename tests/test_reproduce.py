@@ -41,7 +41,7 @@ def test_rows_without_data_are_skipped_with_the_prepare_command(tmp_path):
     assert "prepare_cuhk03 --mat" in text and text.count("skipped") == 4
 
 
-@pytest.mark.slow  # 115 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
+@pytest.mark.slow  # tens of seconds (DESIGN "Test tiers": what the slow tier guards)
 def test_smoke_table2_runs_the_whole_path(tmp_path):
     proc = reproduce(tmp_path, "--table=2", "--smoke")
     text = (tmp_path / "results" / "table2_smoke.md").read_text()
@@ -74,7 +74,7 @@ def _curve(tmp, name, trial, points, **run):
                     "recipe": "cross_camera", "pairing": "shared", "shared_images_per_camera": 1,
                     "steps_per_epoch": 405, "total_steps": 2025, **run},
             "points": [{"step": int(e * 405), "epochs": e, "pairs_seen": int(e * 405 * 129),
-                        "results": {"xcorr": dict(zip(("rank1", "rank5", "rank10", "map"), r))}}
+                        "results": {"random_gallery": dict(zip(("rank1", "rank5", "rank10", "map"), r))}}
                        for e, r in points]}
     (tmp / f"{name}_curve.json").write_text(json.dumps(body))
 
@@ -93,28 +93,28 @@ def test_table_from_committed_results_trains_nothing(tmp_path):
     res.mkdir()
     _curve(res, "a", 0, [(1.0, (10, 20, 30, 15)), (5.0, (40, 60, 70, 50)), (6.0, (99, 99, 99, 99))])
     _curve(res, "b", 1, [(5.0, (50, 70, 80, 60))])
-    _curve(res, "c", 0, [(0.4, (24, 40, 50, 30)), (1.0, (30, 50, 60, 40))], recipe="paper_xcorr",
+    _curve(res, "c", 0, [(0.4, (24, 40, 50, 30)), (1.0, (30, 50, 60, 40))], recipe="shifted_copies",
            pairing="per_pair")
-    _curve(res, "d", 1, [(0.2, (1, 2, 3, 4)), (0.4, (20, 44, 50, 36))], recipe="paper_xcorr", pairing="per_pair")
+    _curve(res, "d", 1, [(0.2, (1, 2, 3, 4)), (0.4, (20, 44, 50, 36))], recipe="shifted_copies", pairing="per_pair")
     proc = reproduce(tmp_path, "--table=2", f"--from_results={res}")
     body = json.loads((tmp_path / "results" / "table2.json").read_text())
     assert not (tmp_path / "runs").exists()
     lines = {(line["recipe"], line["pairing"], line["epochs"]): line for line in body["lines"]}
-    assert set(lines) == {("cross_camera", "shared, K = 1", 5), ("paper_xcorr", "per_pair", 1),
-                          ("paper_xcorr", "per_pair", 0.4)}  # not a's 1-epoch point: no run ends there
+    assert set(lines) == {("cross_camera", "shared, K = 1", 5), ("shifted_copies", "per_pair", 1),
+                          ("shifted_copies", "per_pair", 0.4)}  # not a's 1-epoch point: no run ends there
     both = lines["cross_camera", "shared, K = 1", 5]
     assert both["trials"] == 2
     assert both["summary"]["rank1"] == {"mean": 45.0, "std": pytest.approx(50 ** 0.5)}  # 40, 50: sd √50
     assert both["summary"]["map"]["mean"] == 55.0
-    short = lines["paper_xcorr", "per_pair", 1]
+    short = lines["shifted_copies", "per_pair", 1]
     assert short["trials"] == 1 and short["summary"]["rank1"]["std"] == 0
-    met = lines["paper_xcorr", "per_pair", 0.4]  # c's 0.4 point and d's last: 24, 20 → 22 ± √8
+    met = lines["shifted_copies", "per_pair", 0.4]  # c's 0.4 point and d's last: 24, 20 → 22 ± √8
     assert met["trials"] == 2 and met["summary"]["rank1"] == {"mean": 22.0, "std": pytest.approx(8 ** 0.5)}
     assert met["summary"]["rank5"]["mean"] == 42.0 and met["summary"]["map"]["mean"] == 33.0
     text = (tmp_path / "results" / "table2.md").read_text()
     assert "45.00 ± 7.07 / 86.55 / -41.55" in text and "1 (not the paper's 5)" in text
     assert "22.00 ± 2.83 / 86.55 / -64.55" in text and "0.4 (not the paper's 5)" in text
-    short_row = next(row for row in text.splitlines() if "| paper_xcorr |" in row and "| 1 (not" in row)
+    short_row = next(row for row in text.splitlines() if "| shifted_copies |" in row and "| 1 (not" in row)
     assert "| 30.00 / 86.55 / -56.55 |" in short_row and "±" not in short_row  # one trial: no spread shown
     assert "no training" in text and "Ours-(L2, L3, L4) on cuhk01" in text
     assert "45.00 ± 7.07" in proc.stdout
@@ -122,7 +122,7 @@ def test_table_from_committed_results_trains_nothing(tmp_path):
     # has its own colour in it, and no figure for the rows without a curve
     figures = sorted(p.name for p in (tmp_path / "results").glob("*.png"))
     assert figures == ["table2_cuhk01_l23.png"] and "(table2_cuhk01_l23.png)" in text
-    # the cross_camera and the paper_xcorr runs (xcorr protocol), in the charts, not only the legend
+    # the cross_camera and the shifted_copies runs (random-gallery protocol), in the charts, not only the legend
     assert {PALETTE[0], PALETTE[1]} <= _chart_colours(tmp_path / "results" / figures[0])
 
 
@@ -134,13 +134,13 @@ def test_row_figures_give_a_setting_one_colour_and_drop_figures_of_rows_without_
     res.mkdir()
     out.mkdir()
     _curve(res, "a", 0, [(1.0, (10, 20, 30, 15))])  # cross_camera, shared
-    _curve(res, "b", 0, [(1.0, (30, 50, 60, 40))], recipe="paper_xcorr", pairing="per_pair")
-    _curve(res, "c", 0, [(1.0, (35, 55, 65, 45))], recipe="paper_xcorr", pairing="per_pair", model="l234")
+    _curve(res, "b", 0, [(1.0, (30, 50, 60, 40))], recipe="shifted_copies", pairing="per_pair")
+    _curve(res, "c", 0, [(1.0, (35, 55, 65, 45))], recipe="shifted_copies", pairing="per_pair", model="l234")
     (out / "table2_viper_l23.png").write_bytes(b"stale")
     text = write_from_results(2, str(res), str(out))
     assert sorted(p.name for p in out.glob("*.png")) == ["table2_cuhk01_l23.png", "table2_cuhk01_l234.png"]
     assert "table2_viper_l23" not in text
-    first, second = PALETTE[0], PALETTE[1]  # sorted settings: (cross_camera, …) then (paper_xcorr, …)
+    first, second = PALETTE[0], PALETTE[1]  # sorted settings: (cross_camera, …) then (shifted_copies, …)
     assert {first, second} <= _chart_colours(out / "table2_cuhk01_l23.png")
     l234 = _chart_colours(out / "table2_cuhk01_l234.png")
     assert second in l234 and first not in l234

@@ -1,4 +1,4 @@
-"""A run's options in one typed place (issue 14): TrainOptions.save / load round trip run.json, every
+"""A run's options in one typed place: TrainOptions.save / load round trip run.json, every
 committed run record names the settings that have no default of their own, a missing or damaged one
 is one clear error, and TrainOptions.split is the trial's split. Its history.json, read by evaluate
 --visrank and by a resumed run's Validation: damaged, it is one warning line."""
@@ -20,7 +20,7 @@ def test_save_then_load_gives_the_same_options(tmp_path):
     (tmp_path / "run").mkdir()
     opts.save(total_steps=10, steps_per_epoch=4, split_sizes=[316, 0, 316])
     # no --recipe: run.json holds the one the run used, VIPeR's default, never null
-    assert TrainOptions.load(opts.workdir) == dataclasses.replace(opts, recipe="paper_xcorr")
+    assert TrainOptions.load(opts.workdir) == dataclasses.replace(opts, recipe="shifted_copies")
     assert read_run(opts.workdir)["steps_per_epoch"] == 4  # what the options came to, beside them
     explicit = dataclasses.replace(opts, recipe="cross_camera")
     explicit.save(total_steps=10)
@@ -64,20 +64,20 @@ def test_every_committed_run_record_names_its_recipe_pairing_and_k():
 
 
 def test_the_default_pairing_is_the_recipes_and_run_json_records_it(tmp_path):
-    """No --pairing: shared images for paper_xcorr, per pair for cross_camera (config.RECIPE_PAIRING),
+    """No --pairing: shared images for shifted_copies, per pair for cross_camera (config.RECIPE_PAIRING),
     per pair under --strategy=mirrored (which cannot split a shared batch); a given one is kept.
     run.json holds the pairing the run used, so a run of the old default is resumed only by naming it."""
-    assert TrainOptions(dataset="cuhk01").resolved_pairing() == "shared"  # the paper's set: paper_xcorr
+    assert TrainOptions(dataset="cuhk01").resolved_pairing() == "shared"  # the paper's set: shifted_copies
     assert TrainOptions(dataset="cuhk01", recipe="cross_camera").resolved_pairing() == "per_pair"
     assert TrainOptions().resolved_pairing() == "per_pair"  # the synthetic set: cross_camera
     assert TrainOptions(dataset="market1501").resolved_pairing() == "per_pair"
     assert TrainOptions(dataset="cuhk01", strategy="mirrored").resolved_pairing() == "per_pair"
     assert TrainOptions(dataset="cuhk01", pairing="per_pair").resolved_pairing() == "per_pair"
-    assert TrainOptions(recipe="paper_xcorr").resolved_pairing() == "shared"
+    assert TrainOptions(recipe="shifted_copies").resolved_pairing() == "shared"
     opts = TrainOptions(dataset="viper", workdir=str(tmp_path))
     opts.save(total_steps=1)
     assert read_run(opts.workdir)["pairing"] == "shared"  # resolved, never null
-    old_default = {**read_run(opts.workdir), "pairing": "per_pair"}  # paper_xcorr per pair, made before
+    old_default = {**read_run(opts.workdir), "pairing": "per_pair"}  # shifted_copies per pair, made before
     current = dataclasses.replace(opts, recipe=opts.resolved_recipe(), pairing=opts.resolved_pairing())
     assert resume_mismatches(old_default, dataclasses.asdict(current)) == ["--pairing=per_pair (now shared)"]
 
@@ -86,6 +86,8 @@ def test_the_default_pairing_is_the_recipes_and_run_json_records_it(tmp_path):
     (None, FileNotFoundError, "not a reid_tf.train workdir"),
     ('{"dataset": ', ValueError, "is damaged"),
     ("[1, 2]", ValueError, "is damaged"),
+    ('{"dataset": "cuhk01", "recipe": "paper_xcorr"}', ValueError,  # a name of an older version
+     r"names recipe 'paper_xcorr', which this reid_tf does not know \(cross_camera, shifted_copies\)"),
 ])
 def test_a_missing_or_damaged_run_json_is_one_clear_error(tmp_path, text, error, words):
     if text is not None:

@@ -1,4 +1,4 @@
-"""Runs that cannot be damaged (issue 15): one training per workdir (an OS lock a killed process
+"""Runs that cannot be damaged: one training per workdir (an OS lock a killed process
 cannot leave behind), --resume checks the run's settings (a damaged newest checkpoint: test_train.py),
 Ctrl-C / SIGTERM checkpoint at the current step, a stopped run can be evaluated, a damaged
 model.keras says so. Tiny synthetic runs (24 identities, batch 6, a few steps)."""
@@ -96,7 +96,7 @@ def test_busy_workdir_is_refused_naming_the_holder_and_a_killed_holder_leaves_no
         pass
 
 
-@pytest.mark.slow  # 25 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
+@pytest.mark.slow  # tens of seconds (DESIGN "Test tiers": what the slow tier guards)
 def test_curve_follows_a_training_until_it_ends(copy_of, tmp_path):
     """experiments.curve --follow beside a "training" (a process holding the workdir's lock) whose
     checkpoints appear one by one: each is evaluated as it appears (one seen half written is retried,
@@ -172,7 +172,7 @@ def test_resume_mismatches_name_what_differs():
     assert resume_mismatches(recorded, same) == []  # may change on resume (README)
     for name, value in [("dataset", "viper"), ("trial", 1), ("seed", 1), ("model", "l234"),
                         ("batch_size", 64), ("learning_rate", 1e-3), ("test_identities", 50),
-                        ("pairing", "shared"), ("recipe", "paper_xcorr"), ("val_identities", 10)]:
+                        ("pairing", "shared"), ("recipe", "shifted_copies"), ("val_identities", 10)]:
         (message,) = resume_mismatches(recorded, {**recorded, name: value})
         assert message.startswith(f"--{name}=")
     # the synthetic set's size matters only for the synthetic set
@@ -216,7 +216,7 @@ def test_damaged_model_is_reported_as_damaged(copy_of):
 
 
 # ---------------------------------------------------------- SIGTERM / Ctrl-C: checkpoint and exit
-@pytest.mark.slow  # 91 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
+@pytest.mark.slow  # tens of seconds (DESIGN "Test tiers": what the slow tier guards)
 def test_sigterm_checkpoints_the_current_step_and_resume_continues(data_dir, tmp_path):
     """Before: a traceback (SIGINT) or a silent death (SIGTERM), losing every step since the last
     checkpoint (none before step 50). Also: a training in progress holds the workdir."""

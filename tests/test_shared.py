@@ -150,7 +150,7 @@ def test_shared_training_runs_and_learns_a_step(records):
     assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
 
 
-@pytest.mark.slow  # 21 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
+@pytest.mark.slow  # tens of seconds (DESIGN "Test tiers": what the slow tier guards)
 def test_keep_every_keeps_the_curve_checkpoints_the_rolling_ones_drop(records, tmp_path, caplog):
     """StepCheckpoint(keep_every=3) over 8 steps saved every 2: checkpoints/ rolls (MAX_TO_KEEP),
     checkpoints/kept/ holds steps 3 and 6 for good, each restoring that step's weights; the log
@@ -184,7 +184,7 @@ def test_keep_every_keeps_the_curve_checkpoints_the_rolling_ones_drop(records, t
         np.testing.assert_array_equal(network.get_weights()[0], weights[checkpoints.checkpoint_step(path)])
 
 
-@pytest.mark.slow  # 18 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
+@pytest.mark.slow  # tens of seconds (DESIGN "Test tiers": what the slow tier guards)
 def test_checkpoints_of_a_run_resumed_off_the_interval_are_not_called_stopped(records, tmp_path, caplog):
     """Resumed at step 1 with checkpoints every 2 steps, the intervals end at steps 3 and 5: only the
     last is "training stopped" (before: every checkpoint of such a run was, as step % every != 0)."""

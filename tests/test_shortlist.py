@@ -153,9 +153,9 @@ def test_evaluate_standard_on_records(engine, tmp_path):
         np.testing.assert_allclose(out[name]["map"], [np.mean(ap)], rtol=1e-6, err_msg=name)
 
 
-@pytest.mark.slow  # 31 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
+@pytest.mark.slow  # tens of seconds (DESIGN "Test tiers": what the slow tier guards)
 def test_large_gallery_bench_runs_small_and_prints_one_row_per_k(tmp_path):
-    """benchmarks/bench_large_gallery.py (issue 13's timing) at a tiny size: it runs end to end and
+    """benchmarks/bench_large_gallery.py (the Market-1501-sized timing) at a tiny size: it runs end to end and
     its table has every K with its pair count Q·K, and the idle projection column of a reduced run."""
     import os
     import subprocess

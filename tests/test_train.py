@@ -1,5 +1,5 @@
 """Training end to end on a tiny synthetic set: checkpoints, exact resume after SIGKILL, the NaN
-guard, MirroredStrategy on two logical CPUs, evaluation outputs (issue 4)."""
+guard, MirroredStrategy on two logical CPUs, evaluation outputs."""
 import json
 import os
 import signal
@@ -63,7 +63,7 @@ def training_differences(got, ref, lr=config.LEARNING_RATE, steps=2) -> list[str
 
     Adam turns a rounding-level difference in a near-zero gradient into a ±lr step, so a few
     scattered elements may differ by up to 2·steps·lr; how many depends on the machine's summation
-    order (2 of a BN γ's 32 on a Zen 1 CPU, session 11; none or one before). A real fault (wrong data
+    order (2 of a BN γ's 32 on a Zen 1 CPU; none or one on the others seen). A real fault (wrong data
     position, lost optimizer state, per-replica BN, one layer or head computed wrongly) moves a good
     part of the variables it touches. So: in each variable at most 1 + size/16 elements beyond the
     rounding tolerance (3 of 32, 1 of a θ head's 6, 17 of 256), at most 1 % pooled over all
@@ -227,7 +227,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert all(np.all(np.isfinite(v)) for v in weights.values()), path
 
 
-@pytest.mark.slow  # 46 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
+@pytest.mark.slow  # tens of seconds (DESIGN "Test tiers": what the slow tier guards)
 def test_one_thread_trains_as_the_default_pool_does(data_dir, reference_run, tmp_path):
     """--threads=1 (two trainings sharing 2 cores) sets TensorFlow's pools, and trains the same
     steps as the reference run with the default pool, to summation-order noise."""
@@ -239,7 +239,7 @@ def test_one_thread_trains_as_the_default_pool_does(data_dir, reference_run, tmp
     np.testing.assert_allclose([l for _, l in one], [l for _, l in single[:2]], atol=3e-3)
 
 
-@pytest.mark.slow  # 69 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
+@pytest.mark.slow  # tens of seconds (DESIGN "Test tiers": what the slow tier guards)
 def test_mirrored_strategy_matches_single_device(data_dir, reference_run, tmp_path):
     workdir = str(tmp_path / "mirrored")
     proc = run_train(data_dir, workdir, "--max_steps=6", "--noevaluate", "--strategy=mirrored", "--cpu_devices=2")
@@ -333,7 +333,7 @@ def test_evaluate_cli_checkpoint_evaluates_the_split_of_its_trial_and_seed(refer
         own[n]["map"]["mean"]) for n in want)  # the two splits give different numbers: a slip shows
 
 
-@pytest.mark.slow  # 87 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
+@pytest.mark.slow  # tens of seconds (DESIGN "Test tiers": what the slow tier guards)
 @pytest.mark.parametrize("pairing", ["shared", "per_pair"])
 def test_epochs_become_steps_with_the_datasets_recipe(data_dir, tmp_path, pairing):
     """--epochs with no --batch_size: the synthetic recipe's batch (32) and crops (1), an epoch = every
@@ -399,17 +399,17 @@ def test_default_recipe_is_the_papers_on_its_datasets_and_ours_elsewhere(name):
     """[31]'s reading (config.PAPER_RECIPE) for VIPeR, CUHK01, CUHK03; ours for the synthetic set and
     the multi-camera datasets the paper does not use; --recipe overrides either."""
     from reid_tf.run_options import TrainOptions
-    expected = "paper_xcorr" if name in PAPER_DATASETS else "cross_camera"
+    expected = "shifted_copies" if name in PAPER_DATASETS else "cross_camera"
     assert datasets.get_spec(name).recipe == expected
     assert TrainOptions(dataset=name).resolved_recipe() == expected
     for recipe in config.RECIPES:
         assert TrainOptions(dataset=name, recipe=recipe).resolved_recipe() == recipe
 
 
-@pytest.mark.slow  # 79 s idle (307 s on session 11's Zen 1): prepares VIPeR, trains a step, two refused resumes (the parts have fast tests)
-def test_a_paper_dataset_trains_with_paper_xcorr_unless_told_and_records_it(tmp_path):
+@pytest.mark.slow  # minutes: prepares VIPeR, trains a step, two refused resumes (the parts have fast tests)
+def test_a_paper_dataset_trains_with_shifted_copies_unless_told_and_records_it(tmp_path):
     """VIPeR in its original layout, prepared, trained one step without --recipe or --pairing:
-    run.json says paper_xcorr on shared images (the recipe's pairing) and the log counts [31]'s
+    run.json says shifted_copies on shared images (the recipe's pairing) and the log counts [31]'s
     epoch (316 identities × C(14, 2) positives, one a visit, 2 visits in a batch of 6 pairs);
     resuming it with another recipe or pairing is refused, naming the flag."""
     from tests import fixtures
@@ -425,9 +425,9 @@ def test_a_paper_dataset_trains_with_paper_xcorr_unless_told_and_records_it(tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(work, "run.json")) as f:
         recorded = json.load(f)
-    assert (recorded["recipe"], recorded["pairing"]) == ("paper_xcorr", "shared")
+    assert (recorded["recipe"], recorded["pairing"]) == ("shifted_copies", "shared")
     assert f"{316 * 91 // 2} steps per epoch of 6 pairs (shared images: 4 images a batch)" in proc.stderr
-    for flag, said in [("--recipe=cross_camera", "--recipe=paper_xcorr (now cross_camera)"),
+    for flag, said in [("--recipe=cross_camera", "--recipe=shifted_copies (now cross_camera)"),
                        ("--pairing=per_pair", "--pairing=shared (now per_pair)")]:
         again = subprocess.run(base + ["--resume", flag], capture_output=True, text=True, timeout=600)
         assert again.returncode != 0 and said in again.stderr, again.stderr[-2000:]
@@ -444,7 +444,7 @@ def test_curve_evaluates_every_checkpoint_under_both_protocols(reference_run, tm
     with open(out + ".json") as f:
         body = json.load(f)
     assert [p["step"] for p in body["points"]] == [2, 4, 6]
-    assert all(set(p["results"]) == {"single_shot", "xcorr"} for p in body["points"])
+    assert all(set(p["results"]) == {"single_shot", "random_gallery"} for p in body["points"])
     assert body["points"][-1]["pairs_seen"] == 6 * 6  # batch 6, per pair
     assert body["run"]["pairing"] == "per_pair" and os.path.isfile(out + ".png") and os.path.isfile(out + ".md")
     with open(os.path.join(workdir, "eval.json")) as f:
@@ -485,7 +485,7 @@ def bn_statistics(network):
             for layer in batch_norm_layers(network)}
 
 
-@pytest.mark.slow  # 31 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
+@pytest.mark.slow  # tens of seconds (DESIGN "Test tiers": what the slow tier guards)
 def test_train_precise_bn_rewrites_the_final_network_not_the_checkpoints(reference_run, data_dir, tmp_path):
     """--precise_bn=N on a finished run (--resume): model.keras gets the BN statistics re-estimated
     over the N training batches after its last step, model.json and eval.json say so, the checkpoints
@@ -578,7 +578,7 @@ def test_curve_re_estimates_bn_on_the_training_batches_that_follow_the_checkpoin
         assert not any(np.array_equal(g[0], o[0]) for g, o in zip(got, other))
 
 
-@pytest.mark.slow  # 20 s in the serial make test, idle, session 11's 2-core Zen 1 (DESIGN "Test tiers")
+@pytest.mark.slow  # tens of seconds (DESIGN "Test tiers": what the slow tier guards)
 def test_curve_with_precise_bn_re_estimates_the_statistics_and_stays_out_of_the_table(reference_run, tmp_path):
     """--precise_bn=N: each checkpoint evaluated on BN statistics re-estimated over N of the run's
     training batches (reid_tf.precise_bn); the curve file says so, is never mixed with one evaluated

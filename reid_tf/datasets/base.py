@@ -122,7 +122,7 @@ class DatasetSpec:
       fixed_testsets: test identities of trial t = the manifest's testsets[t] (CUHK03).
       epochs: training length in the dataset's epochs (paper §4.2: 5).
       recipe: the default reading of the training pairs (config.RECIPES; `--recipe` overrides).
-        The paper's datasets take [31]'s ("paper_xcorr", the one that measured close to the paper
+        The paper's datasets take [31]'s ("shifted_copies", the one that measured close to the paper
         on CUHK01: docs/DESIGN.md "Recipes"); the others ours ("cross_camera").
     """
 

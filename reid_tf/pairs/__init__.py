@@ -4,7 +4,7 @@ choices:
 - the *recipe*, which pairs an epoch holds and which image each index stands for
   (`--recipe`, config.RECIPES; a `Recipe` object each): ours, `cross_camera.py` (cross-camera
   positives, each with two cross-camera negatives, freshly augmented as §4.2's [2]), and [31]'s,
-  `paper_xcorr.py` (every pair of an identity's images and fixed copies);
+  `shifted_copies.py` (every pair of an identity's images and fixed copies);
 - the *batching*, how a batch is built from them (`--pairing`): `per_pair.py` (the next batch_size
   pairs of the epoch's sequence of triples, each pair's images prepared for it) and `shared.py` (a
   batch of identity visits whose images are encoded once and paired within the batch).
@@ -29,7 +29,7 @@ from reid_tf.images import load_images, load_uint8  # noqa: F401  (callers read 
 from reid_tf.pairs.common import PAIRS_PER_POSITIVE, Recipe, image_source  # noqa: F401
 from reid_tf.pairs.cross_camera import (MAX_SHIFT, augment, images_per_camera, is_multi_camera,  # noqa: F401
                                         multi_camera_positives, positive_pairs)
-from reid_tf.pairs.paper_xcorr import xcorr_positive_pairs, xcorr_version, xcorr_versions  # noqa: F401
+from reid_tf.pairs.shifted_copies import copies_positive_pairs, copy_version, copy_versions  # noqa: F401
 from reid_tf.pairs.per_pair import epoch_size, make_pair_dataset, plan_epoch, plan_eval, steps_per_epoch  # noqa: F401
 from reid_tf.pairs.recipes import RECIPES, get_recipe  # noqa: F401
 from reid_tf.pairs.shared import (batch_pairs, make_shared_dataset, plan_shared_epoch,  # noqa: F401

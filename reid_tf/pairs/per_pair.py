@@ -33,7 +33,7 @@ from reid_tf.pairs.recipes import get_recipe
 
 def epoch_size(records: Sequence[Record], crops_per_image: int, recipe: str | Recipe = "cross_camera") -> int:
     """Pairs in one epoch: every positive (× crops_per_image for cross_camera, multi-camera datasets
-    POSITIVES_PER_IDENTITY per identity; [31]'s copies are images of their own for paper_xcorr),
+    POSITIVES_PER_IDENTITY per identity; [31]'s copies are images of their own for shifted_copies),
     each with its 2 negatives."""
     return PAIRS_PER_POSITIVE * get_recipe(recipe).positives_per_epoch(records, crops_per_image)
 
@@ -69,7 +69,7 @@ def plan_epoch(records: Sequence[Record], seed: int, epoch: int, crops_per_image
                batch_size: int, recipe: str | Recipe = "cross_camera") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The training pairs of one epoch, truncated to whole batches.
 
-    Returns index_a, index_b (record indices; virtual image indices for paper_xcorr) and label
+    Returns index_a, index_b (record indices; virtual image indices for shifted_copies) and label
     (1 = same identity), each (steps_per_epoch × batch_size,).
     """
     n = steps_per_epoch(records, batch_size, crops_per_image, recipe) * batch_size
@@ -131,8 +131,8 @@ def make_pair_dataset(records: Sequence[Record], batch_size: int, seed: int, cro
       start_step: skip the first start_step batches (exact resume).
       num_epochs: stop after this many epochs (None = repeat forever; ignored when not training).
       cache_images: decode every image once into memory (faster) instead of once per use.
-      recipe: config.RECIPES; "paper_xcorr" trains on [31]'s pairs and copies
-        (reid_tf.pairs.paper_xcorr).
+      recipe: config.RECIPES; "shifted_copies" trains on [31]'s pairs and copies
+        (reid_tf.pairs.shifted_copies).
     Returns:
       Dataset of ({"image_a": (B, 160, 60, 3) float32 in [0, 1], "image_b": same}, label (B,) int32),
       label 1 = same identity; drop_remainder=True.

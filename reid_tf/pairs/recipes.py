@@ -4,9 +4,9 @@ from __future__ import annotations
 from reid_tf import config
 from reid_tf.pairs.common import Recipe
 from reid_tf.pairs.cross_camera import CROSS_CAMERA
-from reid_tf.pairs.paper_xcorr import PAPER_XCORR
+from reid_tf.pairs.shifted_copies import SHIFTED_COPIES
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in (CROSS_CAMERA, PAPER_XCORR)}
+RECIPES: dict[str, Recipe] = {r.name: r for r in (CROSS_CAMERA, SHIFTED_COPIES)}
 
 
 def get_recipe(recipe: str | Recipe) -> Recipe:

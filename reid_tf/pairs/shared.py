@@ -4,7 +4,7 @@ among them (`--pairing=shared`; DESIGN "Training on shared images"). Per-pair ba
 per positive.
 
 A batch holds V identity *visits* (what a visit is, and which visits an epoch makes, is the recipe's:
-reid_tf.pairs.cross_camera, reid_tf.pairs.paper_xcorr). A visit is one identity with K camera-A and
+reid_tf.pairs.cross_camera, reid_tf.pairs.shifted_copies). A visit is one identity with K camera-A and
 K camera-B images: its K² cross-camera positives, and for each positive its two negatives, (its
 camera-A image, a camera-B image of another identity's visit in the batch) and (a camera-A image of
 another identity's visit, its camera-B image) — cross-camera like every per-pair pair. So 2K images
@@ -103,7 +103,7 @@ def plan_shared_epoch(records: Sequence[Record], seed: int, epoch: int, crops_pe
                       batch_size: int, most: int = config.SHARED_IMAGES_PER_CAMERA,
                       recipe: str | Recipe = "cross_camera") -> tuple[np.ndarray, ...]:
     """The shared batches of one epoch: image records (S, N) (virtual image indices for
-    paper_xcorr), pair index_a, index_b (S, M) into the batch's images, labels (S, M), for
+    shifted_copies), pair index_a, index_b (S, M) into the batch's images, labels (S, M), for
     S = shared_steps_per_epoch batches."""
     recipe = get_recipe(recipe)
     rng = np.random.default_rng([seed, TAG_SHARED, epoch])
@@ -122,7 +122,7 @@ def make_shared_dataset(records: Sequence[Record], batch_size: int, seed: int, c
                         cache_images: bool = True, most: int = config.SHARED_IMAGES_PER_CAMERA,
                         recipe: str | Recipe = "cross_camera") -> tf.data.Dataset:
     """Shared-image training batches; see the module docstring (`most` bounds K; recipe
-    config.RECIPES, paper_xcorr with K = 1).
+    config.RECIPES, shifted_copies with K = 1).
 
     Returns:
       Dataset of ({"images": (N, 160, 60, 3) float32 in [0, 1], "index_a": (M,) int64, "index_b":

@@ -1,7 +1,7 @@
-"""[31]'s reading of §4.2's pairs (recipe "paper_xcorr"): the pairs and copies of the public code of
+"""[31]'s reading of §4.2's pairs (recipe "shifted_copies"): the pairs and copies of the public code of
 [31] (InnovArul/personreid_normxcorr; config.RECIPES says why it is a recipe of its own).
 
-Every record r stands for `xcorr_versions(crops)` images, "virtual" image v = r · n + version:
+Every record r stands for `copy_versions(crops)` images, "virtual" image v = r · n + version:
 version 0 the original, 1…crops a copy translated by a fixed integer (dy, dx) ∈ [−8, 8]² (0.05 × 160
 on both axes, zero fill), crops + 1 its mirror image. [31] writes these copies to disk once; here they
 are made online from a stateless seed of (seed, v), so version k of an image is the same picture in
@@ -15,7 +15,7 @@ identity (any cameras) in random order, as a K = 1 visit whose first image stand
 does. Every positive comes once per epoch, as per pair; the negatives pair each of its images with an
 image of another identity's visit in the batch (either side of it: the sides are random), i.e. a
 random virtual image of another identity, drawn from the batch instead of the whole set. The images
-are [31]'s versions (`xcorr_version`, seeded by (seed, virtual index) exactly as per pair), with no
+are [31]'s versions (`copy_version`, seeded by (seed, virtual index) exactly as per pair), with no
 further augmentation. K > 1 has no exact counterpart: an identity's C(n, 2) pairs cannot be cut into
 equal K × K blocks (the pairs inside a block's side are left over), so this recipe shares with K = 1
 only (train.py refuses more).
@@ -33,12 +33,12 @@ from reid_tf.images import IMAGE_SHAPE
 from reid_tf.pairs.common import Fetch, Recipe, other_identity
 
 
-def xcorr_versions(crops_per_image: int) -> int:
+def copy_versions(crops_per_image: int) -> int:
     """Images per original under [31]'s augmentation: itself, crops translated copies, one mirror."""
     return 1 + crops_per_image + 1
 
 
-def xcorr_positive_pairs(records: Sequence[Record], versions: int) -> np.ndarray:
+def copies_positive_pairs(records: Sequence[Record], versions: int) -> np.ndarray:
     """Every pair (i < j) of virtual images of one identity: (P, 2) virtual indices, sorted."""
     identities = np.repeat(np.array([r.identity for r in records]), versions)  # per virtual image
     order = np.argsort(identities, kind="stable")
@@ -54,16 +54,16 @@ def xcorr_positive_pairs(records: Sequence[Record], versions: int) -> np.ndarray
 def _shuffled_positives(records: Sequence[Record], crops_per_image: int, rng: np.random.Generator
                         ) -> tuple[int, np.ndarray]:
     """(versions per image, every [31] positive pair once in rng's order, (P, 2))."""
-    versions = xcorr_versions(crops_per_image)
-    positives = xcorr_positive_pairs(records, versions)
+    versions = copy_versions(crops_per_image)
+    positives = copies_positive_pairs(records, versions)
     return versions, positives[rng.permutation(len(positives))]
 
 
-def xcorr_version(image: tf.Tensor, version: tf.Tensor, seed: tf.Tensor, versions: int) -> tf.Tensor:
+def copy_version(image: tf.Tensor, version: tf.Tensor, seed: tf.Tensor, versions: int) -> tf.Tensor:
     """Version `version` of an image under [31]'s augmentation (module docstring); seed (2,) fixes
     the translation of each copy."""
     height, width = IMAGE_SHAPE[:2]
-    shift = int(config.XCORR_SHIFT_FRACTION * height)  # [31]: 0.05 × height, both axes
+    shift = int(config.COPY_SHIFT_FRACTION * height)  # [31]: 0.05 × height, both axes
     draws = tf.random.stateless_uniform([2], seed=seed)
     dy = tf.cast(tf.floor(draws[0] * (2 * shift + 1)), tf.int32) - shift
     dx = tf.cast(tf.floor(draws[1] * (2 * shift + 1)), tf.int32) - shift
@@ -79,15 +79,15 @@ def xcorr_version(image: tf.Tensor, version: tf.Tensor, seed: tf.Tensor, version
                     (tf.equal(version, versions - 1), lambda: tf.reverse(image, [1]))], default=moved)
 
 
-class PaperXcorr(Recipe):
+class ShiftedCopies(Recipe):
     """[31]'s (module docstring): every pair of an identity's virtual images once an epoch, with two
     negatives of any camera; the images are the fixed versions, not augmented per use."""
 
-    name = "paper_xcorr"
-    max_shared_k = 1  # module docstring: no exact counterpart for K > 1
+    name = "shifted_copies"
+    max_shared_k = config.RECIPE_MAX_SHARED_K[name]  # module docstring: no exact counterpart for K > 1
 
     def positives_per_epoch(self, records, crops_per_image):
-        return len(xcorr_positive_pairs(records, xcorr_versions(crops_per_image)))
+        return len(copies_positive_pairs(records, copy_versions(crops_per_image)))
 
     def epoch_triples(self, records, crops_per_image, rng):
         versions, positives = _shuffled_positives(records, crops_per_image, rng)
@@ -103,8 +103,8 @@ class PaperXcorr(Recipe):
     def training_image(self, fetch: Fetch, index, seed, slot, crops_per_image):
         """The version of its record that virtual index `index` is, whatever its slot: the copy's
         translation is seeded by (seed, index), the same picture in every epoch and batching."""
-        versions = xcorr_versions(crops_per_image)
-        return xcorr_version(fetch(index // versions), index % versions,
+        versions = copy_versions(crops_per_image)
+        return copy_version(fetch(index // versions), index % versions,
                              tf.stack([tf.constant(seed, tf.int64), index]), versions)
 
     def shared_k(self, records, most):
@@ -121,4 +121,4 @@ class PaperXcorr(Recipe):
         return identities, positives
 
 
-PAPER_XCORR = PaperXcorr()
+SHIFTED_COPIES = ShiftedCopies()
