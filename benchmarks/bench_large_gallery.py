@@ -44,11 +44,10 @@ flags.DEFINE_string("workdir", None, "timing: where the synthetic images go (def
 flags.DEFINE_integer("block_size", None, "gallery images per stage-3 block (default: 2,048 scaled by "
                      "gallery / 15,913, so a smaller run has Market-1501's number of blocks)")
 
-flags.DEFINE_float("idle_pair_rate", 0, "idle projection: the engine's dense pairs/s (pair part) of `make bench` on "
-                   "this machine when idle; with --idle_image_rate adds a column scaling the times measured now to "
-                   "an idle machine (0: no projection)")
-flags.DEFINE_float("idle_image_rate", 0, "idle projection: the per-image network's images/s of `make bench` on this "
-                   "machine when idle")
+# An idle projection scales the times measured now to this machine when idle, from `make bench`'s
+# rates on it (both given, or no projection).
+flags.DEFINE_float("idle_pair_rate", 0, "the engine's dense pairs/s (pair part), idle")
+flags.DEFINE_float("idle_image_rate", 0, "the per-image network's images/s, idle")
 
 MARKET = (3368, 15913)
 
