@@ -179,7 +179,7 @@ def from_results(table: int, curves: list[tuple[str, dict]]) -> list[dict]:
                     for protocol, result in point["results"].items():
                         source = {"file": path, "step": point["step"], "trial": trial}
                         by_point.setdefault((*label, protocol, epochs), []).append((result, source))
-        for (recipe, pairing, protocol, epochs), found in sorted(by_point.items()):
+        for (recipe, pairing, protocol, epochs), found in sorted(by_point.items(), key=lambda kv: _protocol_first(kv[0])):
             results = [r for r, _ in found]
             summary = {name: {"mean": float(np.mean([r[name] for r in results])),
                               "std": metrics.spread([r[name] for r in results])}
@@ -222,9 +222,17 @@ METRICS = (("rank1", "top-1"), ("rank5", "top-5"), ("rank10", "top-10"), ("map",
 PANEL = (470, 320)  # pixels of one chart of a row's figure; the legend is to the right of 2 × 2 of them
 
 
+def _protocol_first(key: tuple) -> tuple:
+    """A (recipe, pairing, protocol, ...) key ordered with the protocols in SINGLE_SHOT_PROTOCOLS' order
+    (the paper's single-shot before [31]'s), not by their names."""
+    order = SINGLE_SHOT_PROTOCOLS.index(key[2]) if key[2] in SINGLE_SHOT_PROTOCOLS else len(SINGLE_SHOT_PROTOCOLS)
+    return (*key[:2], order, key[2], *key[3:])
+
+
 def _series_keys(bodies) -> list[tuple[str, str, str]]:
-    """The (recipe, pairing, protocol) of every series of these curve bodies, sorted."""
-    return sorted({(*_run_label(b["run"]), protocol) for b in bodies for p in b["points"] for protocol in p["results"]})
+    """The (recipe, pairing, protocol) of every series of these curve bodies, sorted (_protocol_first)."""
+    return sorted({(*_run_label(b["run"]), protocol) for b in bodies for p in b["points"] for protocol in p["results"]},
+                  key=_protocol_first)
 
 
 def series_colours(curves: list[tuple[str, dict]]) -> dict:
