@@ -104,7 +104,7 @@ def plot(body: dict, path: str, size=(720, 440), paper_rank1: float | None = Non
     w, h = size
     image, draw = plots.new_image(size)
     points, run = body["points"], body["run"]
-    series = [plots.Series(f"{protocol} protocol", colour,
+    series = [plots.Series(protocol, colour,
                            [(p["pairs_seen"], p["results"][protocol]["rank1"]) for p in points
                             if protocol in p["results"]])
               for protocol, colour in COLOURS.items()]
