@@ -190,18 +190,6 @@ def test_cached_and_decoding_pipelines_agree(records):
     assert _same(_batches(build(True), 2), _batches(build(False), 2))
 
 
-def test_evaluation_pairs_fixed_and_unaugmented(records):
-    dataset = pairs.make_pair_dataset(records, 12, seed=0, crops_per_image=CROPS, training=False)
-    batches = _batches(dataset)
-    assert len(batches) == 3 * 48 // 12 and _same(batches, _batches(dataset))
-    index_a, index_b, labels = pairs.plan_eval(records, seed=0, batch_size=12)
-    images = pairs.load_images([r.path for r in records])
-    got_a = np.concatenate([b[0] for b in batches])
-    assert np.array_equal(got_a, images[index_a])
-    assert np.array_equal(np.concatenate([b[2] for b in batches]), labels)
-    assert all(records[i].camera == 0 for i in index_a)  # the test orientation: query from A
-
-
 def test_invalid_arguments(records):
     with pytest.raises(ValueError, match="batch_size"):
         pairs.make_pair_dataset(records, 2, seed=0, crops_per_image=CROPS)

@@ -30,7 +30,7 @@ from reid_tf.pairs.common import PAIRS_PER_POSITIVE, Recipe, image_source  # noq
 from reid_tf.pairs.cross_camera import (MAX_SHIFT, augment, images_per_camera, is_multi_camera,  # noqa: F401
                                         multi_camera_positives, positive_pairs)
 from reid_tf.pairs.shifted_copies import copies_positive_pairs, copy_version, copy_versions  # noqa: F401
-from reid_tf.pairs.per_pair import epoch_size, make_pair_dataset, plan_epoch, plan_eval, steps_per_epoch  # noqa: F401
+from reid_tf.pairs.per_pair import epoch_size, make_pair_dataset, plan_epoch, steps_per_epoch  # noqa: F401
 from reid_tf.pairs.recipes import RECIPES, get_recipe  # noqa: F401
 from reid_tf.pairs.shared import (batch_pairs, make_shared_dataset, plan_shared_epoch,  # noqa: F401
                                   shared_batch_shape, shared_steps_per_epoch, visits_per_batch)

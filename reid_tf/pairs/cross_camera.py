@@ -12,9 +12,9 @@ identity, its camera-B image). So every pair, positive or negative, is cross-cam
 pair (query from A, gallery from B) — the camera combination carries no information about the
 label — and every positive's images reappear in its negatives, so an image takes part in negatives
 twice as often as in positives on average (the 1 : 2 of the pairs): its mere presence says nothing
-about the label. Within every pair the two images swap places with probability 1/2 (training only),
-so the network sees both orders and cannot tie a camera's look to a slot; at evaluation
-(training=False) camera A is always "image_a", as in the test protocol. Negatives are kept
+about the label. Within every pair the two images swap places with probability 1/2, so the network
+sees both orders and cannot tie a camera's look to a slot (the test protocols put camera A's image
+first: reid_tf.protocols). Negatives are kept
 cross-camera on purpose: negatives from any cameras would make "same camera ⇒ negative" a shortcut
 that no test pair can use.
 

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from reid_tf.datasets import Record
 from reid_tf.pairs import cross_camera
-from reid_tf.pairs.common import (PAIRS_PER_POSITIVE, TAG_EVAL, TAG_TRAIN, Recipe, flatten_triples,
+from reid_tf.pairs.common import (PAIRS_PER_POSITIVE, TAG_TRAIN, Recipe, flatten_triples,
                                   image_source, to_float)
 from reid_tf.pairs.recipes import get_recipe
 
@@ -79,26 +79,9 @@ def plan_epoch(records: Sequence[Record], seed: int, epoch: int, crops_per_image
     return index_a[:n], index_b[:n], labels[:n]
 
 
-def plan_eval(records: Sequence[Record], seed: int, batch_size: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fixed evaluation pairs: every cross-camera positive once, in sorted order, with its 2
-    negatives drawn from (seed); camera A always image_a. Truncated to whole batches; returns as
-    plan_epoch."""
-    rng = np.random.default_rng([seed, TAG_EVAL])
-    first, second = cross_camera.with_negatives(records, cross_camera.positives(records, rng), rng)
-    index_a, index_b, labels = flatten_triples(first, second, rng, swap=False)
-    n = len(labels) // batch_size * batch_size
-    return index_a[:n], index_b[:n], labels[:n]
-
-
 def _plan_dataset(records: Sequence[Record], batch_size: int, seed: int, crops_per_image: int,
-                  training: bool, first_epoch: int, num_epochs: int | None,
-                  recipe: Recipe) -> tf.data.Dataset:
+                  first_epoch: int, num_epochs: int | None, recipe: Recipe) -> tf.data.Dataset:
     """Flat stream of (index_a, index_b, label, global position) from first_epoch on."""
-    if not training:
-        index_a, index_b, labels = plan_eval(records, seed, batch_size)
-        position = np.arange(len(labels), dtype=np.int64)
-        return tf.data.Dataset.from_tensor_slices((index_a, index_b, labels, position))
     steps = steps_per_epoch(records, batch_size, crops_per_image, recipe)
 
     def epoch_plan(epoch: np.int64):
@@ -117,7 +100,7 @@ def _plan_dataset(records: Sequence[Record], batch_size: int, seed: int, crops_p
 
 
 def make_pair_dataset(records: Sequence[Record], batch_size: int, seed: int, crops_per_image: int,
-                      training: bool = True, start_step: int = 0, num_epochs: int | None = None,
+                      start_step: int = 0, num_epochs: int | None = None,
                       cache_images: bool = True, recipe: str | Recipe = "cross_camera") -> tf.data.Dataset:
     """Batches of training pairs (§4.2); see the module docstring for epochs, batches and seeds.
 
@@ -126,10 +109,8 @@ def make_pair_dataset(records: Sequence[Record], batch_size: int, seed: int, cro
       batch_size: pairs per batch (paper: 128, 256 for CUHK03); >= 3.
       seed: fixes the pair plans and the augmentation.
       crops_per_image: augmented repeats of every positive per epoch (config.CROPS_PER_IMAGE).
-      training: False = the fixed evaluation pairs (cross_camera's, whatever the recipe): one pass,
-        no augmentation, no swap.
       start_step: skip the first start_step batches (exact resume).
-      num_epochs: stop after this many epochs (None = repeat forever; ignored when not training).
+      num_epochs: stop after this many epochs (None = repeat forever).
       cache_images: decode every image once into memory (faster) instead of once per use.
       recipe: config.RECIPES; "shifted_copies" trains on [31]'s pairs and copies
         (reid_tf.pairs.shifted_copies).
@@ -139,14 +120,13 @@ def make_pair_dataset(records: Sequence[Record], batch_size: int, seed: int, cro
     """
     check(records, batch_size, seed, crops_per_image)
     recipe = get_recipe(recipe)
-    first_epoch, step_in_epoch = (0, start_step) if not training else divmod(
-        start_step, steps_per_epoch(records, batch_size, crops_per_image, recipe))
-    plan = _plan_dataset(records, batch_size, seed, crops_per_image, training, first_epoch, num_epochs, recipe)
+    first_epoch, step_in_epoch = divmod(start_step, steps_per_epoch(records, batch_size, crops_per_image, recipe))
+    plan = _plan_dataset(records, batch_size, seed, crops_per_image, first_epoch, num_epochs, recipe)
     plan = plan.skip(step_in_epoch * batch_size)  # resume inside the first epoch
     fetch = image_source(records, cache_images)
 
-    def image(index, slot):  # evaluation: the record as it is
-        return recipe.training_image(fetch, index, seed, slot, crops_per_image) if training else fetch(index)
+    def image(index, slot):
+        return recipe.training_image(fetch, index, seed, slot, crops_per_image)
 
     def make_pair(index_a, index_b, label, position):
         return {"image_a": to_float(image(index_a, 2 * position)),
