@@ -201,8 +201,8 @@ def test_a_curve_merges_protocols_and_sets_damaged_checkpoints_aside(copy_of, tm
     assert [(p["step"], list(p["results"])) for p in first["points"]] == [(4, ["single_shot"]), (6, ["single_shot"])]
     command("experiments.curve", *args, "--protocols=random_gallery")
     points = read_json(out + ".json")["points"]
-    assert [(p["step"], sorted(p["results"])) for p in points] == [(4, ["single_shot", "random_gallery"]),
-                                                                  (6, ["single_shot", "random_gallery"])]
+    assert [(p["step"], sorted(p["results"])) for p in points] == [(4, ["random_gallery", "single_shot"]),
+                                                                  (6, ["random_gallery", "single_shot"])]
     assert [p["results"]["single_shot"] for p in points] == [p["results"]["single_shot"] for p in first["points"]]
 
 
