@@ -75,13 +75,10 @@ def _specs(model) -> tuple[object, dict]:
     """TensorSpecs of the encoder's image and of the pair head's inputs (named as the head names them)."""
     import tensorflow as tf
 
-    from reid_tf.model import pair_head_of
+    from reid_tf.model import pair_head_inputs
 
     image = tf.TensorSpec((None, config.INPUT_HEIGHT, config.INPUT_WIDTH, config.INPUT_CHANNELS), tf.float32, "image")
-    features = {}
-    for tensor in pair_head_of(model).inputs:  # Keras inputs named map_2_a, parts_2_a, …, embedding_b
-        name = tensor.name.split(":")[0]
-        features[name] = tf.TensorSpec((None, *tensor.shape[1:]), tf.float32, name)
+    features = {name: tf.TensorSpec((None, *shape), tf.float32, name) for name, shape in pair_head_inputs(model)}
     return image, features
 
 

@@ -160,6 +160,12 @@ def pair_head_of(model: keras.Model) -> keras.Model:
     return model.get_layer(PAIR_HEAD)
 
 
+def pair_head_inputs(model: keras.Model) -> list[tuple[str, tuple]]:
+    """(name, shape without the batch axis) of each input of the pair head, in its order: map_2_a,
+    parts_2_a, …, embedding_b, the names under which a serving export takes the features."""
+    return [(tensor.name.split(":")[0], tuple(tensor.shape[1:])) for tensor in pair_head_of(model).inputs]
+
+
 @dataclasses.dataclass(frozen=True)
 class Structure:
     """What a built network is made of, for code that works on its parts (scoring, Figure 4,

@@ -39,9 +39,7 @@ NOT_LAYER_NAMES = [
     ("benchmarks/profile_train.py", 'if not plane.name.startswith("/host:"):'),  # a profiler plane
 ]
 # (file, source line) of string operations on a layer's or a tensor's name outside model.py:
-KNOWN_NAME_PARSING = [
-    ("reid_tf/export.py", 'name = tensor.name.split(":")[0]'),  # the SavedModel's output names
-]
+KNOWN_NAME_PARSING: list[tuple[str, str]] = []  # none left
 # (file, source line) with a session or issue number:
 KNOWN_HISTORY: list[tuple[str, str]] = []  # none left; why goes in the code, when in the logbook
 
