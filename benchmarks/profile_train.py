@@ -25,7 +25,6 @@ import re
 import tempfile
 import time
 
-import numpy as np
 import tensorflow as tf
 from absl import flags, logging
 
